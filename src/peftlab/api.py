@@ -1,0 +1,176 @@
+"""The Python API; the CLI is a thin layer over these functions.
+
+    import peftlab
+    model = peftlab.load_adapter("runs/demo")          # base model + adapter, ready to use
+    results = peftlab.train(method="lora", max_steps=50, output="runs/demo")
+    peftlab.evaluate(adapter="runs/demo")
+    peftlab.merge("runs/demo", "runs/demo-merged")
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from .config import RunConfig, apply_mapping, load_yaml
+from .data.alpaca import collate, format_prompt
+from .evaluate import exact_match, generate as _generate, perplexity
+from .inject import merge_and_unload
+from .peft_format import atomic_write_json
+from .runtime import parse_dtype
+from .session import log, open_session
+from .train import train as _train
+
+
+def method_option_names() -> set[str]:
+    import dataclasses
+
+    from .methods import METHODS
+    return {f.name for cls in METHODS.values() for f in dataclasses.fields(cls.config_cls)}
+
+
+def build_config(config: str | Path | dict | RunConfig | None = None,
+                 **overrides: Any) -> RunConfig:
+    """A RunConfig from a YAML file, a mapping or a RunConfig, then keyword overrides
+    (flat keys as on the CLI: ``lr=1e-4``, ``r=16``, ``model=...``)."""
+    if isinstance(config, RunConfig):
+        cfg = config
+    else:
+        cfg = RunConfig()
+        if config is not None:
+            data = config if isinstance(config, dict) else load_yaml(config)
+            apply_mapping(cfg, data, str(config if not isinstance(config, dict) else "config"),
+                          method_option_names())
+    if overrides:
+        apply_mapping(cfg, overrides, "arguments", method_option_names())
+    check_method_options(cfg, where=str(config) if isinstance(config, (str, Path)) else "")
+    return cfg
+
+
+def check_method_options(cfg: RunConfig, where: str = "") -> None:
+    """Fail early (before any model loads) on a method option the method does not have."""
+    from .config import make_config
+    from .methods import METHODS
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; available: "
+                         f"{', '.join(sorted(METHODS))}")
+    make_config(METHODS[cfg.method].config_cls, cfg.adapter,
+                where=f"method {cfg.method!r}" + (f" in {where}" if where else ""))
+
+
+def train(config=None, **overrides: Any) -> dict:
+    """Fine-tune; returns the results written to ``<output>/results.json``."""
+    return _train(build_config(config, **overrides))
+
+
+def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
+    """Defaults, then the model/data settings the adapter was trained with, then overrides."""
+    cfg = RunConfig()
+    saved = Path(adapter) / "config.yaml" if adapter else None
+    if saved is not None and saved.is_file():
+        data = yaml.safe_load(saved.read_text()) or {}
+        apply_mapping(cfg, {k: data[k] for k in ("model", "data") if k in data}, str(saved),
+                      method_option_names())
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    apply_mapping(cfg, overrides, "arguments", method_option_names())
+    return cfg
+
+
+def load_adapter(adapter_dir: str | Path, model: str | None = None, device: str = "cpu",
+                 dtype: str = "float32") -> nn.Module:
+    """The base model with the saved adapter applied (a transformers model, eval mode)."""
+    cfg = _config_for_adapter(adapter_dir, model=model, device=device, dtype=dtype)
+    return open_session(cfg, adapter_dir=adapter_dir, with_data=False).model
+
+
+def evaluate(adapter: str | Path | None = None, output: str | Path | None = None,
+             **overrides: Any) -> dict:
+    """Perplexity, eval loss, exact match and token count (base model without adapter)."""
+    cfg = _config_for_adapter(adapter, **overrides)
+    s = open_session(cfg, adapter_dir=adapter, train_data=False)
+    t = cfg.train
+    res = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
+                     t.eval_batch_size, s.device, s.autocast())
+    res.update(exact_match(s.model, s.tokenizer, s.eval_data.records, t.exact_match_limit,
+                           t.max_new_tokens, s.device, s.autocast()))
+    res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
+                "dataset": s.splits.source, "eval_records": len(s.eval_data.examples)})
+    if output is None and adapter is not None:
+        output = Path(adapter) / "eval.json"
+    if output is not None:
+        atomic_write_json(Path(output), res)
+    return res
+
+
+def generate(prompt: str | list[str], adapter: str | Path | None = None,
+             max_new_tokens: int = 128, raw: bool = False, **overrides: Any) -> list[str]:
+    """Greedy completions; prompts are wrapped in the Alpaca template unless ``raw``."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    cfg = _config_for_adapter(adapter, **overrides)
+    s = open_session(cfg, adapter_dir=adapter, with_data=False)
+    if not raw:
+        prompts = [format_prompt(p) for p in prompts]
+    return _generate(s.model, s.tokenizer, prompts, max_new_tokens, s.device,
+                     autocast=s.autocast())
+
+
+def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32",
+          check_batches: int = 2, **overrides: Any) -> dict:
+    """Fold the adapter into the base weights and write a plain transformers model.
+
+    The merge is done in fp32 and the result cast to ``dtype``; the largest logit
+    difference between the merged and the adapter model on a few eval batches is
+    measured (in fp32) and returned.
+    """
+    cfg = _config_for_adapter(adapter_dir, **overrides)
+    cfg.model.dtype = "float32"
+    cfg.train.mixed_precision = "no"
+    s = open_session(cfg, adapter_dir=adapter_dir, train_data=False)
+    s.model.eval()
+    batches = [collate(s.eval_data.examples[i:i + 4], s.tokenizer.pad_token_id)
+               for i in range(0, 4 * check_batches, 4) if i < len(s.eval_data.examples)]
+    with torch.no_grad():
+        before = [s.model(**_inputs(b, s.device)).logits for b in batches]
+        tolerance = s.adapter.method.merge_tolerance
+        model = merge_and_unload(s.model)
+        diff = max(((model(**_inputs(b, s.device)).logits - ref) * b["attention_mask"]
+                    .to(s.device)[..., None]).abs().max().item()
+                   for b, ref in zip(batches, before))
+    model.to(parse_dtype(dtype))
+    _save_model_atomic(model, s.tokenizer, Path(output_dir))
+    res = {"output": str(output_dir), "max_logit_diff": diff, "tolerance": tolerance,
+           "dtype": dtype, "base_model": s.model_id}
+    log(f"merged into {output_dir}; largest logit difference merged vs adapter model: "
+        f"{diff:.2e} (tolerance {tolerance:.0e})")
+    if diff > tolerance:
+        log("warning: the merged model differs from the adapter model more than expected")
+    return res
+
+
+def _inputs(batch: dict, device) -> dict:
+    return {"input_ids": batch["input_ids"].to(device),
+            "attention_mask": batch["attention_mask"].to(device)}
+
+
+def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
+    """save_pretrained into a temp dir beside ``output``, then rename it into place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge"]

@@ -1,0 +1,150 @@
+"""``peftlab`` command line: train | eval | generate | merge.
+
+Training options are generated from the config dataclasses (and every method's own
+config), so a new option or a new method appears here with no change to this file.
+Precedence: defaults < ``--config`` YAML < command-line flags < ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from . import api
+from .config import DataConfig, ModelConfig, TrainConfig, parse_override, set_dotted
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def parse_targets(text: str) -> Any:
+    """``q_proj,v_proj`` -> list; ``all-linear`` or a regular expression -> string."""
+    if text == "all-linear" or any(c in text for c in "*^$|()[]\\+?"):
+        return text
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_field(group, f: dataclasses.Field, flag: str | None = None) -> None:
+    flag = flag or "--" + f.name.replace("_", "-")
+    help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+    kind = str(f.type).replace(" | None", "")
+    kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
+    if f.name == "target_modules":
+        kw["type"] = parse_targets
+    elif kind == "bool":
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        kw["type"] = _TYPES.get(kind, str)
+    try:
+        group.add_argument(flag, **kw)
+    except argparse.ArgumentError:
+        pass  # two methods share an option name (e.g. r): one flag serves both
+
+
+def _add_common(p: argparse.ArgumentParser, train_fields: bool) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", dest="model", default=argparse.SUPPRESS,
+                   help="Hub id or local directory (default: embedded SmolLM2-135M-Instruct)")
+    for f in dataclasses.fields(ModelConfig):
+        if f.name != "name":
+            _add_field(g, f)
+    g = p.add_argument_group("data")
+    for f in dataclasses.fields(DataConfig):
+        _add_field(g, f)
+    g = p.add_argument_group("training" if train_fields else "runtime")
+    keep = None if train_fields else {"device", "mixed_precision", "eval_batch_size",
+                                      "exact_match_limit", "max_new_tokens"}
+    for f in dataclasses.fields(TrainConfig):
+        if keep is None or f.name in keep:
+            _add_field(g, f)
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    from .methods import METHODS
+    p.add_argument("--method", default=argparse.SUPPRESS,
+                   help=f"one of: {', '.join(sorted(METHODS))} (default lora)")
+    for name, cls in sorted(METHODS.items()):
+        g = p.add_argument_group(f"{name} options")
+        for f in dataclasses.fields(cls.config_cls):
+            _add_field(g, f)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning "
+                                "(LoRA and friends) in the Hugging Face PEFT format.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune a model")
+    t.add_argument("--config", help="YAML file with the same keys as these options")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. train.lr=1e-4 (repeatable)")
+    _add_method_options(t)
+    _add_common(t, train_fields=True)
+    e = sub.add_parser("eval", help="perplexity and exact match of a model or adapter")
+    e.add_argument("--adapter", help="adapter directory (default: evaluate the base model)")
+    e.add_argument("--output", help="write the JSON here (default: ADAPTER/eval.json)")
+    _add_common(e, train_fields=False)
+    g = sub.add_parser("generate", help="complete a prompt")
+    g.add_argument("--adapter")
+    g.add_argument("--prompt", required=True, action="append",
+                   help="instruction (wrapped in the Alpaca template unless --raw); repeatable")
+    g.add_argument("--raw", action="store_true", help="send the prompt as it is")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--model", default=argparse.SUPPRESS)
+    g.add_argument("--device", default=argparse.SUPPRESS)
+    m = sub.add_parser("merge", help="fold an adapter into its base model")
+    m.add_argument("--adapter", required=True)
+    m.add_argument("--output", required=True, help="directory for the merged model")
+    m.add_argument("--dtype", default="float32", help="dtype of the saved weights")
+    m.add_argument("--model", default=argparse.SUPPRESS)
+    m.add_argument("--dataset", default=argparse.SUPPRESS,
+                   help="records used to check the merge (default: the adapter's)")
+    return p
+
+
+def _overrides(ns: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in vars(ns).items() if k not in skip}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    ns = build_parser().parse_args(argv)
+    try:
+        return _run(ns)
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, OSError) as e:
+        print(f"peftlab {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(ns: argparse.Namespace) -> int:
+    if ns.command == "train":
+        cfg = api.build_config(ns.config, **_overrides(ns, {"command", "config", "set"}))
+        for text in ns.set:
+            key, value = parse_override(text)
+            set_dotted(cfg, key, value)
+        api.check_method_options(cfg)
+        res = api.train(cfg)
+        print(json.dumps({k: res[k] for k in ("before", "after", "params", "tokens_per_s",
+                                              "peak_memory_bytes") if k in res},
+                         indent=2, default=str))
+    elif ns.command == "eval":
+        res = api.evaluate(ns.adapter, ns.output, **_overrides(ns, {"command", "adapter",
+                                                                    "output"}))
+        print(json.dumps(res, indent=2))
+    elif ns.command == "generate":
+        outs = api.generate(ns.prompt, ns.adapter, ns.max_new_tokens, ns.raw,
+                            **_overrides(ns, {"command", "adapter", "prompt", "raw",
+                                              "max_new_tokens"}))
+        for prompt, text in zip(ns.prompt, outs):
+            print(f"### {prompt}\n{text.strip()}\n")
+    elif ns.command == "merge":
+        res = api.merge(ns.adapter, ns.output, ns.dtype,
+                        **_overrides(ns, {"command", "adapter", "output", "dtype"}))
+        print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Run configuration: one dataclass per concern, YAML files and dotted overrides.
+
+A YAML file takes the same keys as the command line (``lr: 2e-4``, ``r: 16``), or the
+nested form (``train: {lr: 2e-4}``, ``adapter: {r: 16}``). Unknown keys are errors; the
+resolved configuration is saved beside every adapter and result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (shown by ``--help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert ``value`` to a field's declared scalar type, or raise naming the field.
+
+    Needed because YAML 1.1 reads ``1e-4`` (no dot) as a string, and CLI/--set values
+    arrive as text: ``lr: 1e-4`` must still mean the float 0.0001.
+    """
+    kind = str(annotation).replace(" | None", "").replace("Optional[", "").rstrip("]")
+    if value is None and "None" in str(annotation):
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind == "str" and not isinstance(value, str):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name!r} must be {kind}, got {value!r}") from None
+    return value
+
+
+def make_config(cls: type, options: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``options``; unknown keys are an error naming them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {where}; "
+            f"known options: {', '.join(sorted(fields))}"
+        )
+    return cls(**{k: coerce(v, fields[k].type, k) for k, v in options.items()})
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = option(None, "Hub id or local directory; default: the embedded "
+                                    "SmolLM2-135M-Instruct")
+    dtype: str = option("float32", "Storage dtype of the frozen base weights: float32, "
+                                   "bfloat16 or float16 (adapters always train in fp32)")
+    trust_remote_code: bool = option(False, "Allow the model's own Python code to run")
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = option(None, "Alpaca-format .json/.jsonl file or Hub dataset "
+                                       "id; default: the bundled set")
+    max_length: int = option(512, "Longest tokenised record; longer ones are truncated "
+                                  "(and counted)")
+    eval_fraction: float = option(0.1, "Share held out for evaluation when the dataset has "
+                                       "no eval split (a fixed split)")
+    max_eval_records: int | None = option(None, "Evaluate on at most this many records")
+    skip_bad_records: bool = option(False, "Skip malformed records instead of stopping")
+
+
+@dataclass
+class TrainConfig:
+    output: str = option("runs/peftlab", "Directory for the adapter, checkpoints and "
+                                         "metrics")
+    max_steps: int | None = option(None, "Optimiser steps; overrides epochs")
+    epochs: float = option(1.0, "Passes over the training data")
+    batch_size: int = option(8, "Records per micro-batch")
+    grad_accum: int = option(1, "Micro-batches per optimiser step")
+    lr: float = option(2e-4, "Peak learning rate (AdamW)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "Share of steps with linear warm-up before the "
+                                       "cosine decay")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 disables)")
+    eval_every: int = option(0, "Evaluate every N steps (0: only before and after)")
+    save_every: int = option(50, "Checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "How many recent checkpoints to keep")
+    seed: int = option(42, "Seed for initialisation, data order and dropout")
+    mixed_precision: str = option("auto", "auto, no, bf16 or fp16 (fp16: GPU only); auto "
+                                          "picks bf16 where the hardware runs it fast")
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward "
+                                                 "(less memory, ~30% more compute)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    eval_batch_size: int = option(16, "Records per evaluation batch")
+    exact_match_limit: int = option(64, "Generate for at most this many exactly "
+                                        "checkable eval records")
+    max_new_tokens: int = option(48, "Generation length for exact match")
+    resume: bool = option(False, "Resume from the latest checkpoint in the output "
+                                 "directory")
+    progress: bool = option(True, "Show a progress bar")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    method: str = option("lora", "Fine-tuning method")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapter: dict[str, Any] = field(default_factory=dict)
+    """Method options (checked against the method's own config dataclass)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Flat keys (CLI option names, also accepted at the top level of YAML) -> dotted paths.
+FLAT_KEYS: dict[str, str] = {"method": "method", "model": "model.name"}
+FLAT_KEYS.update({f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)})
+FLAT_KEYS.update({f.name: f"train.{f.name}" for f in dataclasses.fields(TrainConfig)})
+FLAT_KEYS.update({f.name: f"model.{f.name}" for f in dataclasses.fields(ModelConfig)
+                  if f.name != "name"})
+
+
+def set_dotted(cfg: RunConfig, path: str, value: Any) -> None:
+    """Set ``section.key`` (or a method option ``adapter.key``) on ``cfg``."""
+    section, _, key = path.partition(".")
+    if not key:
+        if section not in FLAT_KEYS:
+            raise ValueError(f"unknown config key {section!r}")
+        if FLAT_KEYS[section] != section:
+            return set_dotted(cfg, FLAT_KEYS[section], value)
+        return setattr(cfg, section, coerce(value, "str", section))
+    if section == "adapter":
+        cfg.adapter[key] = value
+        return
+    if section not in SECTIONS:
+        raise ValueError(f"unknown config section {section!r} in {path!r}; sections: "
+                         f"{', '.join([*SECTIONS, 'adapter'])}")
+    obj = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        raise ValueError(f"unknown config key {path!r}")
+    setattr(obj, key, coerce(value, fields[key].type, path))
+
+
+def apply_mapping(cfg: RunConfig, data: dict[str, Any], where: str,
+                  method_keys: set[str]) -> None:
+    """Apply a YAML mapping (flat or nested). ``method_keys``: known method options."""
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key in (*SECTIONS, "adapter") and (isinstance(value, dict) or key not in FLAT_KEYS):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {key!r} must be a mapping")
+            for sub, v in value.items():
+                _checked_set(cfg, f"{key}.{str(sub).replace('-', '_')}", v, where)
+        elif key in FLAT_KEYS:
+            _checked_set(cfg, key, value, where)
+        elif key in method_keys:
+            cfg.adapter[key] = value
+        else:
+            raise ValueError(f"{where}: unknown key {key!r}; known keys: "
+                             f"{', '.join(sorted({*FLAT_KEYS, *method_keys}))}")
+
+
+def _checked_set(cfg: RunConfig, path: str, value: Any, where: str) -> None:
+    try:
+        set_dotted(cfg, path, value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path}: not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.lr=1e-4`` -> (``train.lr``, 1e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    key, _, raw = text.partition("=")
+    return key.strip().replace("-", "_"), yaml.safe_load(raw)

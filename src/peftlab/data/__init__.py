@@ -1,0 +1,1 @@
+"""Instruction data: sources (bundled, local file, Hub) and the Alpaca pipeline."""

@@ -1,0 +1,124 @@
+"""Alpaca prompt format, tokenisation with a response-only label mask, and batching.
+
+The label mask is built from positions (where the prompt ends), never from the pad id:
+the embedded model's pad and EOS share id 2, and the EOS after the response must be
+learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100
+"""Label value that PyTorch's cross-entropy skips (``ignore_index``)."""
+
+# The Stanford Alpaca prompt template (Taori et al., 2023), with and without input.
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+LENGTH_GROUP_CHUNK = 32
+"""Batches per shuffled chunk whose records are sorted by length before batching: long
+enough to keep padding small, short enough to keep batches random across the epoch."""
+
+
+def format_prompt(instruction: str, input: str = "") -> str:
+    if input.strip():
+        return PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
+    return PROMPT_NO_INPUT.format(instruction=instruction)
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    n_prompt: int
+    """Leading positions that are prompt (no loss)."""
+    truncated: bool = False
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.input_ids) - self.n_prompt
+
+
+@dataclass
+class Encoded:
+    examples: list[Example]
+    records: list[dict]
+    """The records kept, aligned with ``examples``."""
+    truncated: int = 0
+    dropped: int = 0
+    """Records whose prompt alone filled ``max_length`` (no response token left)."""
+
+
+def prompt_ids(tokenizer, rec: dict) -> list[int]:
+    return tokenizer(format_prompt(rec["instruction"], rec["input"]))["input_ids"]
+
+
+def encode(tokenizer, records: list[dict], max_length: int) -> Encoded:
+    """Tokenise prompt and response separately (so the boundary is exact), append EOS,
+    truncate to ``max_length`` from the end, and count what was cut."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; cannot end responses")
+    out = Encoded([], [])
+    for rec in records:
+        p = prompt_ids(tokenizer, rec)
+        r = tokenizer(rec["output"], add_special_tokens=False)["input_ids"]
+        ids = p + r + [tokenizer.eos_token_id]
+        truncated = len(ids) > max_length
+        if len(p) >= max_length:
+            out.dropped += 1
+            continue
+        out.truncated += truncated
+        out.examples.append(Example(ids[:max_length], len(p), truncated))
+        out.records.append(rec)
+    return out
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                  shuffle: bool = True) -> list[list[int]]:
+    """Index batches for one epoch, a pure function of (lengths, seed, epoch).
+
+    Length-grouped: shuffle, cut into chunks of ``LENGTH_GROUP_CHUNK`` batches, sort each
+    chunk by length, batch it, then shuffle the batches. Padding then costs little while
+    the order stays random. Without ``shuffle`` the batches are sorted by length (eval).
+    """
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    chunk = batch_size * LENGTH_GROUP_CHUNK
+    batches = []
+    for start in range(0, n, chunk):
+        part = sorted(perm[start:start + chunk], key=lambda i: -lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; labels are IGNORE on prompt and padding."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def target_count(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry loss: labels at positions 1.. that are not IGNORE."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())

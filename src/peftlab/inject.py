@@ -1,0 +1,178 @@
+"""Find target modules, swap in adapter layers, freeze the base, merge and unload.
+
+Target matching follows Hugging Face PEFT: a list of names matches a module whose full
+name equals a name or ends with ``"." + name``; a string is a regular expression that
+must match the full name; ``"all-linear"`` selects every Linear except the output head.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from torch import nn
+
+from .methods.base import AdapterLayer, Method
+
+ALL_LINEAR = "all-linear"
+
+
+@dataclass
+class AdapterInfo:
+    """What peftlab remembers about the adapter injected into a model."""
+
+    method: Method
+    targets: list[str]
+    target_modules: Any
+    """The target spec to write into adapter_config.json (resolved for "all-linear")."""
+    base_model: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _linear_types() -> tuple[type, ...]:
+    return (nn.Linear,)
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Full names of the model's Linear modules (adapters unwrapped)."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, _linear_types()) and not _inside_adapter(name):
+            names.append(name)
+    return names
+
+
+def _inside_adapter(name: str) -> bool:
+    # Modules an adapter layer owns (lora_A, base_layer, ...) are never targets themselves.
+    parts = name.split(".")
+    return "base_layer" in parts or any(p.startswith(("lora_", "ia3_")) for p in parts)
+
+
+def _output_head_names(model: nn.Module) -> set[str]:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return {n for n, m in model.named_modules() if head is not None and m is head}
+
+
+def _matches(name: str, spec: Any) -> bool:
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(name == t or name.endswith("." + t) for t in spec)
+
+
+def find_targets(model: nn.Module, spec: Any) -> list[str]:
+    """Names of the Linear modules ``spec`` selects; a spec matching nothing is an error.
+
+    For a list, *each* entry must match at least one Linear module, so a typo such as
+    ``q_prj`` stops with the list of the model's Linear module names instead of silently
+    training fewer layers than asked.
+    """
+    names = linear_module_names(model)
+    if isinstance(spec, str) and spec.lower() == ALL_LINEAR:
+        heads = _output_head_names(model)
+        found = [n for n in names if n not in heads]
+    elif isinstance(spec, str):
+        found = [n for n in names if _matches(n, spec)]
+        if not found:
+            raise ValueError(_no_match_message([spec], names, regex=True))
+    else:
+        spec = list(spec)
+        if not spec:
+            raise ValueError("target_modules is empty")
+        missing = [t for t in spec if not any(_matches(n, [t]) for n in names)]
+        if missing:
+            raise ValueError(_no_match_message(missing, names, regex=False))
+        found = [n for n in names if _matches(n, spec)]
+    if not found:
+        raise ValueError("the model has no Linear modules to adapt")
+    return found
+
+
+def _no_match_message(missing: list[str], names: list[str], regex: bool) -> str:
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+    kind = "regular expression" if regex else "target module(s)"
+    return (
+        f"{kind} {', '.join(repr(m) for m in missing)} matched no Linear module of the "
+        f"model. Its Linear module names end in: {', '.join(suffixes)} "
+        f"(e.g. {names[0] if names else 'none'})"
+    )
+
+
+def saved_target_spec(spec: Any, targets: list[str]) -> Any:
+    """The spec written to adapter_config.json: "all-linear" becomes explicit suffixes."""
+    if isinstance(spec, str) and spec.lower() == ALL_LINEAR:
+        return sorted({t.rsplit(".", 1)[-1] for t in targets})
+    return spec if isinstance(spec, str) else list(spec)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInfo:
+    """Freeze ``model`` and wrap the method's target modules with its adapter layers.
+
+    Returns the :class:`AdapterInfo`, also stored as ``model.peftlab_adapter``.
+    """
+    if getattr(model, "peftlab_adapter", None) is not None:
+        raise ValueError("this model already has a peftlab adapter; load a fresh base model")
+    spec = method.target_modules()
+    targets = find_targets(model, spec)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in targets:
+        module = model.get_submodule(name)
+        layer = method.wrap(module, name)
+        layer.train(module.training)  # new modules start in training mode (dropout on)
+        for p in layer.adapter_params().values():
+            p.requires_grad_(True)
+        _set_submodule(model, name, layer)
+    info = AdapterInfo(method, targets, saved_target_spec(spec, targets), base_model)
+    model.peftlab_adapter = info
+    return info
+
+
+def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    """(name, layer) for every adapter layer, found by type, never by name."""
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield name, module
+
+
+def adapter_state(model: nn.Module) -> dict[str, Any]:
+    """Adapter parameters keyed ``<module name>.<local name>`` (a view, not a copy)."""
+    out = {}
+    for name, layer in adapter_layers(model):
+        for local, p in layer.adapter_params().items():
+            out[f"{name}.{local}"] = p
+    return out
+
+
+def merge(model: nn.Module) -> None:
+    for _, layer in adapter_layers(model):
+        layer.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    for _, layer in adapter_layers(model):
+        layer.unmerge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base layer and put the plain base layers back."""
+    for name, layer in list(adapter_layers(model)):
+        if not layer.merged:
+            layer.merge()
+        _set_submodule(model, name, layer.base_layer)
+    if hasattr(model, "peftlab_adapter"):
+        del model.peftlab_adapter
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int | float]:
+    """Trainable and total parameter counts and the trainable share in percent."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "share_pct": 100.0 * trainable / total}

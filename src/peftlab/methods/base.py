@@ -1,0 +1,157 @@
+"""The one abstraction every method implements: an adapter layer and a method object.
+
+An :class:`AdapterLayer` *wraps* a frozen ``base_layer`` (a module swap, not a
+parametrization), so the parameter names come out PEFT-shaped
+(``q_proj.base_layer.weight``, ``q_proj.lora_A.weight``) and a later packed 4-bit base
+layer can be wrapped the same way.
+
+A :class:`Method` knows its name, its PEFT type, its config dataclass and how to wrap a
+module. The training loop, the comparison harness and the report talk to methods only
+through this interface; nothing outside ``peftlab.methods`` branches on a method's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import make_config, option
+
+
+class AdapterLayer(nn.Module):
+    """A frozen ``base_layer`` plus trainable adapter parameters.
+
+    Subclasses implement :meth:`forward`, :meth:`delta_weight`, :meth:`_merge` and
+    :meth:`_unmerge`. The base class owns the ``merged`` flag so that a second merge warns
+    and does nothing, whatever the method.
+    """
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__()
+        self.base_layer = base_layer
+        self.merged = False
+        for p in self.base_layer.parameters():
+            p.requires_grad_(False)
+
+    # -- what subclasses provide -------------------------------------------------------
+    def delta_weight(self) -> torch.Tensor:
+        """The change this adapter makes to the base weight, in fp32, shaped like it."""
+        raise NotImplementedError
+
+    def _merge(self) -> None:
+        raise NotImplementedError
+
+    def _unmerge(self) -> None:
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight, so code that reads ``module.weight`` keeps working."""
+        return self.base_layer.weight
+
+    def adapter_params(self) -> dict[str, nn.Parameter]:
+        """Trainable adapter parameters by their local name (``lora_A.weight``, ...)."""
+        return {
+            name: p
+            for name, p in self.named_parameters()
+            if not name.startswith("base_layer.")
+        }
+
+    def merge(self) -> None:
+        """Fold the adapter into the base weight; a second call warns and does nothing."""
+        if self.merged:
+            warnings.warn(f"{type(self).__name__} is already merged; merge() did nothing")
+            return
+        with torch.no_grad():
+            self._merge()
+        self.merged = True
+
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`; on an unmerged layer it warns and does nothing."""
+        if not self.merged:
+            warnings.warn(f"{type(self).__name__} is not merged; unmerge() did nothing")
+            return
+        with torch.no_grad():
+            self._unmerge()
+        self.merged = False
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Options shared by every method."""
+
+    target_modules: Any = option(
+        "all-linear",
+        "Linear modules to adapt, as in PEFT: names matched as the full module name or its "
+        "dotted suffix (comma-separated on the CLI), a regular expression matched against "
+        "the full name, or 'all-linear' (every Linear but the output head)")
+
+
+class Method:
+    """A parameter-efficient fine-tuning method.
+
+    Subclasses set the class attributes and implement :meth:`wrap`,
+    :meth:`to_peft_config` and :meth:`from_peft_config`.
+    """
+
+    name: ClassVar[str]
+    peft_type: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    merge_tolerance: ClassVar[float] = 1e-4
+    """Largest logit difference (fp32) accepted between merged and unmerged models."""
+
+    def __init__(self, config: MethodConfig | None = None, **options: Any):
+        if config is None:
+            config = make_config(self.config_cls, options, where=f"method {self.name!r}")
+        elif options:
+            raise TypeError("pass either a config or options, not both")
+        self.config = config
+
+    # -- building ------------------------------------------------------------------------
+    def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
+        """Return an adapter layer wrapping ``module`` (whose full name is ``name``)."""
+        raise NotImplementedError
+
+    def target_modules(self) -> Any:
+        """What :func:`peftlab.inject.find_targets` should match."""
+        return self.config.target_modules
+
+    # -- training hooks (defaults: nothing) ----------------------------------------------
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        """A term added to the training loss (AdaLoRA's orthogonality); default none."""
+        return None
+
+    def on_step_end(self, model: nn.Module, step: int, plan: Any) -> dict | None:
+        """Called after every optimiser step; may return metrics to log."""
+        return None
+
+    # -- PEFT format -----------------------------------------------------------------------
+    def peft_key(self, local_name: str) -> str:
+        """Name a parameter gets in ``adapter_model.safetensors`` (after the module path)."""
+        return local_name
+
+    def local_name(self, peft_key: str) -> str:
+        """Inverse of :meth:`peft_key`."""
+        return peft_key
+
+    def to_peft_config(self, target_modules: Any) -> dict[str, Any]:
+        """Method-specific keys of ``adapter_config.json``."""
+        raise NotImplementedError
+
+    @classmethod
+    def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
+        """Whether an ``adapter_config.json`` describes an adapter of this method."""
+        return cfg.get("peft_type") == cls.peft_type
+
+    @classmethod
+    def from_peft_config(cls, cfg: dict[str, Any]) -> "Method":
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved options, for saving beside results."""
+        return {"method": self.name, **dataclasses.asdict(self.config)}

@@ -1,0 +1,161 @@
+"""LoRA: low-rank adaptation (Hu et al., 2021, arXiv 2106.09685).
+
+    h = W0 x + s · B A x,   s = alpha / r   (rsLoRA, Kalajdzievski 2023, arXiv 2312.03732:
+                                             s = alpha / sqrt(r))
+
+A (r×in) starts random and B (out×r) starts at zero, so a fresh adapter is the identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import make_config, option
+from .base import AdapterLayer, Method, MethodConfig
+
+# PEFT keys we understand; anything else in an adapter_config.json must be at its default
+# (a LoRA adapter using layer-wise ranks or trained biases would otherwise load wrongly).
+_PEFT_DEFAULTS_WE_REQUIRE = {
+    "bias": "none",
+    "fan_in_fan_out": False,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "layers_to_transform": None,
+    "modules_to_save": None,
+    "lora_bias": False,
+    "layer_replication": None,
+    "use_qalora": False,
+}
+
+
+@dataclasses.dataclass
+class LoraConfig(MethodConfig):
+    """LoRA options (names as in the CLI and YAML)."""
+
+    r: int = option(8, "Rank of the update B·A")
+    alpha: float = option(16.0, "Scale numerator: the update is multiplied by alpha / r "
+                                "(alpha / sqrt(r) with use_rslora)")
+    dropout: float = option(0.05, "Dropout on the adapter's input (not on the base path)")
+    use_rslora: bool = option(False, "Rank-stabilised scaling alpha / sqrt(r) (rsLoRA, "
+                                     "arXiv 2312.03732)")
+
+    def __post_init__(self):
+        if int(self.r) != self.r or self.r < 1:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        self.r = int(self.r)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+class LoraLinear(AdapterLayer):
+    """``nn.Linear`` plus a low-rank update: ``base(x) + s · B(A(dropout(x)))``."""
+
+    def __init__(self, base_layer: nn.Linear, r: int, scaling: float, dropout: float):
+        super().__init__(base_layer)
+        in_f, out_f = base_layer.in_features, base_layer.out_features
+        self.scaling = scaling
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Adapter weights stay fp32 whatever the base dtype: they are what the optimiser
+        # updates, and bf16 steps of ~lr·grad vanish against weights of size ~1.
+        device = base_layer.weight.device
+        self.lora_A = nn.Linear(in_f, r, bias=False, device=device, dtype=torch.float32)
+        self.lora_B = nn.Linear(r, out_f, bias=False, device=device, dtype=torch.float32)
+        self.reset_adapter()
+
+    def reset_adapter(self) -> None:
+        """A ~ Kaiming-uniform (as nn.Linear's default), B = 0: the identity update."""
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def lora_update(self, x: torch.Tensor) -> torch.Tensor:
+        """s · B A x (the low-rank path alone)."""
+        a = self.lora_A.weight
+        x = self.lora_dropout(x)
+        if not torch.is_autocast_enabled(x.device.type):
+            # Outside autocast the fp32 adapter must meet the input in one dtype.
+            x = x.to(a.dtype)
+        return self.lora_B(self.lora_A(x)) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        return out + self.lora_update(x).to(out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling
+
+    def _merge(self) -> None:
+        w = self.base_layer.weight
+        w.add_(self.delta_weight().to(w.dtype))
+
+    def _unmerge(self) -> None:
+        w = self.base_layer.weight
+        w.sub_(self.delta_weight().to(w.dtype))
+
+
+class LoRA(Method):
+    """Low-rank adaptation of Linear layers."""
+
+    name = "lora"
+    peft_type = "LORA"
+    config_cls = LoraConfig
+
+    def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"LoRA can wrap nn.Linear only; {name} is {type(module).__name__}")
+        c = self.config
+        return LoraLinear(module, c.r, c.scaling, c.dropout)
+
+    def to_peft_config(self, target_modules: Any) -> dict[str, Any]:
+        c = self.config
+        return {
+            "peft_type": "LORA",
+            "r": c.r,
+            "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
+            "use_rslora": c.use_rslora,
+            "target_modules": target_modules,
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "init_lora_weights": True,
+            "use_dora": False,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+        }
+
+    @classmethod
+    def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
+        return cfg.get("peft_type") == "LORA" and not cfg.get("use_dora", False)
+
+    @classmethod
+    def lora_options_from_peft(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Shared by LoRA-family methods: check unsupported keys, map the rest."""
+        for key, default in _PEFT_DEFAULTS_WE_REQUIRE.items():
+            value = cfg.get(key, default)
+            if value not in (None, default):
+                raise ValueError(
+                    f"adapter_config.json sets {key}={value!r}, which peftlab does not "
+                    f"support (expected {default!r})"
+                )
+        return {
+            "r": cfg["r"],
+            "alpha": cfg.get("lora_alpha", 8),
+            "dropout": cfg.get("lora_dropout", 0.0),
+            "use_rslora": cfg.get("use_rslora", False),
+            "target_modules": cfg["target_modules"],
+        }
+
+    @classmethod
+    def from_peft_config(cls, cfg: dict[str, Any]) -> "LoRA":
+        opts = cls.lora_options_from_peft(cfg)
+        return cls(make_config(cls.config_cls, opts, where="LoRA adapter_config.json"))

@@ -1,0 +1,171 @@
+"""Hugging Face PEFT adapter format: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+Tensor names are ``base_model.model.<module path>.<method key>``, exactly what
+``peft.PeftModel.save_pretrained`` writes for the default adapter, so PEFT (and vLLM,
+TGI, transformers) load peftlab adapters unchanged, and the reverse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .inject import AdapterInfo, adapter_layers, inject
+from .methods import method_for_peft_config
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter does not fit the base model it is loaded onto."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None) -> None:
+    """safetensors.save_file into a temp file, then rename (a full disk loses nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors under PEFT's names (detached contiguous copies)."""
+    info = _info(model)
+    out = {}
+    for name, layer in adapter_layers(model):
+        for local, p in layer.adapter_params().items():
+            key = f"{PREFIX}{name}.{info.method.peft_key(local)}"
+            out[key] = p.detach().contiguous().clone()
+    return out
+
+
+def peft_config_dict(model: nn.Module) -> dict[str, Any]:
+    info = _info(model)
+    cfg = {
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": info.base_model or None,
+        "inference_mode": True,
+        "revision": None,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+    }
+    cfg.update(info.method.to_peft_config(info.target_modules))
+    return cfg
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write the adapter of ``model`` in PEFT format into ``directory``."""
+    directory = Path(directory)
+    tensors = adapter_tensors(model)
+    atomic_save_tensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    atomic_write_json(directory / CONFIG_NAME, peft_config_dict(model))
+    return directory
+
+
+def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no adapter_config.json (is this an adapter directory?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_adapter_into(model: nn.Module, directory: str | os.PathLike) -> AdapterInfo:
+    """Inject the adapter saved in ``directory`` into ``model`` and load its weights.
+
+    Every tensor must land on an adapter parameter of the same shape and every adapter
+    parameter must be given a value; otherwise :class:`AdapterMismatchError` names the
+    module, so an adapter for another base model never half-loads silently.
+    """
+    directory = Path(directory)
+    cfg = read_adapter_config(directory)
+    method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME))
+    try:
+        info = inject(model, method, base_model=cfg.get("base_model_name_or_path") or "")
+    except ValueError as e:
+        raise AdapterMismatchError(f"{directory}: adapter does not fit this model: {e}") from None
+    load_adapter_weights(model, directory)
+    return info
+
+
+def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Copy the tensors of ``directory``'s adapter into the adapter already in ``model``."""
+    directory = Path(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing (only safetensors adapters are loaded)")
+    _copy_into(model, _info(model), load_file(str(weights)), directory)
+
+
+def _copy_into(model, info: AdapterInfo, tensors: dict, directory: Path) -> None:
+    params = {}
+    for name, layer in adapter_layers(model):
+        for local, p in layer.adapter_params().items():
+            params[f"{PREFIX}{name}.{info.method.peft_key(local)}"] = (name, p)
+    unexpected = sorted(set(tensors) - set(params))
+    if unexpected:
+        raise AdapterMismatchError(
+            f"{directory}: tensor {unexpected[0]} has no matching adapter module in this "
+            f"model ({len(unexpected)} such tensors); is the adapter for another base model?"
+        )
+    missing = sorted(set(params) - set(tensors))
+    if missing:
+        raise AdapterMismatchError(
+            f"{directory}: no value for {missing[0]} ({len(missing)} missing); module "
+            f"{params[missing[0]][0]} exists in the model but not in the adapter"
+        )
+    with torch.no_grad():
+        for key, (module_name, p) in params.items():
+            t = tensors[key]
+            if t.shape != p.shape:
+                raise AdapterMismatchError(
+                    f"{directory}: module {module_name}: {key} has shape {tuple(t.shape)} "
+                    f"but this model needs {tuple(p.shape)}; is the adapter for another "
+                    "base model?"
+                )
+            p.copy_(t.to(p.dtype))
+
+
+def _info(model: nn.Module) -> AdapterInfo:
+    info = getattr(model, "peftlab_adapter", None)
+    if info is None:
+        raise ValueError("this model has no peftlab adapter")
+    return info

@@ -1,0 +1,104 @@
+"""Everything a command sets up before it trains, evaluates or generates.
+
+``open_session`` loads the base model and tokenizer, injects a new adapter or loads a
+saved one, reads and tokenises the data, and resolves device and precision: one place,
+so train, eval, merge and generate see the same model the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data.alpaca import Encoded, encode
+from .data.sources import Splits, load_splits
+from .inject import AdapterInfo, count_parameters, inject
+from .methods import get_method
+from .models import load_base
+from .peft_format import load_adapter_into, read_adapter_config
+from .runtime import parse_dtype, pick_device, pick_precision
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Session:
+    model: nn.Module
+    tokenizer: Any
+    model_id: str
+    device: torch.device
+    precision: str
+    adapter: AdapterInfo | None = None
+    splits: Splits | None = None
+    train_data: Encoded | None = None
+    eval_data: Encoded | None = None
+    params: dict = field(default_factory=dict)
+
+    def autocast(self) -> Callable[[], contextlib.AbstractContextManager]:
+        """A factory of autocast contexts for this session's precision (or no-ops)."""
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext
+        return lambda: torch.autocast(self.device.type, dtype=dtype)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def base_model_for_adapter(adapter_dir: str | Path, model: str | None) -> str | None:
+    """The base model to load for an adapter: the one asked for, else the one it names."""
+    if model:
+        return model
+    return read_adapter_config(adapter_dir).get("base_model_name_or_path")
+
+
+def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adapter=False,
+                 with_data: bool = True, train_data: bool = True) -> Session:
+    """Load base model + tokenizer; add a fresh adapter (``new_adapter``) or a saved one."""
+    device = pick_device(cfg.train.device)
+    precision = pick_precision(cfg.train.mixed_precision, device)
+    name = cfg.model.name
+    if adapter_dir is not None:
+        name = base_model_for_adapter(adapter_dir, name)
+    model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
+                                     trust_remote_code=cfg.model.trust_remote_code)
+    s = Session(model, tok, model_id, device, precision)
+    if new_adapter:
+        method = get_method(cfg.method, **cfg.adapter)
+        s.adapter = inject(model, method, base_model=model_id)
+    elif adapter_dir is not None:
+        s.adapter = load_adapter_into(model, adapter_dir)
+    model.to(device)
+    s.params = count_parameters(model)
+    if with_data:
+        _load_data(s, cfg, train_data)
+    return s
+
+
+def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
+    d = cfg.data
+    s.splits = load_splits(d.dataset, d.eval_fraction, d.skip_bad_records)
+    if s.splits.skipped:
+        log(f"skipped {s.splits.skipped} malformed record(s) of {s.splits.source}")
+    ev = s.splits.eval[: d.max_eval_records] if d.max_eval_records else s.splits.eval
+    s.eval_data = encode(s.tokenizer, ev, d.max_length)
+    if train_data:
+        s.train_data = encode(s.tokenizer, s.splits.train, d.max_length)
+        if not s.train_data.examples:
+            raise ValueError(f"{s.splits.source}: no training record fits max_length="
+                             f"{d.max_length}")
+    for label, enc in (("train", s.train_data), ("eval", s.eval_data)):
+        if enc is not None and (enc.truncated or enc.dropped):
+            log(f"{label}: {enc.truncated} record(s) truncated to max_length={d.max_length}, "
+                f"{enc.dropped} dropped (prompt alone too long)")
+
+
+__all__ = ["Session", "open_session", "log"]

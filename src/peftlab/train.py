@@ -1,0 +1,244 @@
+"""ONE training loop for every method, on accelerate.
+
+AdamW over the adapter parameters only, linear warm-up then cosine decay, gradient
+accumulation with a token-weighted loss (each optimiser step divides by the target tokens
+of *all* its micro-batches, so accumulation equals one big batch), gradient clipping,
+non-reentrant gradient checkpointing, mixed precision with fp32 adapter weights,
+periodic evaluation, atomic checkpoints and exact resume. The loop talks to the method
+only through ``extra_loss`` and ``on_step_end``; it never looks at a method's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .data.alpaca import collate, epoch_batches, target_count
+from .evaluate import exact_match, perplexity
+from .loss import response_nll
+from .peft_format import atomic_write_bytes, atomic_write_json, save_adapter
+from .runtime import environment, peak_memory_bytes, seed_everything
+from .session import Session, log, open_session
+
+
+@dataclass
+class Plan:
+    """How many steps, known before the first one (AdaLoRA's schedule reads it)."""
+
+    batch_size: int
+    grad_accum: int
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    def micro_batches(self, step: int) -> tuple[int, slice]:
+        """(epoch, slice of that epoch's micro-batches) for 0-based optimiser ``step``."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        start = k * self.grad_accum
+        return epoch, slice(start, min(start + self.grad_accum, self.micro_per_epoch))
+
+
+def make_plan(n_examples: int, t) -> Plan:
+    if t.batch_size < 1 or t.grad_accum < 1:
+        raise ValueError("batch_size and grad_accum must be at least 1")
+    micro = math.ceil(n_examples / t.batch_size)
+    per_epoch = math.ceil(micro / t.grad_accum)
+    total = t.max_steps if t.max_steps else max(1, math.ceil(per_epoch * t.epochs))
+    return Plan(t.batch_size, t.grad_accum, micro, per_epoch, total,
+                int(round(total * t.warmup_ratio)))
+
+
+def warmup_cosine(plan: Plan):
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0."""
+    def f(step: int) -> float:
+        if step < plan.warmup_steps:
+            return (step + 1) / (plan.warmup_steps + 1)
+        span = max(1, plan.total_steps - plan.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - plan.warmup_steps) / span)))
+    return f
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, appended and flushed as it goes."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is None:
+            atomic_write_bytes(path, b"")
+        elif path.exists():  # drop lines logged after the checkpoint we resume from
+            keep = [ln for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+    def write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool) -> dict:
+    t = cfg.train
+    out = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
+                     t.eval_batch_size, s.device, s.autocast())
+    if with_exact:
+        out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
+                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast()))
+    return out
+
+
+def train(cfg: RunConfig) -> dict:
+    """Fine-tune as ``cfg`` says; returns (and writes to ``results.json``) the summary."""
+    t = cfg.train
+    out = Path(t.output)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(t.seed)
+    s = open_session(cfg, new_adapter=True)
+    method = s.adapter.method
+    cfg.adapter = asdict(method.config)  # save the resolved options
+    plan = make_plan(len(s.train_data.examples), t)
+    atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+                       .encode())
+    log(f"{method.name}: {s.params['trainable']:,} trainable of {s.params['total']:,} "
+        f"parameters ({s.params['share_pct']:.3f}%); {len(s.train_data.examples)} train / "
+        f"{len(s.eval_data.examples)} eval records; {plan.total_steps} steps; "
+        f"precision {s.precision} on {s.device}")
+    if t.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so it works with
+        # the frozen embedding (the reentrant variant would silently drop adapter grads).
+        s.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant":
+                                                                             False})
+    s.model.config.use_cache = False
+    # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
+    # process-wide state cannot change precision between runs in one process (compare).
+    acc = Accelerator(cpu=s.device.type == "cpu")
+    params = [p for p in s.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(plan))
+    model, opt = acc.prepare(s.model, opt)
+    start = _maybe_resume(t, out, model, opt, sched)
+    metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None)
+    results = {"method": method.describe(), "base_model": s.model_id, "params": s.params,
+               "plan": asdict(plan), "precision": s.precision, "env": environment()}
+    if start == 0:
+        results["before"] = evaluate_session(s, cfg, with_exact=True)
+        metrics.write(step=0, **{k: v for k, v in results["before"].items() if k != "samples"})
+        _print_eval("before", results["before"])
+    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out))
+    s.model.eval()
+    results["after"] = evaluate_session(s, cfg, with_exact=True)
+    metrics.write(step=plan.total_steps, **{k: v for k, v in results["after"].items()
+                                            if k != "samples"})
+    _print_eval("after", results["after"])
+    save_adapter(s.model, out)
+    results["adapter_bytes"] = (out / "adapter_model.safetensors").stat().st_size
+    results["peak_memory_bytes"] = peak_memory_bytes(s.device)
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def _maybe_resume(t, out: Path, model, opt, sched) -> int:
+    if not t.resume:
+        return 0
+    found = list_checkpoints(out)
+    if not found:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints")
+    state = load_checkpoint(found[-1], model, opt, sched)
+    log(f"resumed from {found[-1]} (step {state['step']})")
+    return int(state["step"])
+
+
+def _print_eval(label: str, ev: dict) -> None:
+    em = ev.get("exact_match")
+    em_txt = f", exact match {em:.1%} of {ev['exact_n']}" if em is not None else ""
+    log(f"eval {label}: loss {ev['eval_loss']:.4f}, perplexity {ev['perplexity']:.3f}"
+        f"{em_txt} ({ev['eval_tokens']} tokens)")
+
+
+def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metrics,
+          out: Path) -> dict:
+    t, method = cfg.train, s.adapter.method
+    lengths = [len(e.input_ids) for e in s.train_data.examples]
+    params = [p for p in model.parameters() if p.requires_grad]
+    epoch_cache: dict[int, list] = {}
+    bar = tqdm(total=plan.total_steps, initial=start, disable=not t.progress, unit="step",
+               dynamic_ncols=True)
+    t0, tokens_seen, losses = time.perf_counter(), 0, []
+    # fp16 needs loss scaling; for bf16 and fp32 the scaler is a pass-through.
+    scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "fp16")
+    model.train()
+    for step in range(start, plan.total_steps):
+        epoch, sl = plan.micro_batches(step)
+        if epoch not in epoch_cache:
+            epoch_cache = {epoch: epoch_batches(lengths, plan.batch_size, t.seed, epoch)}
+        batches = [collate([s.train_data.examples[i] for i in b], s.tokenizer.pad_token_id)
+                   for b in epoch_cache[epoch][sl]]
+        ts = time.perf_counter()
+        loss = _step(acc, model, method, batches, s, scaler)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss} at step {step + 1}; nothing was updated and the "
+                f"last checkpoint under {out} is intact. Lower the learning rate (now "
+                f"{t.lr}) or use mixed_precision=no.")
+        scaler.unscale_(opt)
+        if t.max_grad_norm > 0:
+            acc.clip_grad_norm_(params, t.max_grad_norm)
+        lr = sched.get_last_lr()[0]  # the rate this step used
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        extra = method.on_step_end(model, step + 1, plan) or {}
+        real = sum(int(b["attention_mask"].sum()) for b in batches)
+        tokens_seen += real
+        rate = real / max(time.perf_counter() - ts, 1e-9)
+        losses.append(loss)
+        metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate, **extra)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+        bar.update(1)
+        _periodic(s, cfg, step + 1, plan, model, opt, sched, metrics, out)
+    bar.close()
+    wall = time.perf_counter() - t0
+    return {"train_seconds": wall, "train_tokens": tokens_seen,
+            "tokens_per_s": tokens_seen / max(wall, 1e-9), "final_loss": losses[-1]
+            if losses else None}
+
+
+def _step(acc, model, method, batches, s: Session, scaler) -> float:
+    """Forward + backward over one optimiser step's micro-batches; the summed loss."""
+    n_targets = max(1, sum(target_count(b) for b in batches))
+    total = 0.0
+    for j, batch in enumerate(batches):
+        batch = {k: v.to(s.device) for k, v in batch.items()}
+        # Skip the gradient all-reduce on all but the last micro-batch (DDP).
+        sync = contextlib.nullcontext() if j == len(batches) - 1 else acc.no_sync(model)
+        with sync:
+            with s.autocast()():
+                nll, _ = response_nll(model, batch)
+                loss = nll / n_targets
+                extra = method.extra_loss(model)
+                if extra is not None:
+                    loss = loss + extra / len(batches)
+            acc.backward(scaler.scale(loss))
+        total += float(loss.detach())
+    return total
+
+
+def _periodic(s, cfg, step, plan, model, opt, sched, metrics, out) -> None:
+    t = cfg.train
+    if t.eval_every and step % t.eval_every == 0 and step < plan.total_steps:
+        ev = evaluate_session(s, cfg, with_exact=False)
+        metrics.write(step=step, **ev)
+        model.train()
+    if (t.save_every and step % t.save_every == 0) or step == plan.total_steps:
+        save_checkpoint(out, model, opt, sched, step, keep=t.keep_checkpoints)
