@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .peft_format import atomic_write_json, load_adapter_weights, save_adapter
+from .inject import adapter_state
+from .peft_format import atomic_write_json, save_adapter
 
 CHECKPOINTS = "checkpoints"
 STATE_JSON = "trainer_state.json"
@@ -78,7 +79,14 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_adapter(model, tmp)
+        save_adapter(model, tmp)  # PEFT format, so any checkpoint can be used as is
+        # ... and the full parameters and method state, which resume needs (AdaLoRA's
+        # PEFT export is cut to its kept ranks, its importance EMAs are not in it).
+        method = model.peftlab_adapter.method
+        save_file({k: v.detach().contiguous() for k, v in adapter_state(model).items()},
+                  str(tmp / "adapter_params.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in method.state_tensors().items()},
+                  str(tmp / "method_state.safetensors"))
         opt_t, opt_meta = _optimizer_to_flat(opt)
         save_file(opt_t, str(tmp / "optimizer.safetensors"))
         rng_t, rng_meta = _rng_state()
@@ -122,7 +130,15 @@ def load_checkpoint(path: Path, model: nn.Module, opt, scheduler) -> dict:
     """Restore adapter weights, optimiser, scheduler and RNG; return the saved state."""
     path = Path(path)
     state = json.loads((path / STATE_JSON).read_text())
-    load_adapter_weights(model, path)
+    params = load_file(str(path / "adapter_params.safetensors"))
+    with torch.no_grad():
+        for key, p in adapter_state(model).items():
+            if key not in params or params[key].shape != p.shape:
+                raise ValueError(f"{path}: checkpoint does not fit this run's adapter at {key}"
+                                 " (was it written for another model or method?)")
+            p.copy_(params[key])
+    model.peftlab_adapter.method.load_state_tensors(
+        load_file(str(path / "method_state.safetensors")))
     _optimizer_from_flat(opt, load_file(str(path / "optimizer.safetensors")),
                          state["optimizer"])
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})

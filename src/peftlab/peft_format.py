@@ -68,7 +68,7 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     info = _info(model)
     out = {}
     for name, layer in adapter_layers(model):
-        for local, p in layer.adapter_params().items():
+        for local, p in layer.export_params().items():
             key = f"{PREFIX}{name}.{info.method.peft_key(local)}"
             out[key] = p.detach().contiguous().clone()
     return out
@@ -85,7 +85,7 @@ def peft_config_dict(model: nn.Module) -> dict[str, Any]:
         "layers_to_transform": None,
         "layers_pattern": None,
     }
-    cfg.update(info.method.to_peft_config(info.target_modules))
+    cfg.update(info.method.to_peft_config(info.target_modules, dict(adapter_layers(model))))
     return cfg
 
 

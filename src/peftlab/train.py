@@ -197,8 +197,10 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
         scaler.step(opt)
         scaler.update()
         sched.step()
+        # The method's hook runs before the gradients are cleared: AdaLoRA's importance
+        # scores need |theta * grad| of the step just taken.
+        extra = method.on_step_end(acc.unwrap_model(model), step + 1, plan) or {}
         opt.zero_grad(set_to_none=True)
-        extra = method.on_step_end(model, step + 1, plan) or {}
         real = sum(int(b["attention_mask"].sum()) for b in batches)
         tokens_seen += real
         rate = real / max(time.perf_counter() - ts, 1e-9)

@@ -62,6 +62,11 @@ class AdapterLayer(nn.Module):
             if not name.startswith("base_layer.")
         }
 
+    def export_params(self) -> dict[str, torch.Tensor]:
+        """Tensors to save in the PEFT format, by local name; default: the parameters.
+        (AdaLoRA overrides this to cut its matrices to the ranks it kept.)"""
+        return dict(self.adapter_params())
+
     def merge(self) -> None:
         """Fold the adapter into the base weight; a second call warns and does nothing."""
         if self.merged:
@@ -127,8 +132,19 @@ class Method:
         return None
 
     def on_step_end(self, model: nn.Module, step: int, plan: Any) -> dict | None:
-        """Called after every optimiser step; may return metrics to log."""
+        """Called after every optimiser step, before the gradients are cleared; may return
+        metrics (JSON-serialisable) to log in ``metrics.jsonl``."""
         return None
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Training state beyond the parameters (AdaLoRA's importance EMAs and masks),
+        saved in checkpoints so a resumed run continues exactly; default none."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors:
+            raise ValueError(f"method {self.name!r} keeps no state, but the checkpoint "
+                             f"has {len(tensors)} state tensors")
 
     # -- PEFT format -----------------------------------------------------------------------
     def peft_key(self, local_name: str) -> str:
@@ -139,8 +155,10 @@ class Method:
         """Inverse of :meth:`peft_key`."""
         return peft_key
 
-    def to_peft_config(self, target_modules: Any) -> dict[str, Any]:
-        """Method-specific keys of ``adapter_config.json``."""
+    def to_peft_config(self, target_modules: Any,
+                       layers: dict[str, AdapterLayer]) -> dict[str, Any]:
+        """Method-specific keys of ``adapter_config.json``; ``layers``: the model's adapter
+        layers by module name (AdaLoRA derives its ``rank_pattern`` from them)."""
         raise NotImplementedError
 
     @classmethod

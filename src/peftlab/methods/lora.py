@@ -116,7 +116,7 @@ class LoRA(Method):
         c = self.config
         return LoraLinear(module, c.r, c.scaling, c.dropout)
 
-    def to_peft_config(self, target_modules: Any) -> dict[str, Any]:
+    def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:
         c = self.config
         return {
             "peft_type": "LORA",
