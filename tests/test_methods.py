@@ -18,6 +18,14 @@ peft = pytest.importorskip("peft")
 
 # Variants exercised per method; a method with no entry runs with its defaults.
 VARIANTS = {
+    "adalora": [dict(init_r=4, target_r=2, alpha=8),
+                dict(init_r=3, target_r=1, alpha=16, orth_reg_weight=0.1,
+                     target_modules=["q_proj", "v_proj"])],
+    "ia3": [dict(), dict(target_modules=["q_proj", "up_proj", "down_proj"],
+                         feedforward_modules=["up_proj", "down_proj"]),
+            dict(target_modules=r".*\.1\.(self_attn\.v_proj|mlp\.down_proj)")],
+    "dora": [dict(r=4, alpha=8),
+             dict(r=4, alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"])],
     "lora": [dict(r=4, alpha=8), dict(r=4, alpha=8, use_rslora=True),
              dict(r=2, alpha=4, target_modules=["q_proj", "v_proj"]),
              dict(r=3, alpha=6, target_modules=r".*\.1\.mlp\.(up|down)_proj")],
@@ -122,13 +130,16 @@ def test_peft_loads_ours_with_same_logits(adapted, tiny_inputs, tmp_path):
 def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
     # Build the same adapter in peft from our config, give it its own random values.
     from peftlab.peft_format import peft_config_dict
-    cfg = peft.get_peft_config(peft_config_dict(adapted))
+    # inference_mode=False: peft freezes an inference-mode adapter, and the random values
+    # below would then never be added (every adapter would be compared at its identity).
+    cfg = peft.get_peft_config({**peft_config_dict(adapted), "inference_mode": False})
     theirs = peft.get_peft_model(make_tiny_llama(), cfg)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in theirs.parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    assert any(p.requires_grad for p in theirs.parameters())
     theirs.eval().save_pretrained(tmp_path)
     ours = make_tiny_llama()
     load_adapter_into(ours, tmp_path)

@@ -32,7 +32,7 @@ def _add_field(group, f: dataclasses.Field, flag: str | None = None) -> None:
     help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
     kind = str(f.type).replace(" | None", "")
     kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
-    if f.name == "target_modules":
+    if f.name in ("target_modules", "feedforward_modules"):  # IA³'s: same syntax
         kw["type"] = parse_targets
     elif kind == "bool":
         kw["action"] = argparse.BooleanOptionalAction

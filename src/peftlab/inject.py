@@ -120,6 +120,7 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
         raise ValueError("this model already has a peftlab adapter; load a fresh base model")
     spec = method.target_modules()
     targets = find_targets(model, spec)
+    method.check_targets(targets)  # before any swap: a failure leaves the model untouched
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:

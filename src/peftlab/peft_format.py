@@ -85,6 +85,8 @@ def peft_config_dict(model: nn.Module) -> dict[str, Any]:
         "layers_to_transform": None,
         "layers_pattern": None,
     }
+    for key in info.method.omit_peft_keys:
+        cfg.pop(key, None)  # peft's config class for this method refuses the key
     cfg.update(info.method.to_peft_config(info.target_modules, dict(adapter_layers(model))))
     return cfg
 

@@ -103,6 +103,8 @@ def train(cfg: RunConfig) -> dict:
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)
+    if torch.cuda.is_available():  # peak memory is reported per run
+        torch.cuda.reset_peak_memory_stats()
     s = open_session(cfg, new_adapter=True)
     method = s.adapter.method
     cfg.adapter = asdict(method.config)  # save the resolved options

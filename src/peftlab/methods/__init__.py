@@ -6,6 +6,9 @@ from typing import Any
 
 from .base import AdapterLayer, Method, MethodConfig
 from .lora import LoRA, LoraConfig, LoraLinear
+from .adalora import AdaLoRA, AdaloraConfig, AdaLoraLinear
+from .ia3 import IA3, Ia3Config, Ia3Linear
+from .dora import DoRA, DoraConfig, DoraLinear
 
 
 def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
@@ -17,7 +20,7 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
     return out
 
 
-METHODS: dict[str, type[Method]] = _registry(LoRA)
+METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA)
 
 
 def get_method(name: str, **options: Any) -> Method:
@@ -46,4 +49,7 @@ def method_for_peft_config(cfg: dict[str, Any], where: str = "adapter_config.jso
 __all__ = [
     "AdapterLayer", "Method", "MethodConfig", "METHODS", "get_method",
     "method_for_peft_config", "LoRA", "LoraConfig", "LoraLinear",
+    "AdaLoRA", "AdaloraConfig", "AdaLoraLinear",
+    "IA3", "Ia3Config", "Ia3Linear",
+    "DoRA", "DoraConfig", "DoraLinear",
 ]

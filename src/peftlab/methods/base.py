@@ -109,6 +109,9 @@ class Method:
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     merge_tolerance: ClassVar[float] = 1e-4
     """Largest logit difference (fp32) accepted between merged and unmerged models."""
+    omit_peft_keys: ClassVar[tuple[str, ...]] = ()
+    """Generic adapter_config.json keys this method's peft config class does not accept
+    (IA3Config has no ``layers_to_transform``); left out when saving."""
 
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
@@ -125,6 +128,10 @@ class Method:
     def target_modules(self) -> Any:
         """What :func:`peftlab.inject.find_targets` should match."""
         return self.config.target_modules
+
+    def check_targets(self, targets: list[str]) -> None:
+        """Validate the resolved target names before any module is swapped (IA³ checks
+        its feedforward modules against them); raise ValueError. Default: nothing."""
 
     # -- training hooks (defaults: nothing) ----------------------------------------------
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
