@@ -144,28 +144,35 @@ class DoraLinear(LoraLinear):
         return self.lora_B(self.lora_A(x)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """y = W0 x + b + (f − 1) ⊙ W0 x_d + f ⊙ s·B A x_d  (x_d = x without dropout, which
-        is f ⊙ (W0 x + sBA x) + b, paper Eq. 5 with the bias left unscaled)."""
+        """y = f ⊙ (W0 x + s·B A x) + b  (paper Eq. 5, bias left unscaled as peft does).
+
+        With dropout in training (as peft): y = W0 x + b + f ⊙ (W0 x_d + s·B A x_d) − W0 x_d,
+        x_d = dropout(x), whose expectation is the formula above.
+
+        Without dropout, autograd keeps only the layer's output y = f ⊙ z (z = W0 x + sBA x)
+        and recovers z = y / f for m's gradient (:class:`_ScaleRows`): where the next op
+        saves y anyway (attention's q, k, v; the MLP's gate and up) DoRA then costs no
+        activation memory beyond LoRA's. With dropout one batch×out tensor z is saved.
+        f stays fp32 in the product (bf16 would round f ≈ 1.003 to 1 and erase a trained
+        magnitude); the fp32 product is transient, cast back to the activation dtype.
+        """
         out = self.base_layer(x)
         if self.merged:
             return out
         bias = self.base_layer.bias
+        f = self.dora_factor()
         if self.training and isinstance(self.lora_dropout, nn.Dropout):
             x_d = self.lora_dropout(x)
             # One more base matmul: the direction term must see the same dropped input as
             # the low-rank term (peft does the same), and the base output saw all of x.
             base_d = self.base_layer(x_d)
-        else:
-            x_d, base_d = x, out
-        if bias is not None:
-            base_d = base_d - bias  # the magnitude rescales W0 x, never the bias
-        f = self.dora_factor()
-        # f − 1 is formed in fp32, where it keeps its digits (f ≈ 1; bf16 would round it
-        # to multiples of 2⁻⁷), then both factors take the activation dtype, so that under
-        # autocast no fp32 batch×out tensors are made and saved for backward.
-        g, f = (f - 1.0).to(out.dtype), f.to(out.dtype)
-        update = g * base_d + f * self._low_rank(x_d)
-        return out + update.to(out.dtype)
+            if bias is not None:
+                base_d = base_d - bias
+            z = base_d + self._low_rank(x_d).to(out.dtype)
+            return out + (f * z - base_d).to(out.dtype)
+        base = out - bias if bias is not None else out  # the magnitude never scales b
+        y = _ScaleRows.apply(base + self._low_rank(x).to(out.dtype), f)
+        return y + bias if bias is not None else y
 
     # -- merging ----------------------------------------------------------------------------
     def _dense_update_fp32(self) -> torch.Tensor:
@@ -209,6 +216,33 @@ class DoraLinear(LoraLinear):
         w.copy_(self._original_weight_fp32().to(w.dtype))
         self._merge_factor = self._merge_lost_rows = None
         self._w0_sq_cache = None
+
+
+class _ScaleRows(torch.autograd.Function):
+    """y = f ⊙ z over the last dimension, saving y instead of z for f's gradient.
+
+    ∂L/∂z = f ⊙ ∂L/∂y and ∂L/∂f = Σ_tokens ∂L/∂y ⊙ z with z = y / f recovered in backward.
+    Saving the output lets autograd share it with the next op, which usually saves it too.
+    Rows where f = 0 lose z (y = 0 there); their magnitude gradient is then taken as 0.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        y = (f * z).to(z.dtype)  # f stays fp32 in the product (see DoraLinear.forward)
+        ctx.save_for_backward(y, f)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        y, f = ctx.saved_tensors
+        gz = (gy * f).to(gy.dtype) if ctx.needs_input_grad[0] else None
+        gf = None
+        if ctx.needs_input_grad[1]:
+            # Σ gy ⊙ y, reduced in fp32, then / f: one transient in the activation dtype.
+            gyy = (gy * y).reshape(-1, f.shape[-1]).sum(0, dtype=torch.float32)
+            safe = torch.where(f == 0, torch.ones_like(f), f)
+            gf = torch.where(f == 0, torch.zeros_like(gyy), gyy / safe)
+        return gz, gf
 
 
 def _no_autocast(w: torch.Tensor):
