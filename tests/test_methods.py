@@ -13,6 +13,7 @@ from peftlab.inject import adapter_layers, count_parameters, inject, merge, merg
     unmerge
 from peftlab.methods import METHODS, AdapterLayer, get_method
 from peftlab.peft_format import AdapterMismatchError, load_adapter_into, save_adapter
+from peftlab.quant.linear4bit import dequantize_linears
 
 peft = pytest.importorskip("peft")
 
@@ -29,6 +30,10 @@ VARIANTS = {
     "lora": [dict(r=4, alpha=8), dict(r=4, alpha=8, use_rslora=True),
              dict(r=2, alpha=4, target_modules=["q_proj", "v_proj"]),
              dict(r=3, alpha=6, target_modules=r".*\.1\.mlp\.(up|down)_proj")],
+    "qlora": [dict(r=4, alpha=8),
+              dict(r=4, alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
+              dict(r=2, alpha=4, double_quant=False,
+                   target_modules=r".*\.1\.mlp\.(up|down)_proj")],
 }
 CASES = [(name, opts) for name in sorted(METHODS) for opts in VARIANTS.get(name, [{}])]
 IDS = [f"{n}-{i}" for n in sorted(METHODS) for i in range(len(VARIANTS.get(n, [{}])))]
@@ -50,6 +55,27 @@ def randomize_adapter(model, seed=3, scale=0.2) -> None:
                 p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
+def plain_base(adapted):
+    """The base model the adapter of ``adapted`` sits on, in plain modules: the tiny
+    Llama prepared by the method (QLoRA quantizes it to NF4) with any 4-bit layer turned
+    back into an fp32 nn.Linear holding the dequantized weight. For methods that do not
+    transform the base this is just make_tiny_llama(); for QLoRA it is the equivalent
+    full-precision model that peft (the oracle) can be given."""
+    base = make_tiny_llama()
+    adapted.peftlab_adapter.method.prepare_model(base)
+    dequantize_linears(base, torch.float32)
+    return base
+
+
+def load_kwargs(adapted) -> dict:
+    """Name the method when its adapter files alone cannot tell it (QLoRA's are LoRA's)."""
+    method = adapted.peftlab_adapter.method
+    if method.auto_detect:
+        return {}
+    return {"method": method.name, "method_options": {
+        k: getattr(method.config, k) for k in method.local_options}}
+
+
 def logits(model, inputs):
     with torch.no_grad():
         return model(**inputs).logits
@@ -64,14 +90,14 @@ def adapted(request):
 
 
 def test_identity_at_init(adapted, tiny_inputs):
-    base = make_tiny_llama()
+    base = plain_base(adapted)
     assert torch.allclose(logits(adapted, tiny_inputs), logits(base, tiny_inputs), atol=1e-6)
 
 
 def test_merge_equals_unmerged_and_differs_from_base(adapted, tiny_inputs):
     randomize_adapter(adapted)
     ref = logits(adapted, tiny_inputs)
-    base = logits(make_tiny_llama(), tiny_inputs)
+    base = logits(plain_base(adapted), tiny_inputs)
     assert (ref - base).abs().max() > 1e-3, "randomised adapter must change the output"
     merge(adapted)
     assert all(layer.merged for _, layer in adapter_layers(adapted))
@@ -82,9 +108,10 @@ def test_merge_equals_unmerged_and_differs_from_base(adapted, tiny_inputs):
     assert (logits(adapted, tiny_inputs) - ref).abs().max() <= tol
     unmerge(adapted)
     assert (logits(adapted, tiny_inputs) - ref).abs().max() <= tol
+    plain = plain_base(adapted)
     for name, layer in adapter_layers(adapted):
-        orig = make_tiny_llama().get_submodule(name).weight
-        assert torch.allclose(layer.base_layer.weight, orig, atol=1e-6), name
+        orig = plain.get_submodule(name).weight
+        assert torch.allclose(layer.base_weight(), orig, atol=1e-6), name
 
 
 def test_merge_and_unload_gives_plain_model(adapted, tiny_inputs):
@@ -116,14 +143,14 @@ def test_save_load_round_trip(adapted, tiny_inputs, tmp_path):
     randomize_adapter(adapted)
     save_adapter(adapted, tmp_path)
     fresh = make_tiny_llama()
-    load_adapter_into(fresh, tmp_path)
+    load_adapter_into(fresh, tmp_path, **load_kwargs(adapted))
     assert torch.equal(logits(fresh, tiny_inputs), logits(adapted, tiny_inputs))
 
 
 def test_peft_loads_ours_with_same_logits(adapted, tiny_inputs, tmp_path):
     randomize_adapter(adapted)
     save_adapter(adapted, tmp_path)
-    theirs = peft.PeftModel.from_pretrained(make_tiny_llama(), tmp_path).eval()
+    theirs = peft.PeftModel.from_pretrained(plain_base(adapted), tmp_path).eval()
     assert (logits(theirs, tiny_inputs) - logits(adapted, tiny_inputs)).abs().max() <= 1e-5
 
 
@@ -133,7 +160,7 @@ def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
     # inference_mode=False: peft freezes an inference-mode adapter, and the random values
     # below would then never be added (every adapter would be compared at its identity).
     cfg = peft.get_peft_config({**peft_config_dict(adapted), "inference_mode": False})
-    theirs = peft.get_peft_model(make_tiny_llama(), cfg)
+    theirs = peft.get_peft_model(plain_base(adapted), cfg)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in theirs.parameters():
@@ -142,7 +169,7 @@ def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
     assert any(p.requires_grad for p in theirs.parameters())
     theirs.eval().save_pretrained(tmp_path)
     ours = make_tiny_llama()
-    load_adapter_into(ours, tmp_path)
+    load_adapter_into(ours, tmp_path, **load_kwargs(adapted))
     assert (logits(ours, tiny_inputs) - logits(theirs, tiny_inputs)).abs().max() <= 1e-5
 
 

@@ -20,10 +20,10 @@ from torch import nn
 
 from .config import RunConfig, apply_mapping, load_yaml
 from .data.alpaca import collate, format_prompt
-from .evaluate import exact_match, generate as _generate, perplexity
+from .evaluate import exact_match, generate as _generate, merge_within, perplexity
 from .inject import merge_and_unload
 from .peft_format import atomic_write_json
-from .runtime import parse_dtype
+from .runtime import environment, parse_dtype, peak_memory_bytes
 from .session import log, open_session
 from .train import train as _train
 
@@ -70,12 +70,17 @@ def train(config=None, **overrides: Any) -> dict:
 
 
 def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
-    """Defaults, then the model/data settings the adapter was trained with, then overrides."""
+    """Defaults, then the model/data settings the adapter was trained with, then overrides.
+
+    The saved method and its options are read too: they matter where adapter_config.json
+    cannot tell the method (a QLoRA adapter loads onto an NF4 base only when the run says
+    ``method: qlora``; see ``session.adapter_method_hint``)."""
     cfg = RunConfig()
     saved = Path(adapter) / "config.yaml" if adapter else None
     if saved is not None and saved.is_file():
         data = yaml.safe_load(saved.read_text()) or {}
-        apply_mapping(cfg, {k: data[k] for k in ("model", "data") if k in data}, str(saved),
+        keys = ("model", "data", "method", "adapter")
+        apply_mapping(cfg, {k: data[k] for k in keys if k in data}, str(saved),
                       method_option_names())
     overrides = {k: v for k, v in overrides.items() if v is not None}
     apply_mapping(cfg, overrides, "arguments", method_option_names())
@@ -100,7 +105,9 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     res.update(exact_match(s.model, s.tokenizer, s.eval_data.records, t.exact_match_limit,
                            t.max_new_tokens, s.device, s.autocast()))
     res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
-                "dataset": s.splits.source, "eval_records": len(s.eval_data.examples)})
+                "dataset": s.splits.source, "eval_records": len(s.eval_data.examples),
+                "params": s.params, "device": str(s.device),
+                "peak_memory_bytes": peak_memory_bytes(s.device), "env": environment()})
     if output is None and adapter is not None:
         output = Path(adapter) / "eval.json"
     if output is not None:
@@ -139,16 +146,18 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
         before = [s.model(**_inputs(b, s.device)).logits for b in batches]
         tolerance = s.adapter.method.merge_tolerance
         model = merge_and_unload(s.model)
-        diff = max(((model(**_inputs(b, s.device)).logits - ref) * b["attention_mask"]
-                    .to(s.device)[..., None]).abs().max().item()
-                   for b, ref in zip(batches, before))
+        masks = [b["attention_mask"].to(s.device)[..., None] for b in batches]
+        diff = max(((model(**_inputs(b, s.device)).logits - ref) * m).abs().max().item()
+                   for b, ref, m in zip(batches, before, masks))
+        scale = max((ref * m).abs().max().item() for ref, m in zip(before, masks))
     model.to(parse_dtype(dtype))
     _save_model_atomic(model, s.tokenizer, Path(output_dir))
-    res = {"output": str(output_dir), "max_logit_diff": diff, "tolerance": tolerance,
-           "dtype": dtype, "base_model": s.model_id}
+    ok = merge_within(diff, scale, tolerance)
+    res = {"output": str(output_dir), "max_logit_diff": diff, "max_abs_logit": scale,
+           "tolerance": tolerance, "ok": ok, "dtype": dtype, "base_model": s.model_id}
     log(f"merged into {output_dir}; largest logit difference merged vs adapter model: "
-        f"{diff:.2e} (tolerance {tolerance:.0e})")
-    if diff > tolerance:
+        f"{diff:.2e} (logits up to {scale:.1f}; tolerance {tolerance:.0e} relative)")
+    if not ok:
         log("warning: the merged model differs from the adapter model more than expected")
     return res
 

@@ -12,12 +12,15 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import api
 from .config import DataConfig, ModelConfig, TrainConfig, parse_override, set_dotted
 
 _TYPES = {"int": int, "float": float, "str": str}
+_METHOD_HELP = ("load the adapter as this method (a QLoRA adapter's files are plain LoRA: "
+                "name qlora when the run's config.yaml is not beside them)")
 
 
 def parse_targets(text: str) -> Any:
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="perplexity and exact match of a model or adapter")
     e.add_argument("--adapter", help="adapter directory (default: evaluate the base model)")
     e.add_argument("--output", help="write the JSON here (default: ADAPTER/eval.json)")
+    e.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
     _add_common(e, train_fields=False)
     g = sub.add_parser("generate", help="complete a prompt")
     g.add_argument("--adapter")
@@ -94,11 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--model", default=argparse.SUPPRESS)
     g.add_argument("--device", default=argparse.SUPPRESS)
+    g.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
+    c = sub.add_parser("compare", help="train every method on the same budget; report")
+    c.add_argument("--config", help="YAML: train keys, 'methods: [...]' and per-method "
+                   "options (e.g. 'lora: {r: 16}')")
+    c.add_argument("--methods", help="comma-separated (default: the config's, else all)")
+    c.add_argument("--output", required=True, help="directory for results and the report")
+    c.add_argument("--no-base", action="store_true", help="skip the base-model row")
+    for flag, kind in (("--model", str), ("--dataset", str), ("--max-steps", int),
+                       ("--epochs", float), ("--seed", int), ("--device", str)):
+        c.add_argument(flag, type=kind)
     m = sub.add_parser("merge", help="fold an adapter into its base model")
     m.add_argument("--adapter", required=True)
     m.add_argument("--output", required=True, help="directory for the merged model")
     m.add_argument("--dtype", default="float32", help="dtype of the saved weights")
     m.add_argument("--model", default=argparse.SUPPRESS)
+    m.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
     m.add_argument("--dataset", default=argparse.SUPPRESS,
                    help="records used to check the merge (default: the adapter's)")
     return p
@@ -139,6 +154,14 @@ def _run(ns: argparse.Namespace) -> int:
                                               "max_new_tokens"}))
         for prompt, text in zip(ns.prompt, outs):
             print(f"### {prompt}\n{text.strip()}\n")
+    elif ns.command == "compare":
+        from .compare import compare
+        from .report import write_report
+        compare(ns.config, ns.methods.split(",") if ns.methods else None, ns.output,
+                include_base=not ns.no_base, report=False, model=ns.model,
+                dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
+                device=ns.device)
+        print(write_report(Path(ns.output))["text"])
     elif ns.command == "merge":
         res = api.merge(ns.adapter, ns.output, ns.dtype,
                         **_overrides(ns, {"command", "adapter", "output", "dtype"}))

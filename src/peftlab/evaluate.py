@@ -91,3 +91,50 @@ def exact_match(model: nn.Module, tokenizer, records: list[dict], limit: int = 6
                 "generated": a, "correct": h}
                for r, a, h in list(zip(checkable, answers, hits))[:5]]
     return {"exact_match": sum(hits) / len(hits), "exact_n": len(hits), "samples": samples}
+
+
+MERGE_CHECK_EXTRA_BYTES = 2 * 2**30
+"""Above this much extra memory (a 4-bit base's dense copies), the end-of-training merge
+check is skipped rather than risk running out of memory on a large model."""
+
+
+@torch.no_grad()
+def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="cpu",
+                n_batches: int = 2, batch_size: int = 4) -> dict:
+    """Largest logit difference (real positions only) between the model with its adapter
+    merged into the base weights and unmerged, on a few eval batches; merges in place and
+    unmerges again, so it needs no second copy of the model."""
+    from .inject import adapter_layers, merge, unmerge
+    extra = sum(layer.merge_extra_bytes() for _, layer in adapter_layers(model))
+    if extra > MERGE_CHECK_EXTRA_BYTES:
+        return {"max_logit_diff": None, "skipped": f"merging in place would need "
+                f"{extra / 2**30:.1f} GiB more (dense copies of packed weights); "
+                "`peftlab merge` writes the merged model instead"}
+    was_training = model.training
+    model.eval()
+    batches = [collate(examples[i:i + batch_size], pad_id)
+               for i in range(0, min(len(examples), n_batches * batch_size), batch_size)]
+    worst, scale = 0.0, 0.0
+    try:
+        for b in batches:
+            inputs = {"input_ids": b["input_ids"].to(device),
+                      "attention_mask": b["attention_mask"].to(device)}
+            ref = model(**inputs).logits.float()
+            merge(model)
+            try:
+                got = model(**inputs).logits.float()
+            finally:
+                unmerge(model)
+            mask = inputs["attention_mask"][..., None].bool()
+            worst = max(worst, float(((got - ref).abs() * mask).max()))
+            scale = max(scale, float((ref.abs() * mask).max()))
+    finally:
+        model.train(was_training)
+    return {"max_logit_diff": worst, "max_abs_logit": scale}
+
+
+def merge_within(diff: float, max_abs_logit: float, tolerance: float) -> bool:
+    """Whether a merged model's logits are close enough: ``tolerance`` is absolute for
+    logits up to 1 and relative above (fp32 rounding grows with the logits' size and the
+    depth; a 30-layer model's logits of ~20 differ by ~1e-4 from summation order alone)."""
+    return diff <= tolerance * max(1.0, max_abs_logit)

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 from .methods.base import AdapterLayer, Method
+from .quant.linear4bit import Linear4bit, dequantize_linears
 
 ALL_LINEAR = "all-linear"
 
@@ -31,7 +33,7 @@ class AdapterInfo:
 
 
 def _linear_types() -> tuple[type, ...]:
-    return (nn.Linear,)
+    return (nn.Linear, Linear4bit)  # a 4-bit Linear is a Linear for targeting
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -114,6 +116,10 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInfo:
     """Freeze ``model`` and wrap the method's target modules with its adapter layers.
 
+    The targets are resolved and checked first, so a bad spec leaves the model untouched;
+    then ``method.prepare_model`` may transform the base (QLoRA quantizes it) and the
+    targets are resolved again on the prepared model before wrapping.
+
     Returns the :class:`AdapterInfo`, also stored as ``model.peftlab_adapter``.
     """
     if getattr(model, "peftlab_adapter", None) is not None:
@@ -121,6 +127,8 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
     spec = method.target_modules()
     targets = find_targets(model, spec)
     method.check_targets(targets)  # before any swap: a failure leaves the model untouched
+    method.prepare_model(model)  # e.g. QLoRA's NF4 quantization; keeps module names
+    targets = find_targets(model, spec)
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:
@@ -162,11 +170,17 @@ def unmerge(model: nn.Module) -> None:
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its base layer and put the plain base layers back."""
+    """Fold every adapter into its base layer and put the plain base layers back.
+
+    4-bit layers become plain ``nn.Linear`` in fp32: the adapted ones hold the
+    dequantized weight plus the update (added in fp32, see ``AdapterLayer.merge``), the
+    others their dequantized weight, so the result is an ordinary transformers model.
+    """
     for name, layer in list(adapter_layers(model)):
         if not layer.merged:
             layer.merge()
         _set_submodule(model, name, layer.base_layer)
+    dequantize_linears(model, torch.float32)
     if hasattr(model, "peftlab_adapter"):
         del model.peftlab_adapter
     return model
@@ -176,4 +190,6 @@ def count_parameters(model: nn.Module) -> dict[str, int | float]:
     """Trainable and total parameter counts and the trainable share in percent."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
+    # A 4-bit weight is a buffer, not a parameter; count it at its logical size.
+    total += sum(m.weight_numel for m in model.modules() if isinstance(m, Linear4bit))
     return {"trainable": trainable, "total": total, "share_pct": 100.0 * trainable / total}

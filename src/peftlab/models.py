@@ -321,8 +321,12 @@ def load_base(
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    loader: Any = None,
 ):
     """Resolve, then load model and tokenizer.
+
+    ``loader``: a callable ``(path, dtype=, device=, trust_remote_code=) -> model`` used
+    instead of :func:`load_model` (QLoRA's quantize-while-loading; ``Method.base_loader``).
 
     Returns ``(model, tokenizer, model_id)`` where ``model_id`` is what should
     be recorded as the base model: :data:`EMBEDDED_MODEL_ID` for the embedded
@@ -331,7 +335,8 @@ def load_base(
     """
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    model = (loader or load_model)(path, dtype=dtype, device=device,
+                                   trust_remote_code=trust_remote_code)
     # Many hub models lack a pad id; generate() warns and batching breaks without one.
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

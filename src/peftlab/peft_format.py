@@ -110,8 +110,16 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def load_adapter_into(model: nn.Module, directory: str | os.PathLike) -> AdapterInfo:
+def load_adapter_into(model: nn.Module, directory: str | os.PathLike,
+                      method: str | None = None,
+                      method_options: dict[str, Any] | None = None) -> AdapterInfo:
     """Inject the adapter saved in ``directory`` into ``model`` and load its weights.
+
+    The method is recognised from ``adapter_config.json`` unless ``method`` names it.
+    Name it for QLoRA: its files are LoRA files, so without ``method="qlora"`` a QLoRA
+    adapter loads as LoRA on the full-precision base (not the NF4 base it was trained
+    on). ``method_options``: the named method's options that the file does not hold
+    (QLoRA's ``double_quant``; ``Method.local_options``).
 
     Every tensor must land on an adapter parameter of the same shape and every adapter
     parameter must be given a value; otherwise :class:`AdapterMismatchError` names the
@@ -119,7 +127,8 @@ def load_adapter_into(model: nn.Module, directory: str | os.PathLike) -> Adapter
     """
     directory = Path(directory)
     cfg = read_adapter_config(directory)
-    method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME))
+    method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME), method=method,
+                                    options=method_options)
     try:
         info = inject(model, method, base_model=cfg.get("base_model_name_or_path") or "")
     except ValueError as e:

@@ -20,7 +20,7 @@ from .config import RunConfig
 from .data.alpaca import Encoded, encode
 from .data.sources import Splits, load_splits
 from .inject import AdapterInfo, count_parameters, inject
-from .methods import get_method
+from .methods import METHODS, Method, get_method, method_for_peft_config
 from .models import load_base
 from .peft_format import load_adapter_into, read_adapter_config
 from .runtime import parse_dtype, pick_device, pick_precision
@@ -60,6 +60,27 @@ def base_model_for_adapter(adapter_dir: str | Path, model: str | None) -> str | 
     return read_adapter_config(adapter_dir).get("base_model_name_or_path")
 
 
+def adapter_method_hint(cfg: RunConfig) -> dict:
+    """How to load a saved adapter when its files cannot tell the method: a QLoRA adapter
+    is saved as plain LoRA, so when ``cfg.method`` (read from the run's config.yaml) is
+    such a method, name it, with its options that the files lack; else recognise the
+    method from adapter_config.json."""
+    cls = METHODS.get(cfg.method)
+    if cls is None or cls.auto_detect:
+        return {}
+    return {"method": cfg.method, "method_options": {
+        k: cfg.adapter[k] for k in cls.local_options if k in cfg.adapter}}
+
+
+def _saved_method(cfg: RunConfig, adapter_dir) -> Method | None:
+    """The method a saved adapter will load as, when it must be named (QLoRA)."""
+    hint = adapter_method_hint(cfg) if adapter_dir is not None else {}
+    if not hint:
+        return None
+    return method_for_peft_config(read_adapter_config(adapter_dir), method=hint["method"],
+                                  options=hint["method_options"])
+
+
 def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adapter=False,
                  with_data: bool = True, train_data: bool = True) -> Session:
     """Load base model + tokenizer; add a fresh adapter (``new_adapter``) or a saved one."""
@@ -68,14 +89,20 @@ def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adap
     name = cfg.model.name
     if adapter_dir is not None:
         name = base_model_for_adapter(adapter_dir, name)
-    model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
-                                     trust_remote_code=cfg.model.trust_remote_code)
-    s = Session(model, tok, model_id, device, precision)
     if new_adapter:
         method = get_method(cfg.method, **cfg.adapter)
+    else:
+        method = _saved_method(cfg, adapter_dir)
+    # The method may load the base its own way (QLoRA quantizes while loading).
+    loader = method.base_loader() if method is not None else None
+    model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
+                                     trust_remote_code=cfg.model.trust_remote_code,
+                                     loader=loader)
+    s = Session(model, tok, model_id, device, precision)
+    if new_adapter:
         s.adapter = inject(model, method, base_model=model_id)
     elif adapter_dir is not None:
-        s.adapter = load_adapter_into(model, adapter_dir)
+        s.adapter = load_adapter_into(model, adapter_dir, **adapter_method_hint(cfg))
     model.to(device)
     s.params = count_parameters(model)
     if with_data:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.alpaca import collate, epoch_batches, target_count
-from .evaluate import exact_match, perplexity
+from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
 from .peft_format import atomic_write_bytes, atomic_write_json, save_adapter
 from .runtime import environment, peak_memory_bytes, seed_everything
@@ -82,6 +82,14 @@ class MetricsLog:
                     if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
             atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
 
+    def first_eval(self) -> dict | None:
+        """The step-0 evaluation logged before training (kept across a resume)."""
+        for ln in self.path.read_text().splitlines():
+            rec = json.loads(ln) if ln.strip() else {}
+            if rec.get("step") == 0 and "eval_loss" in rec:
+                return {k: v for k, v in rec.items() if k != "step"}
+        return None
+
     def write(self, **record) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -131,11 +139,14 @@ def train(cfg: RunConfig) -> dict:
     start = _maybe_resume(t, out, model, opt, sched)
     metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None)
     results = {"method": method.describe(), "base_model": s.model_id, "params": s.params,
-               "plan": asdict(plan), "precision": s.precision, "env": environment()}
+               "plan": asdict(plan), "precision": s.precision, "device": str(s.device),
+               "env": environment()}
     if start == 0:
         results["before"] = evaluate_session(s, cfg, with_exact=True)
         metrics.write(step=0, **{k: v for k, v in results["before"].items() if k != "samples"})
         _print_eval("before", results["before"])
+    else:  # the run being resumed evaluated at step 0; its metrics line is kept
+        results["before"] = metrics.first_eval()
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out))
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, with_exact=True)
@@ -144,9 +155,27 @@ def train(cfg: RunConfig) -> dict:
     _print_eval("after", results["after"])
     save_adapter(s.model, out)
     results["adapter_bytes"] = (out / "adapter_model.safetensors").stat().st_size
-    results["peak_memory_bytes"] = peak_memory_bytes(s.device)
+    results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
+    results["merge_check"] = _merge_check(s)
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def _merge_check(s: Session) -> dict:
+    """Merged vs unmerged logits; a method that cannot merge in place reports why."""
+    try:
+        res = merge_check(s.model, s.eval_data.examples, s.tokenizer.pad_token_id, s.device)
+    except (NotImplementedError, RuntimeError, ValueError) as e:
+        return {"max_logit_diff": None, "error": f"{type(e).__name__}: {e}"}
+    res["tolerance"] = s.adapter.method.merge_tolerance
+    if res["max_logit_diff"] is None:
+        log(f"merge check skipped: {res['skipped']}")
+        return res
+    res["ok"] = merge_within(res["max_logit_diff"], res["max_abs_logit"], res["tolerance"])
+    if not res["ok"]:
+        log(f"warning: merged and unmerged logits differ by {res['max_logit_diff']:.2e} "
+            f"(tolerance {res['tolerance']:.0e})")
+    return res
 
 
 def _maybe_resume(t, out: Path, model, opt, sched) -> int:

@@ -13,6 +13,7 @@ through this interface; nothing outside ``peftlab.methods`` branches on a method
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ..config import make_config, option
+from ..quant.linear4bit import Linear4bit
 
 
 class AdapterLayer(nn.Module):
@@ -34,6 +36,8 @@ class AdapterLayer(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.merged = False
+        # A packed (4-bit) base put aside while merged: merging swaps in a dense copy.
+        self._packed_base: nn.Module | None = None
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
 
@@ -54,6 +58,27 @@ class AdapterLayer(nn.Module):
         """The base weight, so code that reads ``module.weight`` keeps working."""
         return self.base_layer.weight
 
+    def base_device(self) -> torch.device:
+        """Device of the base layer (a 4-bit base has buffers but no weight parameter)."""
+        tensors = itertools.chain(self.base_layer.parameters(), self.base_layer.buffers())
+        return next(tensors).device
+
+    def base_weight(self) -> torch.Tensor:
+        """W0 as a dense out×in tensor: the base layer's weight, or, for a packed base
+        (:class:`~peftlab.quant.linear4bit.Linear4bit`), a fresh dequantized copy that
+        the caller should let go of as soon as it can."""
+        if isinstance(self.base_layer, Linear4bit):
+            return self.base_layer.dequantized_weight()
+        return self.base_layer.weight
+
+    def base_weight_key(self) -> tuple:
+        """Changes whenever W0 does (storage, dtype, device, shape, in-place version), to
+        key caches of values derived from it, such as DoRA's ‖W0‖²_row."""
+        if isinstance(self.base_layer, Linear4bit):
+            return self.base_layer.cache_key()
+        w = self.base_layer.weight
+        return (w.data_ptr(), w.dtype, w.device, tuple(w.shape), w._version)
+
     def adapter_params(self) -> dict[str, nn.Parameter]:
         """Trainable adapter parameters by their local name (``lora_A.weight``, ...)."""
         return {
@@ -73,6 +98,7 @@ class AdapterLayer(nn.Module):
             warnings.warn(f"{type(self).__name__} is already merged; merge() did nothing")
             return
         with torch.no_grad():
+            self._densify_base()
             self._merge()
         self.merged = True
 
@@ -83,7 +109,31 @@ class AdapterLayer(nn.Module):
             return
         with torch.no_grad():
             self._unmerge()
+            self._restore_packed_base()
         self.merged = False
+
+    def merge_extra_bytes(self) -> int:
+        """Memory a merge needs beyond the model: the dense fp32 copy of a packed base."""
+        if isinstance(self.base_layer, Linear4bit):
+            return 4 * self.base_layer.weight_numel
+        return 0
+
+    def _densify_base(self) -> None:
+        """Before merging into a 4-bit base: swap in a dense fp32 copy of it, so the
+        update is added in fp32 and never re-quantized (re-quantizing W0 + ΔW to NF4 would
+        add an error as large as ΔW itself; QLoRA merges into the dequantized weight).
+        The packed layer is kept for :meth:`unmerge`, which restores it bit for bit."""
+        if isinstance(self.base_layer, Linear4bit):
+            # A plain attribute, not a submodule: registered, its bias would count as an
+            # adapter parameter and its buffers would enter the state dict while merged.
+            object.__setattr__(self, "_packed_base", self.base_layer)
+            self.base_layer = self.base_layer.to_linear(torch.float32)
+
+    def _restore_packed_base(self) -> None:
+        if self._packed_base is not None:
+            device = self.base_layer.weight.device  # follow a .to() made while merged
+            self.base_layer = self._packed_base.to(device)
+            self._packed_base = None
 
 
 @dataclasses.dataclass
@@ -112,6 +162,13 @@ class Method:
     omit_peft_keys: ClassVar[tuple[str, ...]] = ()
     """Generic adapter_config.json keys this method's peft config class does not accept
     (IA3Config has no ``layers_to_transform``); left out when saving."""
+    auto_detect: ClassVar[bool] = True
+    """Whether an adapter_config.json is enough to recognise this method. QLoRA saves
+    plain LoRA files, so it is False there: such adapters load as LoRA unless the caller
+    names the method (``load_adapter_into(..., method="qlora")``)."""
+    local_options: ClassVar[tuple[str, ...]] = ()
+    """Options that adapter_config.json does not record because they describe the base,
+    not the adapter (QLoRA's ``double_quant``); a loader may pass them again."""
 
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
@@ -121,6 +178,17 @@ class Method:
         self.config = config
 
     # -- building ------------------------------------------------------------------------
+    def base_loader(self) -> Any:
+        """A callable ``(path, dtype=, device=, trust_remote_code=) -> model`` that loads
+        the base model in the form this method needs (QLoRA: quantized while it loads),
+        or None for the ordinary loader. Default: None."""
+        return None
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Transform the base model before the target modules are wrapped (QLoRA
+        quantizes its Linear layers to NF4 here); module names must stay the same.
+        Default: nothing."""
+
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         """Return an adapter layer wrapping ``module`` (whose full name is ``name``)."""
         raise NotImplementedError

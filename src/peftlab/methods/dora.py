@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..config import make_config
+from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer
 from .lora import LoRA, LoraConfig, LoraLinear
 
@@ -113,10 +114,10 @@ class DoraLinear(LoraLinear):
         ``model.to(...)``, ``load_state_dict`` and merge/unmerge (in-place writes) all
         invalidate it without anyone having to remember to.
         """
-        w = self.base_layer.weight
-        key = (w.data_ptr(), w.dtype, w.device, tuple(w.shape), w._version)
+        key = self.base_weight_key()  # for a 4-bit base: the packed codes' identity
         if self._w0_sq_cache is not None and self._w0_sq_cache[0] == key:
             return self._w0_sq_cache[1]
+        w = self.base_weight()  # dequantized (a transient copy) for a 4-bit base
         with torch.no_grad(), _no_autocast(w):
             value = row_sq_norms(w)
         # A tensor made in inference mode cannot be saved for a later backward (m / norm
@@ -127,7 +128,7 @@ class DoraLinear(LoraLinear):
 
     def weight_norm(self) -> torch.Tensor:
         """‖W0 + s·B A‖_row in fp32, detached (paper §4.3)."""
-        w = self.base_layer.weight
+        w = self.base_weight()  # a 4-bit base is dequantized for the norm, then let go
         with torch.no_grad(), _no_autocast(w):
             return dora_row_norm(w, self._w0_sq(), self.lora_A.weight, self.lora_B.weight,
                                  self.scaling)
@@ -181,7 +182,7 @@ class DoraLinear(LoraLinear):
 
     def _original_weight_fp32(self) -> torch.Tensor:
         """W0 in fp32; when merged, recovered from the factor kept at merge time."""
-        w = self.base_layer.weight.float()
+        w = self.base_weight().float()  # merged: the dense copy that holds W'
         if not self.merged:
             return w
         f = self._merge_factor.to(w.device)
@@ -259,7 +260,7 @@ class DoRA(LoRA):
     config_cls = DoraConfig
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, (nn.Linear, Linear4bit)):  # on a 4-bit base: QDoRA
             raise TypeError(f"DoRA can wrap nn.Linear only; {name} is {type(module).__name__}")
         c = self.config
         return DoraLinear(module, c.r, c.scaling, c.dropout)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import make_config, option
+from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer, Method, MethodConfig
 
 # PEFT keys we understand; anything else in an adapter_config.json must be at its default
@@ -66,7 +67,7 @@ class LoraLinear(AdapterLayer):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # Adapter weights stay fp32 whatever the base dtype: they are what the optimiser
         # updates, and bf16 steps of ~lr·grad vanish against weights of size ~1.
-        device = base_layer.weight.device
+        device = self.base_device()
         self.lora_A = nn.Linear(in_f, r, bias=False, device=device, dtype=torch.float32)
         self.lora_B = nn.Linear(r, out_f, bias=False, device=device, dtype=torch.float32)
         self.reset_adapter()
@@ -111,7 +112,8 @@ class LoRA(Method):
     config_cls = LoraConfig
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
-        if not isinstance(module, nn.Linear):
+        # A 4-bit Linear too: an already-quantized model takes a LoRA adapter as is.
+        if not isinstance(module, (nn.Linear, Linear4bit)):
             raise TypeError(f"LoRA can wrap nn.Linear only; {name} is {type(module).__name__}")
         c = self.config
         return LoraLinear(module, c.r, c.scaling, c.dropout)

@@ -1,0 +1,203 @@
+"""``peftlab compare``: every method on the same model, data, seed and budget.
+
+Each method trains in its own process through the same ``peftlab train`` code path (so
+peak memory is that run's alone, one method running out of memory cannot take the others
+down, and process-wide state never leaks between methods), plus one row for the
+untouched base model. One JSON line per finished run is appended to
+``OUTPUT/results.jsonl``; a rerun skips finished runs and resumes an interrupted one from
+its last checkpoint. The harness knows methods only as names in ``METHODS``: a method
+added later is compared with no change here.
+
+A compare config is a train config plus ``methods: [...]`` and, optionally, one mapping
+of options per method name (``lora: {r: 16}``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .api import build_config
+from .config import load_yaml
+from .methods import METHODS
+from .peft_format import atomic_write_bytes
+from .session import log
+
+BASE = "base"
+RESULTS = "results.jsonl"
+
+
+def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, dict]:
+    """(methods, per-method options, common train keys) from a compare mapping."""
+    data = dict(data)
+    methods = data.pop("methods", None)
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    per_method = {name: data.pop(name) for name in list(data)
+                  if name in METHODS and isinstance(data[name], dict)}
+    return methods, per_method, data
+
+
+def read_rows(output: Path) -> dict[str, dict]:
+    """Finished rows by name (a later line for the same name wins)."""
+    rows: dict[str, dict] = {}
+    path = output / RESULTS
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["name"]] = row
+    return rows
+
+
+def append_row(output: Path, row: dict) -> None:
+    """Append one line, rewriting the file atomically (an interruption loses nothing)."""
+    path = output / RESULTS
+    old = path.read_bytes() if path.exists() else b""
+    atomic_write_bytes(path, old + (json.dumps(row, default=str) + "\n").encode())
+
+
+def _run_subprocess(args: list[str], log_path: Path) -> tuple[int, str]:
+    """Run ``python -m peftlab ...``, echoing its stderr live and keeping it in a log."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "peftlab", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        while chunk := proc.stderr.read1(4096):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            logf.write(chunk)
+        rc = proc.wait()
+    tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in tail if "error" in ln.lower()]
+    return rc, (errors[-1] if errors else tail[-1] if tail else f"exit status {rc}")
+
+
+def _metrics_curves(run_dir: Path) -> tuple[list, list, dict]:
+    """Training loss and eval loss by step, and the last per-layer rank maps logged."""
+    loss, evals, ranks = [], [], {}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        rec = json.loads(line) if line.strip() else {}
+        if "loss" in rec:
+            loss.append([rec["step"], rec["loss"]])
+        if "eval_loss" in rec:
+            evals.append([rec["step"], rec["eval_loss"]])
+        for key, value in rec.items():
+            if key.endswith("_ranks") and isinstance(value, dict):
+                ranks[key] = value
+    return loss, evals, ranks
+
+
+def _row(name: str, cfg_dict: dict, started: float, res: dict | None, error: str | None,
+         run_dir: Path) -> dict:
+    row = {"name": name, "method": cfg_dict.get("method", name), "config": cfg_dict,
+           "status": "failed" if error else "ok", "error": error,
+           "wall_seconds": time.time() - started,
+           "finished_at": datetime.datetime.now().isoformat(timespec="seconds")}
+    if res is None:
+        return row
+    loss, evals, ranks = _metrics_curves(run_dir)
+    row.update(params=res.get("params"), adapter_bytes=res.get("adapter_bytes", 0),
+               peak_memory_bytes=res.get("peak_memory_bytes"),
+               memory_kind="cuda" if str(res.get("device", "")).startswith("cuda")
+               else "rss",
+               train_seconds=res.get("train_seconds"), tokens_per_s=res.get("tokens_per_s"),
+               train_tokens=res.get("train_tokens"), loss_curve=loss, eval_curve=evals,
+               before=res.get("before"), after=res.get("after"),
+               merge_check=res.get("merge_check"), layer_ranks=ranks, env=res.get("env"))
+    return row
+
+
+def run_method(name: str, cfg_dict: dict, output: Path) -> dict:
+    """Train one method in a subprocess (resuming if it has checkpoints); its row."""
+    run_dir = output / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = any((run_dir / "checkpoints").glob("step-*/trainer_state.json"))
+    cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "output": str(run_dir),
+                                      "resume": resume}}
+    cfg_path = run_dir / "compare-config.yaml"
+    atomic_write_bytes(cfg_path, yaml.safe_dump(cfg_dict, sort_keys=False).encode())
+    log(f"== {name}: {'resuming' if resume else 'training'} -> {run_dir}")
+    started = time.time()
+    rc, err = _run_subprocess(["train", "--config", str(cfg_path)], run_dir / "train.log")
+    if rc != 0:
+        return _row(name, cfg_dict, started, None, err, run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    return _row(name, cfg_dict, started, res, None, run_dir)
+
+
+def run_base(cfg_dict: dict, output: Path) -> dict:
+    """Evaluate the untouched base model (same data and eval settings) in a subprocess."""
+    run_dir = output / "runs" / BASE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"== {BASE}: evaluating the base model")
+    t, d = cfg_dict["train"], cfg_dict["data"]
+    args = ["eval", "--output", str(run_dir / "eval.json"), "--max-length",
+            str(d["max_length"]), "--eval-fraction", str(d["eval_fraction"]),
+            "--eval-batch-size", str(t["eval_batch_size"]), "--exact-match-limit",
+            str(t["exact_match_limit"]), "--max-new-tokens", str(t["max_new_tokens"]),
+            "--device", t["device"], "--mixed-precision", t["mixed_precision"],
+            "--dtype", cfg_dict["model"]["dtype"]]
+    for flag, value in (("--model", cfg_dict["model"]["name"]), ("--dataset", d["dataset"]),
+                        ("--max-eval-records", d["max_eval_records"])):
+        if value is not None:
+            args += [flag, str(value)]
+    started = time.time()
+    rc, err = _run_subprocess(args, run_dir / "eval.log")
+    cfg_dict = {**cfg_dict, "method": BASE, "adapter": {}}
+    if rc != 0:
+        return _row(BASE, cfg_dict, started, None, err, run_dir)
+    full = json.loads((run_dir / "eval.json").read_text())
+    ev = {k: full[k] for k in ("eval_loss", "perplexity", "exact_match", "exact_n",
+                               "eval_tokens")}
+    params = {"trainable": 0, "total": full["params"]["total"], "share_pct": 0.0}
+    res = {"params": params, "before": ev, "after": ev, "adapter_bytes": 0,
+           "tokens_per_s": None, "merge_check": None, "env": full.get("env", {}),
+           "device": full.get("device"), "peak_memory_bytes": full.get("peak_memory_bytes")}
+    return _row(BASE, cfg_dict, started, res, None, run_dir)
+
+
+def compare(config: str | Path | dict | None = None, methods: list[str] | None = None,
+            output: str | Path = "runs/compare", include_base: bool = True,
+            report: bool = True, **overrides: Any) -> list[dict]:
+    """Run every method (and the base model); write results.jsonl and (``report``) the
+    report; return the rows in run order."""
+    data = (load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {}))
+    cfg_methods, per_method, common = split_compare_config(data)
+    common.update({k: v for k, v in overrides.items() if v is not None})
+    methods = methods or cfg_methods or sorted(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; available: "
+                         f"{', '.join(sorted(METHODS))}")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    done = read_rows(output)
+    for name in ([BASE] if include_base else []) + list(methods):
+        if done.get(name, {}).get("status") == "ok":
+            log(f"== {name}: finished earlier, skipped")
+            continue
+        opts = {} if name == BASE else per_method.get(name, {})
+        cfg = build_config(common, **({"method": name, **opts} if name != BASE else {}))
+        try:
+            row = run_base(cfg.to_dict(), output) if name == BASE \
+                else run_method(name, cfg.to_dict(), output)
+        except Exception as e:  # a harness failure for one method must not stop the rest
+            row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}",
+                       output)
+        append_row(output, row)
+        done[name] = row
+    if report:
+        from .report import write_report
+        write_report(output)
+    return [done[n] for n in ([BASE] if include_base else []) + list(methods) if n in done]
+

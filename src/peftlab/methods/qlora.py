@@ -1,0 +1,116 @@
+"""QLoRA: LoRA on a frozen 4-bit NF4 base (Dettmers et al., 2023, arXiv 2305.14314).
+
+    h = dequant(W0_NF4) x + s · B A x            (paper Eq. 5; LoRA as in ``lora.py``)
+
+Before the adapters are added, :meth:`QLoRA.prepare_model` replaces every ``nn.Linear``
+of the model except the output head by a :class:`~peftlab.quant.linear4bit.Linear4bit`
+(NF4, block 64, double-quantized statistics: ≈ 4.13 bits per weight). The embeddings
+and the output head stay as they are, as in the paper; every other Linear of a causal
+LM lives in its decoder blocks. Then the targeted 4-bit layers get LoRA adapters (fp32,
+as always in peftlab); with ``use_dora`` they get DoRA instead (QDoRA), whose weight
+norm reads the dequantized base weight.
+
+On disk a QLoRA adapter *is* a LoRA (or DoRA) adapter: ``peft_type: "LORA"``, the same
+keys, so peft loads it onto a bitsandbytes-4bit or a full-precision base. The file cannot
+say it was trained on a 4-bit base, so :func:`~peftlab.peft_format.load_adapter_into`
+loads it as plain LoRA on whatever base it is given unless asked for ``method="qlora"``
+(peftlab's own commands ask when the run's ``config.yaml`` says ``method: qlora``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from ..config import make_config, option
+from ..quant.linear4bit import Linear4bit, quantize_linears
+from ..quant.stream import load_quantized
+from ..runtime import parse_dtype
+from .base import AdapterLayer
+from .dora import DoraLinear
+from .lora import LoRA, LoraConfig, LoraLinear
+
+
+@dataclasses.dataclass
+class QloraConfig(LoraConfig):
+    """QLoRA options: LoRA's, plus how the base is quantized."""
+
+    use_dora: bool = option(False, "DoRA adapters on the 4-bit base (QDoRA) instead of "
+                                   "LoRA")
+    compute_dtype: str = option("auto", "dtype the 4-bit layers compute in: float32, "
+                                        "bfloat16, float16, or auto (the base model's "
+                                        "dtype); autocast overrides it")
+    double_quant: bool = option(True, "Quantize the NF4 block scales to 8 bits too "
+                                      "(QLoRA's double quantization: 4.13 instead of "
+                                      "4.5 bits per weight)")
+    stream_load: bool = option(True, "Quantize the checkpoint tensor by tensor while it "
+                                     "loads (peak memory: the 4-bit model plus one "
+                                     "tensor); off: load it whole, then quantize")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.compute_dtype != "auto":
+            parse_dtype(self.compute_dtype)  # an unknown name is an error here, early
+
+
+class QLoRA(LoRA):
+    """LoRA (or DoRA) on an NF4-quantized base model."""
+
+    name = "qlora"
+    peft_type = "LORA"
+    config_cls = QloraConfig
+    auto_detect = False  # its files are LoRA files (see the module docstring)
+    local_options = ("double_quant",)  # changes the base's values; not in the file
+
+    def _compute_dtype(self):
+        c = self.config.compute_dtype
+        return None if c == "auto" else parse_dtype(c)
+
+    def base_loader(self):
+        """Quantize-while-loading (:func:`peftlab.quant.stream.load_quantized`) unless
+        ``stream_load`` is off; the model it gives is what :meth:`prepare_model` makes."""
+        if not self.config.stream_load:
+            return None
+
+        def load(path, dtype, device=None, trust_remote_code=False):
+            try:
+                return load_quantized(path, dtype, self._compute_dtype(),
+                                      self.config.double_quant, device or "cpu",
+                                      trust_remote_code)
+            except ValueError as e:
+                raise ValueError(f"{e} (QLoRA option stream_load: false loads the whole "
+                                 "model with transformers, then quantizes it)") from None
+        return load
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Quantize every ``nn.Linear`` but the output head to NF4, in place (layers
+        already in 4 bits, as :meth:`base_loader` makes them, are left alone)."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") \
+            else None
+        names = [n for n, m in model.named_modules()
+                 if isinstance(m, nn.Linear) and m is not head]
+        quantize_linears(model, names, self._compute_dtype(), self.config.double_quant)
+
+    def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
+        if not isinstance(module, (nn.Linear, Linear4bit)):
+            raise TypeError(f"QLoRA can wrap Linear layers only; {name} is "
+                            f"{type(module).__name__}")
+        c = self.config
+        layer_cls = DoraLinear if c.use_dora else LoraLinear
+        return layer_cls(module, c.r, c.scaling, c.dropout)  # both read a 4-bit base
+
+    def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:
+        return {**super().to_peft_config(target_modules, layers),
+                "use_dora": self.config.use_dora}
+
+    @classmethod
+    def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
+        return cfg.get("peft_type") == "LORA"  # LoRA or DoRA files, when asked by name
+
+    @classmethod
+    def from_peft_config(cls, cfg: dict[str, Any]) -> "QLoRA":
+        opts = cls.lora_options_from_peft(cfg)
+        opts["use_dora"] = bool(cfg.get("use_dora", False))
+        return cls(make_config(cls.config_cls, opts, where="QLoRA adapter_config.json"))
