@@ -29,10 +29,10 @@ from .api import build_config
 from .config import load_yaml
 from .methods import METHODS
 from .peft_format import atomic_write_bytes
+from .report import RESULTS, load_results, write_report
 from .session import log
 
 BASE = "base"
-RESULTS = "results.jsonl"
 
 
 def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, dict]:
@@ -47,15 +47,10 @@ def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, 
 
 
 def read_rows(output: Path) -> dict[str, dict]:
-    """Finished rows by name (a later line for the same name wins)."""
-    rows: dict[str, dict] = {}
+    """Finished rows by name (a later line for the same name wins; a line cut short by
+    an interruption is ignored, so that run simply runs again)."""
     path = output / RESULTS
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["name"]] = row
-    return rows
+    return {r["name"]: r for r in load_results(path)[0]} if path.exists() else {}
 
 
 def append_row(output: Path, row: dict) -> None:
@@ -197,7 +192,6 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
         append_row(output, row)
         done[name] = row
     if report:
-        from .report import write_report
         write_report(output)
     return [done[n] for n in ([BASE] if include_base else []) + list(methods) if n in done]
 

@@ -29,6 +29,13 @@ class AdapterMismatchError(ValueError):
     """An adapter does not fit the base model it is loaded onto."""
 
 
+def _default_mode(path: str | os.PathLike) -> None:
+    """Give a temp file the mode a plain ``open()`` would have (mkstemp makes it 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync, then rename over it."""
     path = Path(path)
@@ -39,6 +46,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -57,6 +65,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=N
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

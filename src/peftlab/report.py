@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -343,14 +342,6 @@ def environment(runs: list[dict]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v != DASH]
 
 
-def _save(path: Path, data: bytes) -> None:
-    """Atomic write, then the umask's usual mode (the temp file is created 0600)."""
-    atomic_write_bytes(path, data)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def write_report(output_dir: str | Path) -> dict:
     """Write ``report.md``, ``report.html`` and ``report_*.png`` into ``output_dir`` from
     its ``results.jsonl``; return the summary (table rows, findings, paths, text)."""
@@ -379,7 +370,7 @@ def write_report(output_dir: str | Path) -> dict:
                                plots.layer_ranks(r["name"], key, ranks)))
     images = [(f"report_{slug}.png", title, png) for slug, title, png in charts if png]
     for fname, _, png in images:
-        _save(out / fname, png)
+        atomic_write_bytes(out / fname, png)
     keep = {f for f, _, _ in images}
     for stale in out.glob("report_*.png"):
         if stale.name not in keep:
@@ -392,9 +383,9 @@ def write_report(output_dir: str | Path) -> dict:
         "environment": environment(runs), "skipped_lines": bad,
         "images": [{"file": f, "title": t} for f, t, _ in images],
         "report_md": str(out / "report.md"), "report_html": str(out / "report.html")}
-    _save(out / "report.md", render_markdown(summary).encode())
+    atomic_write_bytes(out / "report.md", render_markdown(summary).encode())
     uris = ["data:image/png;base64," + base64.b64encode(p).decode() for _, _, p in images]
-    _save(out / "report.html", render_html(summary, uris).encode())
+    atomic_write_bytes(out / "report.html", render_html(summary, uris).encode())
     summary["text"] = summary_text(summary)
     return summary
 

@@ -130,7 +130,7 @@ class AdaLoraLinear(AdapterLayer):
         nn.init.normal_(self.lora_A, mean=0.0, std=INIT_STD)
         nn.init.normal_(self.lora_B, mean=0.0, std=INIT_STD)
 
-    def svd_update(self, x: torch.Tensor) -> torch.Tensor:
+    def update(self, x: torch.Tensor) -> torch.Tensor:
         """(alpha / ranknum) · P Λ Q x, in peft's order of operations."""
         a = self.lora_A
         x = self.lora_dropout(x)
@@ -138,12 +138,6 @@ class AdaLoraLinear(AdapterLayer):
             x = x.to(a.dtype)  # outside autocast the fp32 adapter meets x in one dtype
         return (x @ (a * self.lora_E).T @ self.lora_B.T) * self.alpha / (
             self.ranknum + RANKNUM_EPS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
-        if self.merged:
-            return out
-        return out + self.svd_update(x).to(out.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         a, e, b = (p.float() for p in (self.lora_A, self.lora_E, self.lora_B))

@@ -42,6 +42,17 @@ class AdapterLayer(nn.Module):
             p.requires_grad_(False)
 
     # -- what subclasses provide -------------------------------------------------------
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """The additive term of an additive adapter (h = W0 x + update(x)); methods whose
+        output is not additive (DoRA, IA³) override :meth:`forward` instead."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        return out + self.update(x).to(out.dtype)
+
     def delta_weight(self) -> torch.Tensor:
         """The change this adapter makes to the base weight, in fp32, shaped like it."""
         raise NotImplementedError

@@ -77,7 +77,7 @@ class LoraLinear(AdapterLayer):
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
-    def lora_update(self, x: torch.Tensor) -> torch.Tensor:
+    def update(self, x: torch.Tensor) -> torch.Tensor:
         """s · B A x (the low-rank path alone)."""
         a = self.lora_A.weight
         x = self.lora_dropout(x)
@@ -85,12 +85,6 @@ class LoraLinear(AdapterLayer):
             # Outside autocast the fp32 adapter must meet the input in one dtype.
             x = x.to(a.dtype)
         return self.lora_B(self.lora_A(x)) * self.scaling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
-        if self.merged:
-            return out
-        return out + self.lora_update(x).to(out.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling
