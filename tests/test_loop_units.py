@@ -87,3 +87,20 @@ def test_response_nll_equals_full_logits_loss():
     assert n == int((batch["labels"][:, 1:] != -100).sum())
     assert float(nll) == pytest.approx(float(ref), rel=1e-5)
     assert math.isfinite(float(nll))
+
+
+def test_metrics_log_survives_a_line_cut_short(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "eval_loss": 2.0}\n{"step": 1, "loss": 1.5}\n{"step": 2, "lo')
+    log = train_mod.MetricsLog(path, resume_step=1)
+    assert [r["step"] for r in log.records()] == [0, 1]
+    assert log.first_eval() == {"eval_loss": 2.0}
+
+
+def test_adapter_config_never_turns_remote_code_on(tmp_path):
+    from peftlab.api import _config_for_adapter
+    (tmp_path / "config.yaml").write_text(
+        "method: lora\nmodel: {name: some/model, trust_remote_code: true}\n")
+    cfg = _config_for_adapter(tmp_path)
+    assert cfg.model.name == "some/model" and cfg.model.trust_remote_code is False
+    assert _config_for_adapter(tmp_path, trust_remote_code=True).model.trust_remote_code

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from .config import RunConfig, apply_mapping, load_yaml
@@ -78,10 +77,14 @@ def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConf
     cfg = RunConfig()
     saved = Path(adapter) / "config.yaml" if adapter else None
     if saved is not None and saved.is_file():
-        data = yaml.safe_load(saved.read_text()) or {}
+        data = load_yaml(saved)
         keys = ("model", "data", "method", "adapter")
-        apply_mapping(cfg, {k: data[k] for k in keys if k in data}, str(saved),
-                      method_option_names())
+        data = {k: data[k] for k in keys if k in data}
+        if isinstance(data.get("model"), dict):
+            # A downloaded adapter directory must never switch remote code on by itself.
+            data["model"] = {k: v for k, v in data["model"].items()
+                             if k != "trust_remote_code"}
+        apply_mapping(cfg, data, str(saved), method_option_names())
     overrides = {k: v for k, v in overrides.items() if v is not None}
     apply_mapping(cfg, overrides, "arguments", method_option_names())
     return cfg

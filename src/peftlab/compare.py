@@ -66,10 +66,14 @@ def _run_subprocess(args: list[str], log_path: Path) -> tuple[int, str]:
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "peftlab", *args],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        while chunk := proc.stderr.read1(4096):
-            sys.stderr.buffer.write(chunk)
-            sys.stderr.flush()
-            logf.write(chunk)
+        try:
+            while chunk := proc.stderr.read1(4096):
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+                logf.write(chunk)
+        finally:  # Ctrl-C or an error here must not leave the run training on its own
+            if proc.poll() is None:
+                proc.kill()
         rc = proc.wait()
     tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in tail if "error" in ln.lower()]

@@ -38,17 +38,12 @@ def _linear_types() -> tuple[type, ...]:
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Full names of the model's Linear modules (adapters unwrapped)."""
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, _linear_types()) and not _inside_adapter(name):
-            names.append(name)
-    return names
-
-
-def _inside_adapter(name: str) -> bool:
-    # Modules an adapter layer owns (lora_A, base_layer, ...) are never targets themselves.
-    parts = name.split(".")
-    return "base_layer" in parts or any(p.startswith(("lora_", "ia3_")) for p in parts)
+    # Modules an adapter layer owns (lora_A, base_layer, ...) are never targets themselves;
+    # they are found by identity (isinstance of AdapterLayer), never by their names.
+    owned = {id(m) for _, layer in adapter_layers(model) for m in layer.modules()
+             if m is not layer}
+    return [name for name, module in model.named_modules()
+            if isinstance(module, _linear_types()) and id(module) not in owned]
 
 
 def _output_head_names(model: nn.Module) -> set[str]:

@@ -138,7 +138,8 @@ def table_row(run: dict) -> dict[str, str]:
     if diff is not None:
         merge = f"{diff:.1e}"
         if tol is not None:
-            merge = f"{'✓' if diff <= tol else '✗'} {merge} (tol {tol:.0e})"
+            ok = mc["ok"] if "ok" in mc else diff <= tol  # the run's own (relative) verdict
+            merge = f"{'✓' if ok else '✗'} {merge} (tol {tol:.0e})"
     name = run["name"] if run.get("method") in (None, run["name"]) \
         else f"{run['name']} ({run['method']})"
     cells = [name, str(run.get("status") or "?"), trainable,

@@ -77,15 +77,24 @@ class MetricsLog:
         self.path = path
         if resume_step is None:
             atomic_write_bytes(path, b"")
-        elif path.exists():  # drop lines logged after the checkpoint we resume from
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+        else:  # drop lines logged after the checkpoint we resume from
+            keep = [r for r in self.records() if r.get("step", 0) <= resume_step]
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+    def records(self) -> list[dict]:
+        """The logged records; a line cut short by a kill is skipped, not fatal."""
+        out = []
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        for ln in lines:
+            try:
+                out.append(json.loads(ln))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     def first_eval(self) -> dict | None:
         """The step-0 evaluation logged before training (kept across a resume)."""
-        for ln in self.path.read_text().splitlines():
-            rec = json.loads(ln) if ln.strip() else {}
+        for rec in self.records():
             if rec.get("step") == 0 and "eval_loss" in rec:
                 return {k: v for k, v in rec.items() if k != "step"}
         return None

@@ -149,7 +149,7 @@ def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool) -> Splits:
     except Exception as e:  # datasets raises many types when offline or not found
         raise FileNotFoundError(
             f"dataset {dataset_id!r} is not a local file and could not be loaded from the "
-            f"Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            f"Hugging Face Hub ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
         ) from None
     if "train" not in ds:
         raise ValueError(f"dataset {dataset_id!r} has no 'train' split (has {list(ds)})")

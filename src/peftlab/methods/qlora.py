@@ -62,7 +62,9 @@ class QLoRA(LoRA):
     peft_type = "LORA"
     config_cls = QloraConfig
     auto_detect = False  # its files are LoRA files (see the module docstring)
-    local_options = ("double_quant",)  # changes the base's values; not in the file
+    # How the base was quantized and computes: not in the adapter files, but needed to
+    # rebuild the same base when the adapter is loaded again.
+    local_options = ("double_quant", "compute_dtype", "stream_load")
 
     def _compute_dtype(self):
         c = self.config.compute_dtype
