@@ -143,14 +143,6 @@ class AdaLoraLinear(AdapterLayer):
         a, e, b = (p.float() for p in (self.lora_A, self.lora_E, self.lora_B))
         return (b @ (a * e)) * self.alpha / (self.ranknum + RANKNUM_EPS)
 
-    def _merge(self) -> None:
-        w = self.base_layer.weight
-        w.add_(self.delta_weight().to(w.dtype))
-
-    def _unmerge(self) -> None:
-        w = self.base_layer.weight
-        w.sub_(self.delta_weight().to(w.dtype))
-
     def apply_mask(self) -> None:
         """Zero λ of the pruned triplets (the mask of Eq. 5); P and Q are left alone."""
         if self.kept is not None:

@@ -27,8 +27,9 @@ from ..quant.linear4bit import Linear4bit
 class AdapterLayer(nn.Module):
     """A frozen ``base_layer`` plus trainable adapter parameters.
 
-    Subclasses implement :meth:`forward`, :meth:`delta_weight`, :meth:`_merge` and
-    :meth:`_unmerge`. The base class owns the ``merged`` flag so that a second merge warns
+    Additive adapters (LoRA, AdaLoRA) implement :meth:`update` and :meth:`delta_weight`;
+    the others (DoRA, IA³) override :meth:`forward`, :meth:`_merge` and :meth:`_unmerge`
+    too. The base class owns the ``merged`` flag so that a second merge warns
     and does nothing, whatever the method.
     """
 
@@ -58,10 +59,13 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     def _merge(self) -> None:
-        raise NotImplementedError
+        """Additive adapters: W <- W + delta_weight() (others override)."""
+        w = self.base_layer.weight
+        w.add_(self.delta_weight().to(w.dtype))
 
     def _unmerge(self) -> None:
-        raise NotImplementedError
+        w = self.base_layer.weight
+        w.sub_(self.delta_weight().to(w.dtype))
 
     # -- shared behaviour ---------------------------------------------------------------
     @property

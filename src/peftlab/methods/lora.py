@@ -89,14 +89,6 @@ class LoraLinear(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling
 
-    def _merge(self) -> None:
-        w = self.base_layer.weight
-        w.add_(self.delta_weight().to(w.dtype))
-
-    def _unmerge(self) -> None:
-        w = self.base_layer.weight
-        w.sub_(self.delta_weight().to(w.dtype))
-
 
 class LoRA(Method):
     """Low-rank adaptation of Linear layers."""
