@@ -71,7 +71,7 @@ def _set_rng_state(tensors: dict, meta: dict) -> None:
 
 
 def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
-                    extra: dict | None = None, keep: int = 2) -> Path:
+                    keep: int = 2) -> Path:
     """Write ``output/checkpoints/step-NNNNNN`` atomically; prune all but ``keep``."""
     root = Path(output) / CHECKPOINTS
     final = root / f"step-{step:06d}"
@@ -92,7 +92,7 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
         rng_t, rng_meta = _rng_state()
         save_file(rng_t, str(tmp / "rng.safetensors"))
         state = {"step": step, "optimizer": opt_meta, "rng": rng_meta,
-                 "scheduler": _jsonable(scheduler.state_dict()), "extra": extra or {}}
+                 "scheduler": _jsonable(scheduler.state_dict())}
         atomic_write_json(tmp / STATE_JSON, state)
         if final.exists():
             shutil.rmtree(final)

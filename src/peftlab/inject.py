@@ -8,7 +8,7 @@ must match the full name; ``"all-linear"`` selects every Linear except the outpu
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -29,7 +29,6 @@ class AdapterInfo:
     target_modules: Any
     """The target spec to write into adapter_config.json (resolved for "all-linear")."""
     base_model: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def _linear_types() -> tuple[type, ...]:

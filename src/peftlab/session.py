@@ -117,6 +117,10 @@ def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
         log(f"skipped {s.splits.skipped} malformed record(s) of {s.splits.source}")
     ev = s.splits.eval[: d.max_eval_records] if d.max_eval_records else s.splits.eval
     s.eval_data = encode(s.tokenizer, ev, d.max_length)
+    if not s.eval_data.examples:
+        raise ValueError(f"{s.splits.source}: no evaluation record left (eval split of "
+                         f"{len(ev)} record(s); prompts longer than max_length="
+                         f"{d.max_length} are dropped)")
     if train_data:
         s.train_data = encode(s.tokenizer, s.splits.train, d.max_length)
         if not s.train_data.examples:

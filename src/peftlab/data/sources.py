@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,7 +32,6 @@ class Splits:
     eval: list[dict]
     source: str
     skipped: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def check_record(rec: Any, where: str, index: int) -> dict:

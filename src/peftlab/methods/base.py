@@ -241,10 +241,6 @@ class Method:
         """Name a parameter gets in ``adapter_model.safetensors`` (after the module path)."""
         return local_name
 
-    def local_name(self, peft_key: str) -> str:
-        """Inverse of :meth:`peft_key`."""
-        return peft_key
-
     def to_peft_config(self, target_modules: Any,
                        layers: dict[str, AdapterLayer]) -> dict[str, Any]:
         """Method-specific keys of ``adapter_config.json``; ``layers``: the model's adapter
