@@ -104,3 +104,15 @@ def test_adapter_config_never_turns_remote_code_on(tmp_path):
     cfg = _config_for_adapter(tmp_path)
     assert cfg.model.name == "some/model" and cfg.model.trust_remote_code is False
     assert _config_for_adapter(tmp_path, trust_remote_code=True).model.trust_remote_code
+
+
+def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_path):
+    from peftlab.peft_format import replace_dir
+    final, new = tmp_path / "ckpt", tmp_path / ".tmp-ckpt"
+    final.mkdir()
+    (final / "a").write_text("old")
+    new.mkdir()
+    (new / "a").write_text("new")
+    replace_dir(new, final)
+    assert (final / "a").read_text() == "new" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

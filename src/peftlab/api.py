@@ -21,7 +21,7 @@ from .config import RunConfig, apply_mapping, load_yaml
 from .data.alpaca import collate, format_prompt
 from .evaluate import exact_match, generate as _generate, merge_within, perplexity
 from .inject import merge_and_unload
-from .peft_format import atomic_write_json
+from .peft_format import atomic_write_json, replace_dir
 from .runtime import environment, parse_dtype, peak_memory_bytes
 from .session import log, open_session
 from .train import train as _train
@@ -177,9 +177,7 @@ def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
+        replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .inject import adapter_state
-from .peft_format import atomic_write_json, save_adapter
+from .peft_format import atomic_write_json, replace_dir, save_adapter
 
 CHECKPOINTS = "checkpoints"
 STATE_JSON = "trainer_state.json"
@@ -94,9 +94,7 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
         state = {"step": step, "optimizer": opt_meta, "rng": rng_meta,
                  "scheduler": _jsonable(scheduler.state_dict())}
         atomic_write_json(tmp / STATE_JSON, state)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
