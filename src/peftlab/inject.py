@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .methods.base import AdapterLayer, Method
+from .modules import output_head, set_submodule
 from .quant.linear4bit import Linear4bit, dequantize_linears
 
 ALL_LINEAR = "all-linear"
@@ -46,7 +47,7 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def _output_head_names(model: nn.Module) -> set[str]:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_head(model)
     return {n for n, m in model.named_modules() if head is not None and m is head}
 
 
@@ -101,12 +102,6 @@ def saved_target_spec(spec: Any, targets: list[str]) -> Any:
     return spec if isinstance(spec, str) else list(spec)
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInfo:
     """Freeze ``model`` and wrap the method's target modules with its adapter layers.
 
@@ -131,7 +126,7 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
         layer.train(module.training)  # new modules start in training mode (dropout on)
         for p in layer.adapter_params().values():
             p.requires_grad_(True)
-        _set_submodule(model, name, layer)
+        set_submodule(model, name, layer)
     info = AdapterInfo(method, targets, saved_target_spec(spec, targets), base_model)
     model.peftlab_adapter = info
     return info
@@ -173,7 +168,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     for name, layer in list(adapter_layers(model)):
         if not layer.merged:
             layer.merge()
-        _set_submodule(model, name, layer.base_layer)
+        set_submodule(model, name, layer.base_layer)
     dequantize_linears(model, torch.float32)
     if hasattr(model, "peftlab_adapter"):
         del model.peftlab_adapter

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.alpaca import IGNORE
+from .modules import output_head
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit
 # soft-capping or scaling (Gemma-2, Cohere and others have them), so projecting a subset
@@ -28,7 +29,7 @@ def _plain_head_parts(model: nn.Module):
     if mtype not in PLAIN_HEAD_MODEL_TYPES:
         return None
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_head(model)
     if decoder is None or head is None or decoder is model:
         return None
     return decoder, head

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from ..config import make_config, option
+from ..modules import linear_names_but_head
 from ..quant.linear4bit import Linear4bit, quantize_linears
 from ..quant.stream import load_quantized
 from ..runtime import parse_dtype
@@ -89,11 +90,7 @@ class QLoRA(LoRA):
     def prepare_model(self, model: nn.Module) -> None:
         """Quantize every ``nn.Linear`` but the output head to NF4, in place (layers
         already in 4 bits, as :meth:`base_loader` makes them, are left alone)."""
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") \
-            else None
-        names = [n for n, m in model.named_modules()
-                 if isinstance(m, nn.Linear) and m is not head]
-        quantize_linears(model, names, self._compute_dtype(), self.config.double_quant)
+        quantize_linears(model, linear_names_but_head(model), self._compute_dtype(), self.config.double_quant)
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         if not isinstance(module, (nn.Linear, Linear4bit)):

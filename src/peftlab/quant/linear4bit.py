@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modules import set_submodule
 from .nf4 import ABSMAX_BLOCKSIZE, BLOCKSIZE, NF4Tensor, dequantize_nf4, quantize_nf4
 
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -215,11 +216,6 @@ class _NF4LinearFn(torch.autograd.Function):
 
 
 # -- whole-model helpers ----------------------------------------------------------------------
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def quantize_linears(model: nn.Module, names: list[str],
                      compute_dtype: torch.dtype | None = None,
                      double_quant: bool = True) -> None:
@@ -230,7 +226,7 @@ def quantize_linears(model: nn.Module, names: list[str],
         if not isinstance(module, nn.Linear):
             raise TypeError(f"{name} is {type(module).__name__}, not nn.Linear")
         layer = Linear4bit.from_linear(module, compute_dtype, double_quant)
-        _set_submodule(model, name, layer.train(module.training))
+        set_submodule(model, name, layer.train(module.training))
 
 
 def dequantize_linears(model: nn.Module, dtype: torch.dtype | None = None) -> list[str]:
@@ -239,5 +235,5 @@ def dequantize_linears(model: nn.Module, dtype: torch.dtype | None = None) -> li
     names replaced."""
     names = [n for n, m in model.named_modules() if isinstance(m, Linear4bit)]
     for name in names:
-        _set_submodule(model, name, model.get_submodule(name).to_linear(dtype))
+        set_submodule(model, name, model.get_submodule(name).to_linear(dtype))
     return names

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..modules import linear_names_but_head, set_submodule
 from .linear4bit import Linear4bit
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -91,14 +92,12 @@ def _skeleton(path: Path, dtype: torch.dtype, trust_remote_code: bool):
 
 
 def _swap_in_4bit(model: nn.Module, compute_dtype, weight_dtype, double_quant) -> set[str]:
-    head = model.get_output_embeddings()
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    names = linear_names_but_head(model)
     for name in names:
         m = model.get_submodule(name)
         layer = Linear4bit(m.in_features, m.out_features, m.bias is not None, compute_dtype,
                            device="meta", weight_dtype=weight_dtype, double_quant=double_quant)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, layer)
+        set_submodule(model, name, layer)
     return set(names)
 
 
