@@ -220,13 +220,13 @@ def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch
     from peftlab import build_config, train
     train_mod = importlib.import_module("peftlab.train")
     captured = {}
-    real_save = train_mod.save_adapter
+    real_save = train_mod.save_trained
 
-    def spy(model, directory):
+    def spy(model, tokenizer, directory):
         captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return real_save(model, directory)
+        return real_save(model, tokenizer, directory)
 
-    monkeypatch.setattr(train_mod, "save_adapter", spy)
+    monkeypatch.setattr(train_mod, "save_trained", spy)
     cfg = build_config(method="ia3", model=tiny_model_dir,
                        dataset=write_toy_dataset(tmp_path / "toy.json"),
                        output=str(tmp_path / "run"), max_steps=5, batch_size=4, lr=5e-2,

@@ -14,7 +14,7 @@ from conftest import make_tiny_llama
 from peftlab.config import TrainConfig
 from peftlab.data.alpaca import Example, collate
 from peftlab.inject import inject
-from peftlab.loss import response_nll
+from peftlab.loss import LossOptions, response_nll
 from peftlab.methods import get_method
 
 train_mod = importlib.import_module("peftlab.train")
@@ -57,7 +57,8 @@ def _grads_after_step(batches):
             if p.requires_grad:
                 p.normal_(0, 0.1)
     model.train()
-    s = SimpleNamespace(device=torch.device("cpu"), autocast=lambda: __import__(
+    s = SimpleNamespace(device=torch.device("cpu"), loss_options=LossOptions(),
+                        autocast=lambda: __import__(
         "contextlib").nullcontext)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     loss = train_mod._step(Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler)

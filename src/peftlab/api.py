@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from .evaluate import exact_match, generate as _generate, merge_within, perplexi
 from .inject import merge_and_unload
 from .peft_format import atomic_write_json, replace_dir
 from .runtime import environment, parse_dtype, peak_memory_bytes
+from .saved import is_model_dir
 from .session import log, open_session
 from .train import train as _train
 
@@ -92,7 +94,8 @@ def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConf
 
 def load_adapter(adapter_dir: str | Path, model: str | None = None, device: str = "cpu",
                  dtype: str = "float32") -> nn.Module:
-    """The base model with the saved adapter applied (a transformers model, eval mode)."""
+    """The base model with the saved adapter applied (a transformers model, eval mode);
+    for a directory holding a whole model (a full fine-tune's), that model."""
     cfg = _config_for_adapter(adapter_dir, model=model, device=device, dtype=dtype)
     return open_session(cfg, adapter_dir=adapter_dir, with_data=False).model
 
@@ -104,7 +107,7 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
     t = cfg.train
     res = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
-                     t.eval_batch_size, s.device, s.autocast())
+                     t.eval_batch_size, s.device, s.autocast(), s.loss_options)
     res.update(exact_match(s.model, s.tokenizer, s.eval_data.records, t.exact_match_limit,
                            t.max_new_tokens, s.device, s.autocast()))
     res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
@@ -131,13 +134,23 @@ def generate(prompt: str | list[str], adapter: str | Path | None = None,
 
 
 def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32",
-          check_batches: int = 2, **overrides: Any) -> dict:
+          check_batches: int = 2, requantize: bool = False, **overrides: Any) -> dict:
     """Fold the adapter into the base weights and write a plain transformers model.
 
     The merge is done in fp32 and the result cast to ``dtype``; the largest logit
     difference between the merged and the adapter model on a few eval batches is
     measured (in fp32) and returned.
+
+    ``requantize``: quantize the merged decoder Linears to NF4 again (double
+    quantization) and save them in the bitsandbytes 4-bit format transformers loads
+    (``dtype`` is then their compute dtype and the other weights' dtype); the logit
+    difference this second quantization introduces is measured and returned too.
     """
+    if is_model_dir(adapter_dir):
+        raise ValueError(
+            f"{adapter_dir} holds a whole model (a full fine-tune, or a model merged "
+            "before), not an adapter: there is nothing to merge. Use the directory as it "
+            f"is: --model {adapter_dir}, or --adapter {adapter_dir} for eval and generate")
     cfg = _config_for_adapter(adapter_dir, **overrides)
     cfg.model.dtype = "float32"
     cfg.train.mixed_precision = "no"
@@ -153,8 +166,6 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
         diff = max(((model(**_inputs(b, s.device)).logits - ref) * m).abs().max().item()
                    for b, ref, m in zip(batches, before, masks))
         scale = max((ref * m).abs().max().item() for ref, m in zip(before, masks))
-    model.to(parse_dtype(dtype))
-    _save_model_atomic(model, s.tokenizer, Path(output_dir))
     ok = merge_within(diff, scale, tolerance)
     res = {"output": str(output_dir), "max_logit_diff": diff, "max_abs_logit": scale,
            "tolerance": tolerance, "ok": ok, "dtype": dtype, "base_model": s.model_id}
@@ -162,12 +173,59 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
         f"{diff:.2e} (logits up to {scale:.1f}; tolerance {tolerance:.0e} relative)")
     if not ok:
         log("warning: the merged model differs from the adapter model more than expected")
+    if requantize:
+        res["requantize_max_logit_diff"] = _requantize(model, batches, before, masks,
+                                                       s.device)
+        log(f"re-quantized to NF4: largest logit difference vs the adapter model "
+            f"{res['requantize_max_logit_diff']:.2e} (the merge alone: {diff:.2e})")
+        _save_quantized_atomic(model, s.tokenizer, Path(output_dir), parse_dtype(dtype))
+    else:
+        model.to(parse_dtype(dtype))
+        _save_model_atomic(model, s.tokenizer, Path(output_dir))
     return res
+
+
+@torch.no_grad()
+def _requantize(model: nn.Module, batches, before, masks, device) -> float:
+    """NF4 again for every decoder Linear, in place; the largest logit difference to the
+    adapter model's ``before`` logits (computed in fp32)."""
+    from .modules import linear_names_but_head
+    from .quant.linear4bit import quantize_linears
+    quantize_linears(model, linear_names_but_head(model), torch.float32, double_quant=True)
+    return max(((model(**_inputs(b, device)).logits - ref) * m).abs().max().item()
+               for b, ref, m in zip(batches, before, masks))
 
 
 def _inputs(batch: dict, device) -> dict:
     return {"input_ids": batch["input_ids"].to(device),
             "attention_mask": batch["attention_mask"].to(device)}
+
+
+def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path,
+                           dtype: torch.dtype) -> None:
+    """An NF4 model in bitsandbytes' 4-bit format (config.json says how to load it)."""
+    from safetensors.torch import save_file
+
+    from .modules import output_head
+    from .quant.export import quantization_config, quantized_state_dict
+    head = output_head(model)
+    skip = [n for n, m in model.named_modules() if m is head]
+    config = model.config.to_dict()
+    config["quantization_config"] = quantization_config(dtype, True, skip)
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    try:
+        save_file(quantized_state_dict(model, dtype), str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:

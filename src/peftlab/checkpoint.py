@@ -1,9 +1,16 @@
 """Training checkpoints without pickle: safetensors for tensors, JSON for the rest.
 
-A checkpoint directory holds the adapter (PEFT format), the optimiser state, the
-scheduler state, every RNG state and the step. It is written into a hidden temporary
+A checkpoint directory holds the adapter (PEFT format), every trained parameter
+(``adapter_params.safetensors``: the adapter's, or all of a full fine-tune's), the
+optimiser state, the scheduler state, every RNG state and the step. It is written into a hidden temporary
 directory and renamed into place, so an interruption or a full disk never leaves a
 half-written checkpoint where ``--resume`` would find it.
+
+With several processes every one of them calls :func:`save_checkpoint` (the RNG states
+of all ranks are gathered, and under FSDP the sharded tensors) and the main process
+writes. Names carry no wrapper prefix (the unwrapped model is saved), so a checkpoint
+written by N processes resumes in M. Rank r resumes from rank r's RNG state where the
+checkpoint has one, else from rank 0's.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .inject import adapter_state
+from .distributed import Dist, full_params, full_tensor, shard_like
+from .inject import trainable_state
 from .peft_format import atomic_write_json, replace_dir, save_adapter
 
 CHECKPOINTS = "checkpoints"
@@ -30,8 +38,8 @@ def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     tensors, scalars = {}, {}
     for pid, state in sd["state"].items():
         for k, v in state.items():
-            if torch.is_tensor(v):
-                tensors[f"state.{pid}.{k}"] = v.detach().contiguous().cpu()
+            if torch.is_tensor(v):  # (FSDP: a shard, gathered whole on every process)
+                tensors[f"state.{pid}.{k}"] = full_tensor(v.detach()).contiguous().cpu()
             else:
                 scalars[f"{pid}.{k}"] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -50,6 +58,12 @@ def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict) 
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": state, "param_groups": groups})
+    inner = getattr(opt, "optimizer", opt)  # accelerate's wrapper holds the optimizer
+    for group in inner.param_groups:  # FSDP: the saved whole values cut to each shard
+        for p in group["params"]:
+            st = inner.state.get(p, {})
+            for k, v in st.items():
+                st[k] = shard_like(v, p) if torch.is_tensor(v) else v
 
 
 def _rng_state() -> tuple[dict, dict]:
@@ -61,7 +75,22 @@ def _rng_state() -> tuple[dict, dict]:
     return tensors, {"python": [version, list(internal), gauss]}
 
 
-def _set_rng_state(tensors: dict, meta: dict) -> None:
+def _rank_rng(states: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Every rank's RNG state in one file: rank 0's under the plain names, rank r's
+    tensors prefixed ``rank<r>.`` and its Python state under ``python_by_rank``."""
+    tensors, meta = dict(states[0][0]), dict(states[0][1])
+    meta["python_by_rank"] = {}
+    for r, (t, m) in enumerate(states[1:], start=1):
+        tensors.update({f"rank{r}.{k}": v for k, v in t.items()})
+        meta["python_by_rank"][str(r)] = m["python"]
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict, meta: dict, rank: int = 0) -> None:
+    prefix = f"rank{rank}."
+    if rank and any(k.startswith(prefix) for k in tensors):
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        meta = {"python": meta["python_by_rank"][str(rank)]}
     torch.set_rng_state(tensors["torch_cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
@@ -71,36 +100,54 @@ def _set_rng_state(tensors: dict, meta: dict) -> None:
 
 
 def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
-                    keep: int = 2) -> Path:
-    """Write ``output/checkpoints/step-NNNNNN`` atomically; prune all but ``keep``."""
-    root = Path(output) / CHECKPOINTS
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
+                    keep: int = 2, dist: Dist | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write ``output/checkpoints/step-NNNNNN`` atomically; prune all but ``keep``.
+
+    ``model``: the unwrapped model. With several processes (``dist``) all of them call
+    this; they must agree bit for bit on the adapter and the method state (checked), and
+    the main process writes. ``extra``: more keys for trainer_state.json.
+    """
+    dist = dist or Dist()
+    rng_t, rng_meta = _rank_rng(dist.gather(_rng_state()))
+    final = Path(output) / CHECKPOINTS / f"step-{step:06d}"
+    with full_params(model):  # FSDP: the sharded tensors gathered whole meanwhile
+        method = model.peftlab_adapter.method
+        params = {k: v.detach().contiguous() for k, v in trainable_state(model).items()}
+        mstate = {k: v.detach().contiguous().cpu() for k, v in method.state_tensors().items()}
+        dist.check_same("the adapter weights and the method state", [
+            float(t.double().sum()) for t in [*params.values(), *mstate.values()]])
+        opt_t, opt_meta = _optimizer_to_flat(opt)
+        if dist.is_main:
+            state = {"step": step, "optimizer": opt_meta, "rng": rng_meta,
+                     "scheduler": _jsonable(scheduler.state_dict()), **(extra or {})}
+            _write(final, model, {"adapter_params": params, "method_state": mstate,
+                                  "optimizer": opt_t, "rng": rng_t}, state)
+    if dist.is_main:
+        for old in list_checkpoints(output)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write(final: Path, model: nn.Module, files: dict[str, dict], state: dict) -> None:
+    tmp = final.parent / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_adapter(model, tmp)  # PEFT format, so any checkpoint can be used as is
+        # The adapter in PEFT format, so any checkpoint can be used as is (a full
+        # fine-tune has none: its weights, all trained, are in adapter_params below;
+        # a save_pretrained copy beside them would double every checkpoint) ...
+        if not model.peftlab_adapter.method.saves_full_model:
+            save_adapter(model, tmp)
         # ... and the full parameters and method state, which resume needs (AdaLoRA's
         # PEFT export is cut to its kept ranks, its importance EMAs are not in it).
-        method = model.peftlab_adapter.method
-        save_file({k: v.detach().contiguous() for k, v in adapter_state(model).items()},
-                  str(tmp / "adapter_params.safetensors"))
-        save_file({k: v.detach().contiguous().cpu() for k, v in method.state_tensors().items()},
-                  str(tmp / "method_state.safetensors"))
-        opt_t, opt_meta = _optimizer_to_flat(opt)
-        save_file(opt_t, str(tmp / "optimizer.safetensors"))
-        rng_t, rng_meta = _rng_state()
-        save_file(rng_t, str(tmp / "rng.safetensors"))
-        state = {"step": step, "optimizer": opt_meta, "rng": rng_meta,
-                 "scheduler": _jsonable(scheduler.state_dict())}
+        for name, tensors in files.items():
+            save_file(tensors, str(tmp / f"{name}.safetensors"))
         atomic_write_json(tmp / STATE_JSON, state)
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(output)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _jsonable(d: dict) -> dict:
@@ -124,21 +171,33 @@ def list_checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt, scheduler) -> dict:
+def load_checkpoint(path: Path, model: nn.Module, opt, scheduler, rank: int = 0) -> dict:
     """Restore adapter weights, optimiser, scheduler and RNG; return the saved state."""
+    load_model_state(path, model)
+    return load_training_state(path, opt, scheduler, rank)
+
+
+def load_model_state(path: Path, model: nn.Module) -> None:
+    """Restore the adapter weights and the method state into the unwrapped model (before
+    a DDP/FSDP wrapper is made: FSDP shards the parameters)."""
     path = Path(path)
-    state = json.loads((path / STATE_JSON).read_text())
     params = load_file(str(path / "adapter_params.safetensors"))
     with torch.no_grad():
-        for key, p in adapter_state(model).items():
+        for key, p in trainable_state(model).items():
             if key not in params or params[key].shape != p.shape:
                 raise ValueError(f"{path}: checkpoint does not fit this run's adapter at {key}"
                                  " (was it written for another model or method?)")
             p.copy_(params[key])
     model.peftlab_adapter.method.load_state_tensors(
         load_file(str(path / "method_state.safetensors")))
+
+
+def load_training_state(path: Path, opt, scheduler, rank: int = 0) -> dict:
+    """Restore optimiser, scheduler and this rank's RNG; return trainer_state.json."""
+    path = Path(path)
+    state = json.loads((path / STATE_JSON).read_text())
     _optimizer_from_flat(opt, load_file(str(path / "optimizer.safetensors")),
                          state["optimizer"])
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    _set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    _set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"], rank)
     return state

@@ -75,6 +75,17 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
             _add_field(g, f)
 
 
+def _add_opt_in_methods(c: argparse.ArgumentParser) -> None:
+    """``compare --<name>`` for each method not compared by default (``--full``)."""
+    from .methods import METHODS
+    for name, cls in sorted(METHODS.items()):
+        if not cls.compare_by_default:
+            doc = (cls.__doc__ or name).strip().splitlines()[0].rstrip(".")
+            c.add_argument(f"--{name}", dest="extra_methods", action="append_const",
+                           const=name, help=f"also run {name}, which is not run by default "
+                           f"({doc})".replace("%", "%%"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning "
                                 "(LoRA and friends) in the Hugging Face PEFT format.")
@@ -83,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML file with the same keys as these options")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. train.lr=1e-4 (repeatable)")
+    t.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes, one per GPU (CPU processes "
+                        "with --device cpu): runs `accelerate launch --multi_gpu "
+                        "--num_processes N -m peftlab train` with the other options; "
+                        "batch_size is per process")
     _add_method_options(t)
     _add_common(t, train_fields=True)
     e = sub.add_parser("eval", help="perplexity and exact match of a model or adapter")
@@ -102,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train every method on the same budget; report")
     c.add_argument("--config", help="YAML: train keys, 'methods: [...]' and per-method "
                    "options (e.g. 'lora: {r: 16}')")
-    c.add_argument("--methods", help="comma-separated (default: the config's, else all)")
+    c.add_argument("--methods", help="comma-separated (default: the config's, else every "
+                   "method but those with a flag of their own below)")
     c.add_argument("--output", required=True, help="directory for results and the report")
     c.add_argument("--no-base", action="store_true", help="skip the base-model row")
+    _add_opt_in_methods(c)
     for flag, kind in (("--model", str), ("--dataset", str), ("--max-steps", int),
                        ("--epochs", float), ("--seed", int), ("--device", str)):
         c.add_argument(flag, type=kind)
@@ -112,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--adapter", required=True)
     m.add_argument("--output", required=True, help="directory for the merged model")
     m.add_argument("--dtype", default="float32", help="dtype of the saved weights")
+    m.add_argument("--requantize", action="store_true",
+                   help="quantize the merged model to NF4 again and save it in the "
+                        "bitsandbytes 4-bit format (prints the error this introduces)")
     m.add_argument("--model", default=argparse.SUPPRESS)
     m.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
     m.add_argument("--dataset", default=argparse.SUPPRESS,
@@ -125,25 +146,58 @@ def _overrides(ns: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    argv = sys.argv[1:] if argv is None else list(argv)
     ns = build_parser().parse_args(argv)
     try:
+        if ns.command == "train" and ns.num_processes != 1:
+            return _launch(ns, argv)
         return _run(ns)
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, OSError) as e:
         print(f"peftlab {ns.command}: error: {e}", file=sys.stderr)
         return 2
 
 
+def _train_config(ns: argparse.Namespace):
+    cfg = api.build_config(ns.config, **_overrides(ns, {"command", "config", "set",
+                                                        "num_processes"}))
+    for text in ns.set:
+        key, value = parse_override(text)
+        set_dotted(cfg, key, value)
+    api.check_method_options(cfg)
+    return cfg
+
+
+def _launch(ns: argparse.Namespace, argv: list[str]) -> int:
+    """``train --num-processes N``: check the options here, then start N processes."""
+    from .distributed import relaunch
+    if ns.num_processes < 1:
+        raise ValueError(f"--num-processes must be at least 1, got {ns.num_processes}")
+    _train_config(ns)  # a bad option fails once, here, not in every process
+    return relaunch(ns.num_processes, _drop_option(argv, "--num-processes"))
+
+
+def _drop_option(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag N``, ``--flag=N`` or an
+    abbreviation argparse accepted)."""
+    out, skip = [], False
+    for tok in argv:
+        name = tok.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 2 and flag.startswith(name) and name.startswith("--"):
+            skip = "=" not in tok
+        else:
+            out.append(tok)
+    return out
+
+
 def _run(ns: argparse.Namespace) -> int:
     if ns.command == "train":
-        cfg = api.build_config(ns.config, **_overrides(ns, {"command", "config", "set"}))
-        for text in ns.set:
-            key, value = parse_override(text)
-            set_dotted(cfg, key, value)
-        api.check_method_options(cfg)
-        res = api.train(cfg)
-        print(json.dumps({k: res[k] for k in ("before", "after", "params", "tokens_per_s",
-                                              "peak_memory_bytes") if k in res},
-                         indent=2, default=str))
+        from .distributed import is_main_process
+        res = api.train(_train_config(ns))
+        if is_main_process():
+            keys = ("before", "after", "params", "tokens_per_s", "peak_memory_bytes")
+            print(json.dumps({k: res[k] for k in keys if k in res}, indent=2, default=str))
     elif ns.command == "eval":
         res = api.evaluate(ns.adapter, ns.output, **_overrides(ns, {"command", "adapter",
                                                                     "output"}))
@@ -160,11 +214,12 @@ def _run(ns: argparse.Namespace) -> int:
         compare(ns.config, ns.methods.split(",") if ns.methods else None, ns.output,
                 include_base=not ns.no_base, report=False, model=ns.model,
                 dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
-                device=ns.device)
+                device=ns.device, extra_methods=ns.extra_methods)
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "merge":
-        res = api.merge(ns.adapter, ns.output, ns.dtype,
-                        **_overrides(ns, {"command", "adapter", "output", "dtype"}))
+        res = api.merge(ns.adapter, ns.output, ns.dtype, requantize=ns.requantize,
+                        **_overrides(ns, {"command", "adapter", "output", "dtype",
+                                          "requantize"}))
         print(json.dumps(res, indent=2))
     return 0
 

@@ -6,7 +6,9 @@ down, and process-wide state never leaks between methods), plus one row for the
 untouched base model. One JSON line per finished run is appended to
 ``OUTPUT/results.jsonl``; a rerun skips finished runs and resumes an interrupted one from
 its last checkpoint. The harness knows methods only as names in ``METHODS``: a method
-added later is compared with no change here.
+added later is compared with no change here. Without a method list every method runs
+whose ``compare_by_default`` is true; the others (full fine-tuning) are added by name,
+``extra_methods`` (``peftlab compare --full``).
 
 A compare config is a train config plus ``methods: [...]`` and, optionally, one mapping
 of options per method name (``lora: {r: 16}``).
@@ -33,6 +35,11 @@ from .report import RESULTS, load_results, write_report
 from .session import log
 
 BASE = "base"
+
+
+def default_methods() -> list[str]:
+    """The methods compared when none are named: those with ``compare_by_default``."""
+    return sorted(name for name, cls in METHODS.items() if cls.compare_by_default)
 
 
 def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, dict]:
@@ -167,13 +174,16 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
 
 def compare(config: str | Path | dict | None = None, methods: list[str] | None = None,
             output: str | Path = "runs/compare", include_base: bool = True,
-            report: bool = True, **overrides: Any) -> list[dict]:
+            report: bool = True, extra_methods: list[str] | None = None,
+            **overrides: Any) -> list[dict]:
     """Run every method (and the base model); write results.jsonl and (``report``) the
-    report; return the rows in run order."""
+    report; return the rows in run order. ``methods``: default the config's, else
+    :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``)."""
     data = (load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {}))
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
-    methods = methods or cfg_methods or sorted(METHODS)
+    methods = list(methods or cfg_methods or default_methods())
+    methods += [m for m in dict.fromkeys(extra_methods or []) if m not in methods]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; available: "

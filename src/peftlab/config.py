@@ -107,6 +107,13 @@ class TrainConfig:
                                           "picks bf16 where the hardware runs it fast")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward "
                                                  "(less memory, ~30% more compute)")
+    response_only_head: bool = option(True, "Apply the output head only where the next "
+                                             "token carries loss (prompt positions skip "
+                                             "the vocabulary projection)")
+    loss_chunk: int = option(1024, "Positions per cross-entropy chunk, logits recomputed "
+                                   "in backward (0: all logits at once, more memory)")
+    group_by_length: bool = option(True, "Batch records of similar length (within "
+                                         "shuffled chunks) so padding costs little")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     eval_batch_size: int = option(16, "Records per evaluation batch")
     exact_match_limit: int = option(64, "Generate for at most this many exactly "

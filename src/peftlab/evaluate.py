@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .data.alpaca import Example, collate, epoch_batches, format_prompt
-from .loss import response_nll
+from .distributed import Dist
+from .loss import DEFAULT_LOSS, LossOptions, response_nll
 
 _TRAILING = string.punctuation + string.whitespace
 
@@ -28,22 +29,37 @@ def normalize_answer(text: str) -> str:
 
 @torch.no_grad()
 def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_size: int = 16,
-               device: torch.device | str = "cpu", autocast=None) -> dict[str, float]:
-    """Eval loss (mean NLL per target token), perplexity and the token count."""
+               device: torch.device | str = "cpu", autocast=None,
+               loss_options: LossOptions = DEFAULT_LOSS, dist: Dist | None = None
+               ) -> dict[str, float]:
+    """Eval loss (mean NLL per target token), perplexity and the token count.
+
+    With several processes (``dist``) each evaluates every ``world``-th batch and the
+    sums of NLL and tokens are added up over the processes, so every record counts
+    exactly once. Under FSDP (each forward a collective) a process short of a batch runs
+    a stand-in forward so that all run the same number."""
+    dist = dist or Dist()
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     lengths = [len(e.input_ids) for e in examples]
+    batches = epoch_batches(lengths, batch_size, seed=0, epoch=0, shuffle=False)
+    mine = dist.shard(batches)
+    rounds = -(-len(batches) // dist.world) if dist.sharded else len(mine)
     try:
-        for idx in epoch_batches(lengths, batch_size, seed=0, epoch=0, shuffle=False):
+        for r in range(rounds):
+            idx = mine[r] if r < len(mine) else batches[0]
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx],
                                                         pad_id).items()}
             with autocast() if autocast else contextlib.nullcontext():
-                nll, n = response_nll(model, batch)
-            total += float(nll)
-            tokens += n
+                nll, n = response_nll(model, batch, loss_options)
+            if r < len(mine):
+                total += float(nll)
+                tokens += n
     finally:
         model.train(was_training)
+    total, tokens = dist.sum([total, tokens])
+    tokens = int(tokens)
     loss = total / max(tokens, 1)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": tokens}
 
@@ -105,6 +121,8 @@ def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="
     merged into the base weights and unmerged, on a few eval batches; merges in place and
     unmerges again, so it needs no second copy of the model."""
     from .inject import adapter_layers, merge, unmerge
+    if next(adapter_layers(model), None) is None:  # full fine-tuning trains W itself
+        return {"max_logit_diff": None, "skipped": "nothing to merge (no adapter layers)"}
     extra = sum(layer.merge_extra_bytes() for _, layer in adapter_layers(model))
     if extra > MERGE_CHECK_EXTRA_BYTES:
         return {"max_logit_diff": None, "skipped": f"merging in place would need "

@@ -96,7 +96,10 @@ def _no_match_message(missing: list[str], names: list[str], regex: bool) -> str:
 
 
 def saved_target_spec(spec: Any, targets: list[str]) -> Any:
-    """The spec written to adapter_config.json: "all-linear" becomes explicit suffixes."""
+    """The spec written to adapter_config.json: "all-linear" becomes explicit suffixes
+    (None, no module targeted, stays None)."""
+    if spec is None:
+        return None
     if isinstance(spec, str) and spec.lower() == ALL_LINEAR:
         return sorted({t.rsplit(".", 1)[-1] for t in targets})
     return spec if isinstance(spec, str) else list(spec)
@@ -107,19 +110,23 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
 
     The targets are resolved and checked first, so a bad spec leaves the model untouched;
     then ``method.prepare_model`` may transform the base (QLoRA quantizes it) and the
-    targets are resolved again on the prepared model before wrapping.
+    targets are resolved again on the prepared model before wrapping. A method that
+    targets nothing (``target_modules()`` is None) wraps nothing; the base parameters it
+    names in ``trainable_base_parameters`` stay trainable (full fine-tuning).
 
     Returns the :class:`AdapterInfo`, also stored as ``model.peftlab_adapter``.
     """
     if getattr(model, "peftlab_adapter", None) is not None:
         raise ValueError("this model already has a peftlab adapter; load a fresh base model")
     spec = method.target_modules()
-    targets = find_targets(model, spec)
+    targets = find_targets(model, spec) if spec is not None else []
     method.check_targets(targets)  # before any swap: a failure leaves the model untouched
     method.prepare_model(model)  # e.g. QLoRA's NF4 quantization; keeps module names
-    targets = find_targets(model, spec)
+    targets = find_targets(model, spec) if spec is not None else []
     for p in model.parameters():
         p.requires_grad_(False)
+    for p in method.trainable_base_parameters(model):
+        p.requires_grad_(True)
     for name in targets:
         module = model.get_submodule(name)
         layer = method.wrap(module, name)
@@ -145,6 +152,17 @@ def adapter_state(model: nn.Module) -> dict[str, Any]:
     for name, layer in adapter_layers(model):
         for local, p in layer.adapter_params().items():
             out[f"{name}.{local}"] = p
+    return out
+
+
+def trainable_state(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint holds to resume: the adapter parameters (trainable or not) and
+    any base parameter the method trains directly (full fine-tuning), by full name (a
+    view, not a copy). For adapter methods this is exactly :func:`adapter_state`."""
+    out = adapter_state(model)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out.setdefault(name, p)
     return out
 
 

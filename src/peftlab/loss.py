@@ -1,19 +1,29 @@
 """Token-level negative log-likelihood on response tokens only.
 
-The output head is applied only at positions whose next token carries loss, so the
-prompt's positions never pay for a full-vocabulary projection (with a 49k vocabulary that
-projection is a large share of a small model's compute). The sum, not the mean, is
-returned with the token count, so losses over micro-batches and processes can be
-combined exactly (perplexity = exp(total NLL / total target tokens)).
+Two levers keep the output head cheap (``LossOptions``):
+
+- ``response_only_head``: the head is applied only at positions whose next token carries
+  loss, so prompt positions never pay for a full-vocabulary projection (with a 49k
+  vocabulary that projection is a large share of a small model's compute).
+- ``chunk``: the cross-entropy runs over ``chunk`` positions at a time and recomputes
+  each chunk's logits in backward (``ChunkedHeadNLL``), so the (tokens x vocabulary)
+  logits, their fp32 copy and their gradient never exist whole; autograd keeps only the
+  hidden states and one float per position.
+
+The sum, not the mean, is returned with the token count, so losses over micro-batches
+and processes combine exactly (perplexity = exp(total NLL / total target tokens)).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data.alpaca import IGNORE
+from .distributed import is_parallel_wrapper, unwrap_parallel, wrapper_logits
 from .modules import output_head
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit
@@ -22,6 +32,21 @@ from .modules import output_head
 PLAIN_HEAD_MODEL_TYPES = frozenset(
     {"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3", "smollm3", "olmo", "olmo2"}
 )
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    response_only_head: bool = True
+    chunk: int = 1024
+    """Positions per cross-entropy chunk; 0 materialises all logits at once."""
+
+    def __post_init__(self):
+        if self.chunk < 0:
+            raise ValueError(f"loss_chunk must be 0 (off) or a positive number of "
+                             f"positions, not {self.chunk}")
+
+
+DEFAULT_LOSS = LossOptions()
 
 
 def _plain_head_parts(model: nn.Module):
@@ -35,22 +60,92 @@ def _plain_head_parts(model: nn.Module):
     return decoder, head
 
 
-def response_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    dev = t.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return t.dtype
+
+
+class ChunkedHeadNLL(torch.autograd.Function):
+    """sum_i -log softmax(h_i W^T)[t_i], chunk by chunk, logits recomputed in backward.
+
+    The matmuls run in ``dtype`` (the autocast dtype, as the head would under autocast);
+    log-softmax, the loss and the softmax gradient are fp32. Saves ``hidden`` and the
+    per-position log-sum-exp; the gradient reaches ``hidden`` and, if it is trainable,
+    ``weight`` (accumulated in fp32).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, dtype: torch.dtype):
+        w = weight.to(dtype)
+        lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = (hidden[s:s + chunk].to(dtype) @ w.t()).float()
+            lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, targets[s:s + chunk, None]).squeeze(1)
+            total += (lse[s:s + chunk] - picked).sum()
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        chunk, dtype = ctx.chunk, ctx.dtype
+        w = weight.to(dtype)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+                  if ctx.needs_input_grad[1] else None)
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s:s + chunk].to(dtype)
+            # d/dlogits of (lse - logit_t) = softmax - onehot(t)
+            g = (h @ w.t()).float().sub_(lse[s:s + chunk, None]).exp_()
+            g.scatter_add_(1, targets[s:s + chunk, None],
+                           torch.full_like(g[:, :1], -1.0))
+            g = g.mul_(grad_total).to(dtype)
+            if grad_h is not None:
+                grad_h[s:s + chunk] = (g @ w).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += (g.t() @ h).float()
+        return grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None), None, \
+            None, None
+
+
+def head_nll(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+             chunk: int) -> torch.Tensor:
+    """Summed NLL of ``targets`` under ``head(hidden)``, chunked when the head allows it
+    (a bias-free ``nn.Linear``; an adapter on the head takes the plain path)."""
+    if chunk > 0 and type(head) is nn.Linear and head.bias is None:
+        return ChunkedHeadNLL.apply(hidden, head.weight, targets, chunk,
+                                    _compute_dtype(hidden))
+    # The loss is taken in fp32 even under autocast: a bf16 log-softmax over ~50k classes
+    # loses about two decimal digits of the loss.
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def response_nll(model: nn.Module, batch: dict[str, torch.Tensor],
+                 opts: LossOptions = DEFAULT_LOSS) -> tuple[torch.Tensor, int]:
     """(sum of NLL over target tokens, number of target tokens) for a collated batch."""
     labels = batch["labels"]
     targets = labels[:, 1:]
     keep = targets != IGNORE
     n = int(keep.sum())
-    parts = _plain_head_parts(model)
+    # A DDP/FSDP wrapper's own forward must run (DDP's forward arms the gradient
+    # all-reduce, FSDP's gathers the sharded weights): never call its decoder directly.
+    wrapped = is_parallel_wrapper(model)
+    parts = _plain_head_parts(model) if opts.response_only_head and not wrapped else None
     if parts is not None:
         decoder, head = parts
         hidden = decoder(input_ids=batch["input_ids"],
                          attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[:, :-1][keep])
+        return head_nll(head, hidden[:, :-1][keep], targets[keep], opts.chunk), n
+    if wrapped:
+        plain = (opts.response_only_head
+                 and _plain_head_parts(unwrap_parallel(model)) is not None)
+        logits = wrapper_logits(model, batch, keep, plain)
     else:
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
-    # The loss is taken in fp32 even under autocast: a bf16 log-softmax over ~50k classes
-    # loses about two decimal digits of the loss.
-    nll = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return nll, n
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n

@@ -140,6 +140,8 @@ def table_row(run: dict) -> dict[str, str]:
         if tol is not None:
             ok = mc["ok"] if "ok" in mc else diff <= tol  # the run's own (relative) verdict
             merge = f"{'✓' if ok else '✗'} {merge} (tol {tol:.0e})"
+    elif mc.get("skipped"):  # e.g. "nothing to merge" (full fine-tuning); reason up to ';'
+        merge = f"skipped: {str(mc['skipped']).split(';')[0]}"
     name = run["name"] if run.get("method") in (None, run["name"]) \
         else f"{run['name']} ({run['method']})"
     cells = [name, str(run.get("status") or "?"), trainable,

@@ -39,7 +39,8 @@ def render_markdown(s: dict) -> str:
     md = ["# peftlab comparison report", "", _lede(s), "", "## Results", ""]
     md += _md_table(cols, [[r[c] for c in cols] for r in s["rows"]], right_from=2)
     md += ["Perplexity and eval loss: before → after training, on the same held-out records. "
-           "Merge check: largest logit difference between the merged and the adapter model.",
+           "Merge check: largest logit difference between the merged and the adapter model. "
+           "Adapter size: the saved weights (the whole model where every weight trained).",
            "", "## Which method when", ""]
     if not s["findings"]:
         md += ["No method finished, so there is nothing to compare; see the failed runs below.",
@@ -131,7 +132,8 @@ def render_html(s: dict, uris: list[str]) -> str:
     h += ["</tbody></table></div>",
           '<p class="note">Perplexity and eval loss: before → after training, on the same '
           "held-out records. Merge check: largest logit difference between the merged and "
-          "the adapter model (✓ within tolerance).</p>", "<h2>Which method when</h2>"]
+          "the adapter model (✓ within tolerance). Adapter size: the saved weights (the "
+          "whole model where every weight trained).</p>", "<h2>Which method when</h2>"]
     if not s["findings"]:
         h.append("<p>No method finished, so there is nothing to compare; see the failed "
                  "runs below.</p>")

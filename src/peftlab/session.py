@@ -19,11 +19,14 @@ from torch import nn
 from .config import RunConfig
 from .data.alpaca import Encoded, encode
 from .data.sources import Splits, load_splits
+from .distributed import is_main_process
 from .inject import AdapterInfo, count_parameters, inject
+from .loss import DEFAULT_LOSS, LossOptions
 from .methods import METHODS, Method, get_method, method_for_peft_config
 from .models import load_base
 from .peft_format import load_adapter_into, read_adapter_config
 from .runtime import parse_dtype, pick_device, pick_precision
+from .saved import is_model_dir
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,6 +43,7 @@ class Session:
     train_data: Encoded | None = None
     eval_data: Encoded | None = None
     params: dict = field(default_factory=dict)
+    loss_options: LossOptions = DEFAULT_LOSS
 
     def autocast(self) -> Callable[[], contextlib.AbstractContextManager]:
         """A factory of autocast contexts for this session's precision (or no-ops)."""
@@ -50,7 +54,9 @@ class Session:
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Print to stderr; in a multi-process launch only the main process prints."""
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def base_model_for_adapter(adapter_dir: str | Path, model: str | None) -> str | None:
@@ -82,12 +88,21 @@ def _saved_method(cfg: RunConfig, adapter_dir) -> Method | None:
 
 
 def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adapter=False,
-                 with_data: bool = True, train_data: bool = True) -> Session:
-    """Load base model + tokenizer; add a fresh adapter (``new_adapter``) or a saved one."""
-    device = pick_device(cfg.train.device)
+                 with_data: bool = True, train_data: bool = True,
+                 device: torch.device | None = None) -> Session:
+    """Load base model + tokenizer; add a fresh adapter (``new_adapter``) or a saved one
+    (``adapter_dir``; a directory holding a whole model, such as a full fine-tune's, is
+    loaded as the model itself).
+    ``device``: where to put it (default: as ``cfg.train.device`` says; a process of a
+    multi-GPU launch passes its own GPU)."""
+    device = device or pick_device(cfg.train.device)
     precision = pick_precision(cfg.train.mixed_precision, device)
     name = cfg.model.name
-    if adapter_dir is not None:
+    if adapter_dir is not None and is_model_dir(adapter_dir):
+        # A whole model (a full fine-tune's run directory, a merged model) is itself the
+        # model to load, with no adapter on top and no need of the base it started from.
+        name, adapter_dir = str(adapter_dir), None
+    elif adapter_dir is not None:
         name = base_model_for_adapter(adapter_dir, name)
     if new_adapter:
         method = get_method(cfg.method, **cfg.adapter)
@@ -98,7 +113,8 @@ def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adap
     model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
                                      trust_remote_code=cfg.model.trust_remote_code,
                                      loader=loader)
-    s = Session(model, tok, model_id, device, precision)
+    s = Session(model, tok, model_id, device, precision,
+                loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk))
     if new_adapter:
         s.adapter = inject(model, method, base_model=model_id)
     elif adapter_dir is not None:

@@ -6,6 +6,10 @@ of *all* its micro-batches, so accumulation equals one big batch), gradient clip
 non-reentrant gradient checkpointing, mixed precision with fp32 adapter weights,
 periodic evaluation, atomic checkpoints and exact resume. The loop talks to the method
 only through ``extra_loss`` and ``on_step_end``; it never looks at a method's name.
+
+Several processes (``accelerate launch``; :mod:`peftlab.distributed`) split the rows of
+every global micro-batch (``batch_size`` × processes records), so N processes × batch b
+train exactly as one process × batch N·b; only the main process writes and prints.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (list_checkpoints, load_model_state, load_training_state,
+                         save_checkpoint)
 from .config import RunConfig
-from .data.alpaca import collate, epoch_batches, target_count
+from .data.alpaca import IGNORE, Example, collate, epoch_batches, target_count
+from .distributed import Dist, check_sharding, full_params, is_sharded
+from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
-from .peft_format import atomic_write_bytes, atomic_write_json, save_adapter
+from .peft_format import atomic_write_bytes, atomic_write_json
 from .runtime import environment, peak_memory_bytes, seed_everything
+from .saved import save_trained
 from .session import Session, log, open_session
 
 
@@ -42,6 +49,13 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    processes: int = 1
+    """Training processes; each takes its share of every global micro-batch."""
+
+    @property
+    def global_batch(self) -> int:
+        """Records per micro-batch over all processes."""
+        return self.batch_size * self.processes
 
     def micro_batches(self, step: int) -> tuple[int, slice]:
         """(epoch, slice of that epoch's micro-batches) for 0-based optimiser ``step``."""
@@ -50,14 +64,14 @@ class Plan:
         return epoch, slice(start, min(start + self.grad_accum, self.micro_per_epoch))
 
 
-def make_plan(n_examples: int, t) -> Plan:
+def make_plan(n_examples: int, t, processes: int = 1) -> Plan:
     if t.batch_size < 1 or t.grad_accum < 1:
         raise ValueError("batch_size and grad_accum must be at least 1")
-    micro = math.ceil(n_examples / t.batch_size)
+    micro = math.ceil(n_examples / (t.batch_size * processes))
     per_epoch = math.ceil(micro / t.grad_accum)
     total = t.max_steps if t.max_steps else max(1, math.ceil(per_epoch * t.epochs))
     return Plan(t.batch_size, t.grad_accum, micro, per_epoch, total,
-                int(round(total * t.warmup_ratio)))
+                int(round(total * t.warmup_ratio)), processes)
 
 
 def warmup_cosine(plan: Plan):
@@ -73,9 +87,11 @@ def warmup_cosine(plan: Plan):
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, appended and flushed as it goes."""
 
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        if resume_step is None:
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
+        self.path, self.enabled = path, enabled  # only the main process writes
+        if not enabled:
+            pass
+        elif resume_step is None:
             atomic_write_bytes(path, b"")
         else:  # drop lines logged after the checkpoint we resume from
             keep = [r for r in self.records() if r.get("step", 0) <= resume_step]
@@ -100,15 +116,21 @@ class MetricsLog:
         return None
 
     def write(self, **record) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool) -> dict:
-    t = cfg.train
+def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
+                     dist: Dist | None = None) -> dict:
+    """Perplexity over the whole eval set (sharded over the processes, sums reduced) and,
+    with ``with_exact``, exact match: on the main process only, or on every process under
+    FSDP, where each forward is a collective."""
+    t, dist = cfg.train, dist or Dist()
     out = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
-                     t.eval_batch_size, s.device, s.autocast())
-    if with_exact:
+                     t.eval_batch_size, s.device, s.autocast(), s.loss_options, dist=dist)
+    if with_exact and (dist.is_main or dist.sharded):
         out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
                                t.exact_match_limit, t.max_new_tokens, s.device, s.autocast()))
     return out
@@ -117,57 +139,78 @@ def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool) -> dict:
 def train(cfg: RunConfig) -> dict:
     """Fine-tune as ``cfg`` says; returns (and writes to ``results.json``) the summary."""
     t = cfg.train
+    # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
+    # process-wide state cannot change precision between runs in one process (compare).
+    acc, dist, device = start_processes(t.device)
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)
     if torch.cuda.is_available():  # peak memory is reported per run
         torch.cuda.reset_peak_memory_stats()
-    s = open_session(cfg, new_adapter=True)
+    s = open_session(cfg, new_adapter=True, device=device)
     method = s.adapter.method
     cfg.adapter = asdict(method.config)  # save the resolved options
-    plan = make_plan(len(s.train_data.examples), t)
-    atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-                       .encode())
+    plan = make_plan(len(s.train_data.examples), t, dist.world)
+    if dist.is_main:
+        atomic_write_bytes(out / "config.yaml",
+                           yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    procs = f" x {dist.world} processes" if dist.world > 1 else ""
     log(f"{method.name}: {s.params['trainable']:,} trainable of {s.params['total']:,} "
         f"parameters ({s.params['share_pct']:.3f}%); {len(s.train_data.examples)} train / "
         f"{len(s.eval_data.examples)} eval records; {plan.total_steps} steps; "
-        f"precision {s.precision} on {s.device}")
+        f"precision {s.precision} on {s.device}{procs}")
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so it works with
         # the frozen embedding (the reentrant variant would silently drop adapter grads).
         s.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant":
                                                                              False})
     s.model.config.use_cache = False
-    # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
-    # process-wide state cannot change precision between runs in one process (compare).
-    acc = Accelerator(cpu=s.device.type == "cpu")
+    for warning in check_sharding(acc, method, s.precision):
+        log(f"warning: {warning}")
+    resume_from = _checkpoint_to_resume(t, out)
+    if resume_from is not None:  # before the wrapper is made: FSDP shards the parameters
+        load_model_state(resume_from, s.model)
     params = [p for p in s.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(plan))
     model, opt = acc.prepare(s.model, opt)
-    start = _maybe_resume(t, out, model, opt, sched)
-    metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None)
+    dist.sharded = is_sharded(model)
+    if dist.sharded:
+        log(f"FSDP: parameters sharded over {dist.world} processes")
+    start = _resume(resume_from, opt, sched, plan, dist) if resume_from is not None else 0
+    metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None, dist.is_main)
     results = {"method": method.describe(), "base_model": s.model_id, "params": s.params,
                "plan": asdict(plan), "precision": s.precision, "device": str(s.device),
-               "env": environment()}
+               "processes": dist.world, "env": environment()}
     if start == 0:
-        results["before"] = evaluate_session(s, cfg, with_exact=True)
+        results["before"] = evaluate_session(s, cfg, True, dist)
         metrics.write(step=0, **{k: v for k, v in results["before"].items() if k != "samples"})
         _print_eval("before", results["before"])
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
-    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out))
+    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist))
     s.model.eval()
-    results["after"] = evaluate_session(s, cfg, with_exact=True)
+    results["after"] = evaluate_session(s, cfg, True, dist)
     metrics.write(step=plan.total_steps, **{k: v for k, v in results["after"].items()
                                             if k != "samples"})
     _print_eval("after", results["after"])
-    save_adapter(s.model, out)
-    results["adapter_bytes"] = (out / "adapter_model.safetensors").stat().st_size
-    results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
-    results["merge_check"] = _merge_check(s)
-    atomic_write_json(out / "results.json", results)
+    _finish(s, out, results, dist)
     return results
+
+
+def _finish(s: Session, out: Path, results: dict, dist: Dist) -> None:
+    """Save the adapter (or the whole model: ``saves_full_model``) and results.json (the
+    main process; the others wait)."""
+    with full_params(s.model):  # FSDP: every process takes part in the gathering
+        if dist.is_main:
+            results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
+    if dist.is_main:
+        results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
+        results["merge_check"] = _merge_check(s) if not dist.sharded else {
+            "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
+            "`peftlab merge` checks the merged model"}
+        atomic_write_json(out / "results.json", results)
+    dist.barrier()
 
 
 def _merge_check(s: Session) -> dict:
@@ -187,14 +230,24 @@ def _merge_check(s: Session) -> dict:
     return res
 
 
-def _maybe_resume(t, out: Path, model, opt, sched) -> int:
+def _checkpoint_to_resume(t, out: Path) -> Path | None:
     if not t.resume:
-        return 0
+        return None
     found = list_checkpoints(out)
     if not found:
         raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints")
-    state = load_checkpoint(found[-1], model, opt, sched)
-    log(f"resumed from {found[-1]} (step {state['step']})")
+    return found[-1]
+
+
+def _resume(path: Path, opt, sched, plan: Plan, dist: Dist) -> int:
+    """Optimiser, scheduler and RNG from ``path`` (any number of processes wrote it)."""
+    state = load_training_state(path, opt, sched, dist.rank)
+    saved = state.get("global_batch", plan.global_batch)
+    if saved != plan.global_batch:
+        log(f"warning: {path} was written with {saved} records per global micro-batch, "
+            f"this run has {plan.global_batch} (batch_size x processes): the data order "
+            "after the resume differs from the interrupted run's")
+    log(f"resumed from {path} (step {state['step']})")
     return int(state["step"])
 
 
@@ -206,13 +259,13 @@ def _print_eval(label: str, ev: dict) -> None:
 
 
 def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metrics,
-          out: Path) -> dict:
+          out: Path, dist: Dist) -> dict:
     t, method = cfg.train, s.adapter.method
     lengths = [len(e.input_ids) for e in s.train_data.examples]
     params = [p for p in model.parameters() if p.requires_grad]
     epoch_cache: dict[int, list] = {}
-    bar = tqdm(total=plan.total_steps, initial=start, disable=not t.progress, unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=plan.total_steps, initial=start, disable=not (t.progress and
+               dist.is_main), unit="step", dynamic_ncols=True)
     t0, tokens_seen, losses = time.perf_counter(), 0, []
     # fp16 needs loss scaling; for bf16 and fp32 the scaler is a pass-through.
     scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "fp16")
@@ -220,11 +273,14 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
     for step in range(start, plan.total_steps):
         epoch, sl = plan.micro_batches(step)
         if epoch not in epoch_cache:
-            epoch_cache = {epoch: epoch_batches(lengths, plan.batch_size, t.seed, epoch)}
-        batches = [collate([s.train_data.examples[i] for i in b], s.tokenizer.pad_token_id)
-                   for b in epoch_cache[epoch][sl]]
+            epoch_cache = {epoch: epoch_batches(lengths, plan.global_batch, t.seed, epoch,
+                                                       group=t.group_by_length)}
+        batches, n_targets, real = _step_batches(
+            dist, [[s.train_data.examples[i] for i in b] for b in epoch_cache[epoch][sl]],
+            s.tokenizer.pad_token_id)
         ts = time.perf_counter()
-        loss = _step(acc, model, method, batches, s, scaler)
+        loss = _step(acc, model, method, batches, s, scaler, n_targets, dist.world)
+        loss = dist.sum([loss])[0] / dist.world  # the same on every process (see _step)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss} at step {step + 1}; nothing was updated and the "
@@ -241,14 +297,13 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
         # scores need |theta * grad| of the step just taken.
         extra = method.on_step_end(acc.unwrap_model(model), step + 1, plan) or {}
         opt.zero_grad(set_to_none=True)
-        real = sum(int(b["attention_mask"].sum()) for b in batches)
         tokens_seen += real
         rate = real / max(time.perf_counter() - ts, 1e-9)
         losses.append(loss)
         metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate, **extra)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
         bar.update(1)
-        _periodic(s, cfg, step + 1, plan, model, opt, sched, metrics, out)
+        _periodic(s, cfg, step + 1, plan, acc, model, opt, sched, metrics, out, dist)
     bar.close()
     wall = time.perf_counter() - t0
     return {"train_seconds": wall, "train_tokens": tokens_seen,
@@ -256,9 +311,46 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
             if losses else None}
 
 
-def _step(acc, model, method, batches, s: Session, scaler) -> float:
-    """Forward + backward over one optimiser step's micro-batches; the summed loss."""
-    n_targets = max(1, sum(target_count(b) for b in batches))
+def _step_batches(dist: Dist, step: list[list[Example]], pad_id: int
+                  ) -> tuple[list[dict], int, int]:
+    """This process's micro-batches of one optimiser step, and the step's target and real
+    tokens over all processes (every process sees the same global micro-batches, so the
+    counts need no communication). Each process takes its contiguous rows of each global
+    micro-batch; one left without a row (a global micro-batch smaller than the number of
+    processes) runs a stand-in row whose labels are all ignored: it still joins the
+    gradient all-reduce, and adds nothing."""
+    mine, n_targets, real = [], 0, 0
+    for examples in step:
+        whole = collate(examples, pad_id)
+        n_targets += target_count(whole)
+        real += int(whole["attention_mask"].sum())
+        rows = dist.rows(len(examples))
+        if len(rows) == len(examples):
+            mine.append(whole)
+        elif rows:
+            mine.append(collate([examples[i] for i in rows], pad_id))
+        else:
+            stand_in = collate(examples[:1], pad_id)
+            stand_in["labels"].fill_(IGNORE)
+            mine.append(stand_in)
+    return mine, n_targets, real
+
+
+def _step(acc, model, method, batches, s: Session, scaler, n_targets: int | None = None,
+          world: int = 1) -> float:
+    """Forward + backward over this process's micro-batches of one optimiser step; the
+    summed loss (this process's share).
+
+    The loss is token-weighted over the whole step: summed NLL / ``n_targets``, the target
+    tokens of every micro-batch of every process (default: of ``batches``), so gradient
+    accumulation and processes both equal one big batch. DDP *averages* the gradients of
+    the ``world`` processes, so each scales its NLL by world / n_targets; the average is
+    then exactly sum(NLL) / n_targets. The method's extra loss is the same on every
+    process, and averaging leaves it as it is.
+    """
+    if n_targets is None:
+        n_targets = sum(target_count(b) for b in batches)
+    n_targets = max(1, n_targets)
     total = 0.0
     for j, batch in enumerate(batches):
         batch = {k: v.to(s.device) for k, v in batch.items()}
@@ -266,8 +358,8 @@ def _step(acc, model, method, batches, s: Session, scaler) -> float:
         sync = contextlib.nullcontext() if j == len(batches) - 1 else acc.no_sync(model)
         with sync:
             with s.autocast()():
-                nll, _ = response_nll(model, batch)
-                loss = nll / n_targets
+                nll, _ = response_nll(model, batch, s.loss_options)
+                loss = nll * world / n_targets  # world = 1: exactly nll / n_targets
                 extra = method.extra_loss(model)
                 if extra is not None:
                     loss = loss + extra / len(batches)
@@ -276,11 +368,15 @@ def _step(acc, model, method, batches, s: Session, scaler) -> float:
     return total
 
 
-def _periodic(s, cfg, step, plan, model, opt, sched, metrics, out) -> None:
+def _periodic(s, cfg, step, plan, acc, model, opt, sched, metrics, out, dist) -> None:
     t = cfg.train
     if t.eval_every and step % t.eval_every == 0 and step < plan.total_steps:
-        ev = evaluate_session(s, cfg, with_exact=False)
+        ev = evaluate_session(s, cfg, False, dist)
         metrics.write(step=step, **ev)
         model.train()
     if (t.save_every and step % t.save_every == 0) or step == plan.total_steps:
-        save_checkpoint(out, model, opt, sched, step, keep=t.keep_checkpoints)
+        # The unwrapped model: names without DDP's "module." prefix, so a checkpoint
+        # written by N processes resumes in M.
+        save_checkpoint(out, acc.unwrap_model(model), opt, sched, step,
+                        keep=t.keep_checkpoints, dist=dist,
+                        extra={"global_batch": plan.global_batch, "processes": dist.world})

@@ -83,12 +83,13 @@ def encode(tokenizer, records: list[dict], max_length: int) -> Encoded:
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                  shuffle: bool = True) -> list[list[int]]:
+                  shuffle: bool = True, group: bool = True) -> list[list[int]]:
     """Index batches for one epoch, a pure function of (lengths, seed, epoch).
 
     Length-grouped: shuffle, cut into chunks of ``LENGTH_GROUP_CHUNK`` batches, sort each
     chunk by length, batch it, then shuffle the batches. Padding then costs little while
-    the order stays random. Without ``shuffle`` the batches are sorted by length (eval).
+    the order stays random. Without ``shuffle`` the batches are sorted by length (eval);
+    without ``group`` they are consecutive records of the shuffled order.
     """
     n = len(lengths)
     if not shuffle:
@@ -96,6 +97,8 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
+    if not group:
+        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
     chunk = batch_size * LENGTH_GROUP_CHUNK
     batches = []
     for start in range(0, n, chunk):

@@ -12,6 +12,7 @@ from .adalora import AdaLoRA, AdaloraConfig, AdaLoraLinear
 from .ia3 import IA3, Ia3Config, Ia3Linear
 from .dora import DoRA, DoraConfig, DoraLinear
 from .qlora import QLoRA, QloraConfig
+from .full import FullConfig, FullFineTune
 
 
 def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
@@ -23,7 +24,7 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
     return out
 
 
-METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA, QLoRA)
+METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune)
 
 
 def get_method(name: str, **options: Any) -> Method:
@@ -84,5 +85,5 @@ __all__ = [
     "method_for_peft_config", "LoRA", "LoraConfig", "LoraLinear",
     "AdaLoRA", "AdaloraConfig", "AdaLoraLinear",
     "IA3", "Ia3Config", "Ia3Linear",
-    "DoRA", "DoraConfig", "DoraLinear", "QLoRA", "QloraConfig",
+    "DoRA", "DoraConfig", "DoraLinear", "QLoRA", "QloraConfig", "FullFineTune", "FullConfig",
 ]

@@ -186,6 +186,10 @@ class AdaLoRA(Method):
     name = "adalora"
     peft_type = "ADALORA"
     config_cls = AdaloraConfig
+    # The rank allocator scores every triplet from whole |theta * grad| on every process;
+    # under FSDP a process holds shards only. Under DDP the gradients are averaged before
+    # on_step_end, so every process computes the same scores and masks.
+    supports_sharding = False
 
     def __init__(self, config: AdaloraConfig | None = None, **options: Any):
         super().__init__(config, **options)

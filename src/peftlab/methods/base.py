@@ -184,6 +184,18 @@ class Method:
     local_options: ClassVar[tuple[str, ...]] = ()
     """Options that adapter_config.json does not record because they describe the base,
     not the adapter (QLoRA's ``double_quant``); a loader may pass them again."""
+    supports_sharding: ClassVar[bool] = True
+    """Whether the method trains under FSDP, where each process holds a shard of every
+    parameter and of its gradient (hooks that read whole gradients cannot)."""
+    saves_full_model: ClassVar[bool] = False
+    """Whether the method trains the base weights themselves (full fine-tuning), so a run
+    saves the whole model (transformers ``save_pretrained``, safetensors) in its output
+    directory instead of a PEFT adapter: there are no adapter layers, nothing to merge,
+    and the directory loads as a model on its own."""
+    compare_by_default: ClassVar[bool] = True
+    """Whether ``peftlab compare`` runs the method when no method list is given; one that
+    is not (full fine-tuning: far more memory and time) is added with its own flag,
+    ``peftlab compare --<name>``."""
 
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
@@ -209,8 +221,14 @@ class Method:
         raise NotImplementedError
 
     def target_modules(self) -> Any:
-        """What :func:`peftlab.inject.find_targets` should match."""
+        """What :func:`peftlab.inject.find_targets` should match; None: wrap no module."""
         return self.config.target_modules
+
+    def trainable_base_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters of the base model itself that this method trains directly (full
+        fine-tuning: all of them); :func:`peftlab.inject.inject` freezes every other base
+        parameter. Default: none."""
+        return []
 
     def check_targets(self, targets: list[str]) -> None:
         """Validate the resolved target names before any module is swapped (IA³ checks
