@@ -11,10 +11,12 @@ Two checkpoints with random weights, written once by this script as safetensors:
 
 Each configuration runs in its own process, which loads the checkpoint from disk (as a
 user would), adds LoRA r=16 to every linear layer of the decoder, and runs one AdamW
-step with every token labelled. Reported: the process's peak RSS (the whole run: load
+step with every token labelled (peftlab's configurations with peftlab's own training
+loss, ``loss.py``; peft's with transformers' ``labels=`` loss). Reported: the process's peak RSS (the whole run: load
 and step), load time and step time. Configurations:
 
-- ``peftlab-qlora``: ``--method qlora`` (NF4 + double quantization, streamed load);
+- ``peftlab-qlora``: ``--method qlora`` (NF4 + double quantization, streamed load, and
+  the lean allocator setting that ``allocator: auto`` gives QLoRA on CPU);
 - ``peft-bnb``: transformers ``from_pretrained`` with a bitsandbytes 4-bit NF4 config
   (double quantization), ``prepare_model_for_kbit_training``, ``get_peft_model``, as the
   QLoRA recipe in peft's documentation;
@@ -136,6 +138,10 @@ def load(config: str, path: Path, run: dict):
 def child(config: str, model_name: str, path: Path) -> dict:
     import torch
     run = RUN[model_name]
+    if config.startswith("peftlab"):  # what `peftlab train` does with allocator: auto
+        from peftlab.methods import METHODS
+        from peftlab.runtime import set_allocator
+        set_allocator("auto", METHODS[config.split("-")[1]].memory_first)
     t0 = time.perf_counter()
     model = load(config, path, run)
     load_s = time.perf_counter() - t0
@@ -153,7 +159,14 @@ def child(config: str, model_name: str, path: Path) -> dict:
         if run["dtype"] == "bfloat16" else contextlib.nullcontext
     t1 = time.perf_counter()
     with autocast():
-        loss = model(input_ids=ids, labels=ids).loss
+        if config.startswith("peftlab"):  # peftlab's own training loss (loss.py)
+            from peftlab.loss import response_nll
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                     "labels": ids}
+            nll, n = response_nll(model, batch)
+            loss = nll / n
+        else:
+            loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -191,13 +204,19 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--write-checkpoint", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     path = a.dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"peftlab-bench-{a.model}"
+    if a.write_checkpoint:
+        return write_checkpoint(a.model, path)
     if a.child:
         print("RESULT " + json.dumps(child(a.child, a.model, path)), flush=True)
         return
     t0 = time.perf_counter()
-    write_checkpoint(a.model, path)
+    # In a child process: Linux carries a process's peak RSS across fork and exec into
+    # its children, so the measuring processes must come from a parent that stays small.
+    subprocess.run([sys.executable, __file__, "--model", a.model, "--dir", str(path),
+                    "--write-checkpoint"], check=True)
     print(f"checkpoint {path} ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     rows = []
     for config in a.configs.split(","):

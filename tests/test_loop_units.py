@@ -117,3 +117,14 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_pat
     replace_dir(new, final)
     assert (final / "a").read_text() == "new" and not new.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_allocator_option_values_and_auto_choice():
+    from peftlab.runtime import set_allocator
+    with pytest.raises(ValueError, match="allocator"):
+        set_allocator("fast")
+    assert set_allocator("default", memory_first=True) is False
+    assert set_allocator("auto", memory_first=False) is False
+    import sys
+    if sys.platform.startswith("linux"):  # glibc: mallopt accepts the setting
+        assert set_allocator("auto", memory_first=True) is True

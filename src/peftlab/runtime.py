@@ -58,6 +58,38 @@ def pick_precision(mode: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "no"
 
 
+LEAN_MMAP_THRESHOLD = 1 << 20
+"""Allocations from this size up get their own memory map under the lean setting."""
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def set_allocator(mode: str, memory_first: bool = False) -> bool:
+    """Apply the ``allocator`` option; returns whether the lean setting is now in force.
+
+    glibc serves freed buffers again from its heap and raises its memory-map threshold
+    as buffers are freed (up to 32 MB), so a training step's peak resident memory grows
+    well past its live tensors (measured: QLoRA on a 191M model, 3.0 GiB against 1.8 GiB
+    lean). ``lean`` fixes the threshold at 1 MiB: every larger buffer is mapped on
+    allocation and unmapped on free, at the cost of zeroing fresh pages (~1.5x slower
+    steps on CPU). Only glibc (Linux) has it; elsewhere, and for CUDA memory, nothing
+    changes.
+    """
+    if mode not in ("auto", "lean", "default"):
+        raise ValueError(f"allocator must be auto, lean or default, not {mode!r}")
+    if mode == "default" or (mode == "auto" and not memory_first):
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    if not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

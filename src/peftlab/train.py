@@ -33,8 +33,9 @@ from .distributed import Dist, check_sharding, full_params, is_sharded
 from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
+from .methods import METHODS
 from .peft_format import atomic_write_bytes, atomic_write_json
-from .runtime import environment, peak_memory_bytes, seed_everything
+from .runtime import environment, peak_memory_bytes, seed_everything, set_allocator
 from .saved import save_trained
 from .session import Session, log, open_session
 
@@ -142,6 +143,9 @@ def train(cfg: RunConfig) -> dict:
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(t.device)
+    memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
+    if device.type == "cpu" and set_allocator(t.allocator, memory_first):
+        log("allocator: lean (buffers of 1 MiB and more mapped and unmapped each time)")
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)

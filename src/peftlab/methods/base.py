@@ -192,6 +192,10 @@ class Method:
     saves the whole model (transformers ``save_pretrained``, safetensors) in its output
     directory instead of a PEFT adapter: there are no adapter layers, nothing to merge,
     and the directory loads as a model on its own."""
+    memory_first: ClassVar[bool] = False
+    """Whether the method exists to save memory (QLoRA): ``allocator: auto`` then picks
+    the lean allocator setting (:func:`peftlab.runtime.set_allocator`), trading some
+    speed for a peak that tracks live memory."""
     compare_by_default: ClassVar[bool] = True
     """Whether ``peftlab compare`` runs the method when no method list is given; one that
     is not (full fine-tuning: far more memory and time) is added with its own flag,

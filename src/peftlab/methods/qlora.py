@@ -63,6 +63,7 @@ class QLoRA(LoRA):
     peft_type = "LORA"
     config_cls = QloraConfig
     auto_detect = False  # its files are LoRA files (see the module docstring)
+    memory_first = True  # the point of a 4-bit base
     # How the base was quantized and computes: not in the adapter files, but needed to
     # rebuild the same base when the adapter is loaded again.
     local_options = ("double_quant", "compute_dtype", "stream_load")
