@@ -7,7 +7,8 @@ alpha 32, dropout 0.05 on every linear layer of the decoder, batch 8, lr 3e-4, A
 the very same token ids and response-only label masks (peftlab's tokenisation).
 
 - peftlab: its defaults (bf16 autocast where the CPU has native bf16, response-only
-  output head, length-grouped batches).
+  output head, chunked cross-entropy, length-grouped batches); the allocator setting
+  can be varied with ``PEFTLAB_BENCH_ALLOCATOR=trim|lean|default`` (default: auto).
 - Hugging Face: ``Trainer`` with its documented defaults on CPU (fp32, random batches
   padded by ``DataCollatorForSeq2Seq``, no packing, no gradient checkpointing).
 
@@ -77,7 +78,9 @@ def run_peftlab(limit: int | None, work: Path) -> dict:
                         dropout=s["dropout"], target_modules="all-linear",
                         max_length=s["max_length"], warmup_ratio=s["warmup_ratio"],
                         max_grad_norm=s["max_grad_norm"], seed=s["seed"], eval_every=0,
-                        save_every=0, exact_match_limit=0, progress=False, **overrides)
+                        save_every=0, exact_match_limit=0, progress=False,
+                        allocator=os.environ.get("PEFTLAB_BENCH_ALLOCATOR", "auto"),
+                        **overrides)
     peak = peak_rss_bytes()
     model = load_adapter(work / "run")
     return {"train_s": res["train_seconds"], "peak_rss": peak, "after_train_s":
@@ -183,14 +186,24 @@ def main() -> None:
                     help="train on only the first N training records (a quick look)")
     ap.add_argument("--child", choices=["peftlab", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write every run's figures to this file")
+    ap.add_argument("--only", choices=["peftlab", "hf"], help="run one side only")
+    ap.add_argument("--table", nargs="+", metavar="JSON",
+                    help="print the table of runs saved by --json (files merged)")
     a = ap.parse_args()
     if a.child:
         return child(a.child, a.limit)
+    if a.table:
+        merged: dict[str, list[dict]] = {"peftlab": [], "hf": []}
+        for f in a.table:
+            for side, runs in json.loads(Path(f).read_text()).items():
+                merged[side] += runs
+        return print(table(merged))
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing; this benchmark needs the alpaca_en_demo records")
     runs: dict[str, list[dict]] = {"peftlab": [], "hf": []}
     for i in range(a.repeats):
         order = ("peftlab", "hf") if i % 2 == 0 else ("hf", "peftlab")
+        order = [side for side in order if a.only in (None, side)]
         for side in order:
             r = spawn(side, a.limit)
             runs[side].append(r)
@@ -199,7 +212,8 @@ def main() -> None:
                   f"ppl {r['ppl']:.3f}", file=sys.stderr, flush=True)
             if a.json:
                 Path(a.json).write_text(json.dumps(runs, indent=1))
-    print(table(runs))
+    if all(runs.values()):
+        print(table(runs))
 
 
 if __name__ == "__main__":

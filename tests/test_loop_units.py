@@ -120,11 +120,13 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_pat
 
 
 def test_allocator_option_values_and_auto_choice():
-    from peftlab.runtime import set_allocator
+    from peftlab.runtime import resolve_allocator, set_allocator
     with pytest.raises(ValueError, match="allocator"):
         set_allocator("fast")
-    assert set_allocator("default", memory_first=True) is False
-    assert set_allocator("auto", memory_first=False) is False
+    assert resolve_allocator("auto", memory_first=True) == "lean"
+    assert resolve_allocator("auto", memory_first=False) == "default"
+    assert set_allocator("default", memory_first=True) == "default"
     import sys
     if sys.platform.startswith("linux"):  # glibc: mallopt accepts the setting
-        assert set_allocator("auto", memory_first=True) is True
+        assert set_allocator("auto", memory_first=True) == "lean"
+        assert set_allocator("trim") == "trim"

@@ -114,10 +114,11 @@ class TrainConfig:
                                    "in backward (0: all logits at once, more memory)")
     group_by_length: bool = option(True, "Batch records of similar length (within "
                                          "shuffled chunks) so padding costs little")
-    allocator: str = option("auto", "CPU memory allocator setting: lean (large buffers "
-                                    "straight from the OS and back: peak memory tracks "
-                                    "live tensors, steps ~1.5x slower), default, or auto "
-                                    "(lean for memory-first methods: QLoRA)")
+    allocator: str = option("auto", "CPU memory allocator setting: lean (buffers of 1 MiB "
+                                    "and more straight from the OS and back: peak tracks "
+                                    "live tensors, steps ~1.5x slower), trim (free heap "
+                                    "pages returned after every step), default, or auto "
+                                    "(lean for memory-first methods: QLoRA; else default)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     eval_batch_size: int = option(16, "Records per evaluation batch")
     exact_match_limit: int = option(64, "Generate for at most this many exactly "

@@ -35,7 +35,8 @@ from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
 from .methods import METHODS
 from .peft_format import atomic_write_bytes, atomic_write_json
-from .runtime import environment, peak_memory_bytes, seed_everything, set_allocator
+from .runtime import (environment, peak_memory_bytes, seed_everything, set_allocator,
+                      trim_heap)
 from .saved import save_trained
 from .session import Session, log, open_session
 
@@ -144,8 +145,8 @@ def train(cfg: RunConfig) -> dict:
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(t.device)
     memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
-    if device.type == "cpu" and set_allocator(t.allocator, memory_first):
-        log("allocator: lean (buffers of 1 MiB and more mapped and unmapped each time)")
+    allocator = set_allocator(t.allocator, memory_first) if device.type == "cpu" \
+        else "default"
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)
@@ -162,7 +163,7 @@ def train(cfg: RunConfig) -> dict:
     log(f"{method.name}: {s.params['trainable']:,} trainable of {s.params['total']:,} "
         f"parameters ({s.params['share_pct']:.3f}%); {len(s.train_data.examples)} train / "
         f"{len(s.eval_data.examples)} eval records; {plan.total_steps} steps; "
-        f"precision {s.precision} on {s.device}{procs}")
+        f"precision {s.precision} on {s.device}{procs}; allocator {allocator}")
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so it works with
         # the frozen embedding (the reentrant variant would silently drop adapter grads).
@@ -192,7 +193,9 @@ def train(cfg: RunConfig) -> dict:
         _print_eval("before", results["before"])
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
-    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist))
+    results["allocator"] = allocator
+    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
+                         trim_heap if allocator == "trim" else None))
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
     metrics.write(step=plan.total_steps, **{k: v for k, v in results["after"].items()
@@ -263,7 +266,7 @@ def _print_eval(label: str, ev: dict) -> None:
 
 
 def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metrics,
-          out: Path, dist: Dist) -> dict:
+          out: Path, dist: Dist, after_step=None) -> dict:
     t, method = cfg.train, s.adapter.method
     lengths = [len(e.input_ids) for e in s.train_data.examples]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -301,6 +304,8 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
         # scores need |theta * grad| of the step just taken.
         extra = method.on_step_end(acc.unwrap_model(model), step + 1, plan) or {}
         opt.zero_grad(set_to_none=True)
+        if after_step is not None:  # allocator: trim
+            after_step()
         tokens_seen += real
         rate = real / max(time.perf_counter() - ts, 1e-9)
         losses.append(loss)

@@ -19,17 +19,15 @@ not have is an error naming it, as is a parameter the checkpoint does not provid
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import struct
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..modules import linear_names_but_head, set_submodule
+from ..runtime import trim_heap
 from .linear4bit import Linear4bit
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -141,7 +139,10 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
         for key, t in iter_safetensors(file):
             _place(model, key, t, dtype, device, file)
             del t  # one full-precision tensor alive at a time
-            _return_freed_memory()
+            # Each tensor's buffer and the quantizer's temporaries are freed between
+            # long-lived packed tensors; glibc keeps such holes, and without trimming the
+            # process grew by ~3x the 4-bit model while loading one (measured).
+            trim_heap()
     model.tie_weights()  # an output head tied to the embeddings is not stored twice
     _check_complete(model, path)
     if (path / "generation_config.json").is_file():  # from_config does not read it
@@ -152,28 +153,6 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
             if b is not None and b.device != torch.device(device):
                 buf_owner._buffers[name] = b.to(device)
     return model.eval()
-
-
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return lib if hasattr(lib, "malloc_trim") else None  # glibc only
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def _return_freed_memory() -> None:
-    """Give freed heap pages back to the OS (glibc's ``malloc_trim``). Each tensor's
-    buffer and the quantizer's temporaries are freed between long-lived packed tensors;
-    glibc keeps such holes in its heap, and without trimming the process grew by ~3x the
-    4-bit model while loading one (measured), instead of one tensor's worth."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _check_complete(model: nn.Module, path: Path) -> None:
