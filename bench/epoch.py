@@ -8,7 +8,8 @@ the very same token ids and response-only label masks (peftlab's tokenisation).
 
 - peftlab: its defaults (bf16 autocast where the CPU has native bf16, response-only
   output head, chunked cross-entropy, length-grouped batches); the allocator setting
-  can be varied with ``PEFTLAB_BENCH_ALLOCATOR=trim|lean|default`` (default: auto).
+  can be varied with ``PEFTLAB_BENCH_ALLOCATOR=trim|lean|default`` (default: auto), any
+  other option with ``PEFTLAB_BENCH_SET='{"group_by_length": false}'`` (JSON).
 - Hugging Face: ``Trainer`` with its documented defaults on CPU (fp32, random batches
   padded by ``DataCollatorForSeq2Seq``, no packing, no gradient checkpointing).
 
@@ -72,6 +73,7 @@ def run_peftlab(limit: int | None, work: Path) -> dict:
     s = SETTINGS
     # A quick look (--limit) trains for as many steps as the HF side's subset takes.
     overrides = {"max_steps": -(-limit // s["batch_size"])} if limit else {}
+    overrides.update(json.loads(os.environ.get("PEFTLAB_BENCH_SET", "{}")))
     t0 = time.perf_counter()
     res = peftlab.train(method="lora", dataset=str(DATA), output=str(work / "run"), epochs=1,
                         batch_size=s["batch_size"], lr=s["lr"], r=s["r"], alpha=s["alpha"],
