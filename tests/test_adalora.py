@@ -19,6 +19,7 @@ from peftlab.methods import get_method
 from peftlab.methods.adalora import FACTORS, AdaLoraLinear
 from peftlab.methods.adalora_alloc import Schedule, keep_masks
 from peftlab.peft_format import load_adapter_into, save_adapter
+from test_train import train_interrupted_after
 
 peft = pytest.importorskip("peft")
 train_mod = importlib.import_module("peftlab.train")
@@ -320,17 +321,8 @@ def test_resume_gives_same_losses_ranks_and_weights(tmp_path, tiny_model_dir, mo
     kw = dict(max_steps=12, tinit=2, tfinal=4, deltaT=2, save_every=5, dropout=0.1)
     train(ada_config(tmp_path / "a", tiny_model_dir, **kw))
     run_a, run_b = tmp_path / "a" / "run", tmp_path / "b" / "run"
-    real_periodic = train_mod._periodic
-
-    def crash_after_5(s, cfg, step, *a, **k):
-        real_periodic(s, cfg, step, *a, **k)
-        if step == 5:  # mid-budgeting: the importance averages and masks matter
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(train_mod, "_periodic", crash_after_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(ada_config(tmp_path / "b", tiny_model_dir, **kw))
-    monkeypatch.setattr(train_mod, "_periodic", real_periodic)
+    # Step 5 is mid-budgeting: the importance averages and masks matter.
+    train_interrupted_after(5, ada_config(tmp_path / "b", tiny_model_dir, **kw), monkeypatch)
     assert [p.name for p in list_checkpoints(run_b)] == ["step-000005"]
     train(ada_config(tmp_path / "b", tiny_model_dir, resume=True, **kw))
 

@@ -21,6 +21,7 @@ from peftlab.cli import main
 from peftlab.compare import default_methods, read_rows
 from peftlab.methods import METHODS
 from peftlab.report import DASH, table_row
+from test_train import train_interrupted_after
 
 train_mod = importlib.import_module("peftlab.train")  # the package exports a train() too
 
@@ -112,17 +113,7 @@ def test_bf16_base_and_autocast_keep_fp32_master_weights(tmp_path, tiny_model_di
 def test_resume_gives_same_losses_and_weights(tmp_path, tiny_model_dir, monkeypatch):
     whole = train(full_config(tmp_path / "a", tiny_model_dir))
     ref = losses(tmp_path / "a" / "run")
-    real_periodic = train_mod._periodic
-
-    def crash_after_3(s, cfg, step, *a, **k):
-        real_periodic(s, cfg, step, *a, **k)
-        if step == 3:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(train_mod, "_periodic", crash_after_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(full_config(tmp_path / "b", tiny_model_dir))
-    monkeypatch.setattr(train_mod, "_periodic", real_periodic)
+    train_interrupted_after(3, full_config(tmp_path / "b", tiny_model_dir), monkeypatch)
     run_b = tmp_path / "b" / "run"
     [ckpt] = list_checkpoints(run_b)
     # every weight is in the checkpoint (no PEFT adapter copy: there is no adapter)

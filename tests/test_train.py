@@ -31,22 +31,28 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in lines if "loss" in r}
 
 
+def train_interrupted_after(step_n: int, cfg, monkeypatch) -> None:
+    """Train with ``cfg`` and stop (KeyboardInterrupt) right after step ``step_n``'s
+    periodic work (evaluation, checkpoint), as an interrupted run would."""
+    real_periodic = train_mod._periodic
+
+    def crash(s, c, step, *a, **k):
+        real_periodic(s, c, step, *a, **k)
+        if step == step_n:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(train_mod, "_periodic", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(train_mod, "_periodic", real_periodic)
+
+
 def test_resume_gives_same_losses_and_weights(tmp_path, tiny_model_dir, monkeypatch):
     full = train(toy_config(tmp_path / "a", tiny_model_dir))
     ref_losses = losses(tmp_path / "a" / "run")
     assert len(ref_losses) == 6
 
-    real_periodic = train_mod._periodic
-
-    def crash_after_3(s, cfg, step, *a, **k):
-        real_periodic(s, cfg, step, *a, **k)
-        if step == 3:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(train_mod, "_periodic", crash_after_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(toy_config(tmp_path / "b", tiny_model_dir))
-    monkeypatch.setattr(train_mod, "_periodic", real_periodic)
+    train_interrupted_after(3, toy_config(tmp_path / "b", tiny_model_dir), monkeypatch)
     run_b = tmp_path / "b" / "run"
     assert [p.name for p in list_checkpoints(run_b)] == ["step-000003"]
     resumed = train(toy_config(tmp_path / "b", tiny_model_dir, resume=True))
