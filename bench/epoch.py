@@ -7,7 +7,8 @@ alpha 32, dropout 0.05 on every linear layer of the decoder, batch 8, lr 3e-4, A
 the very same token ids and response-only label masks (peftlab's tokenisation).
 
 - peftlab: its defaults (bf16 autocast where the CPU has native bf16, response-only
-  output head, chunked cross-entropy, length-grouped batches); the allocator setting
+  output head, chunked cross-entropy, length-grouped batches with token-weighted loss,
+  micro-batches cut to a 2048-token budget); the allocator setting
   can be varied with ``PEFTLAB_BENCH_ALLOCATOR=trim|lean|default`` (default: auto), any
   other option with ``PEFTLAB_BENCH_SET='{"group_by_length": false}'`` (JSON).
 - Hugging Face: ``Trainer`` with its documented defaults on CPU (fp32, random batches
@@ -18,7 +19,7 @@ alternate, ``--repeats`` times. Reported: training wall time of the epoch, whole
 wall time, peak RSS, real (non-padding) training tokens per second, and the final
 held-out perplexity, computed for both models by the same fp32 function. Run it alone:
 
-    python bench/epoch.py --repeats 3              # ~1 h 30 min on the 2-core machine
+    python bench/epoch.py --repeats 3              # ~2 h on the 2-core machine
     python bench/epoch.py --repeats 1 --limit 80   # a quick look
 """
 

@@ -12,7 +12,8 @@ from accelerate import Accelerator
 
 from conftest import make_tiny_llama
 from peftlab.config import TrainConfig
-from peftlab.data.alpaca import Example, collate
+from peftlab.data.alpaca import Example, collate, target_count, token_pieces
+from peftlab.distributed import Dist
 from peftlab.inject import inject
 from peftlab.loss import LossOptions, response_nll
 from peftlab.methods import get_method
@@ -49,7 +50,7 @@ def _examples(n=6, seed=0):
     return out
 
 
-def _grads_after_step(batches):
+def _grads_after_step(batches, **step_args):
     model = make_tiny_llama()
     inject(model, get_method("lora", r=2, dropout=0.0))
     with torch.no_grad():
@@ -61,7 +62,8 @@ def _grads_after_step(batches):
                         autocast=lambda: __import__(
         "contextlib").nullcontext)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    loss = train_mod._step(Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler)
+    loss = train_mod._step(Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler,
+                           **step_args)
     return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -73,6 +75,75 @@ def test_accumulation_equals_one_big_batch():
     assert acc_loss == pytest.approx(one_loss, abs=1e-6)
     for name in one:
         assert torch.allclose(one[name], acc[name], atol=1e-6), name
+
+
+def test_token_pieces_respect_the_budget_and_keep_every_row_once():
+    ex = _examples(8)  # lengths 5, 8, ..., 26
+    assert token_pieces(ex, 0) == [ex] and token_pieces(ex, 8 * 26) == [ex]  # whole, in order
+    for budget in (1, 20, 26, 40, 60, 100):
+        pieces = token_pieces(ex, budget)
+        rows = [e for p in pieces for e in p]
+        assert sorted(map(id, rows)) == sorted(map(id, ex))
+        for p in pieces:
+            width = max(len(e.input_ids) for e in p)
+            assert len(p) == 1 or len(p) * width <= budget, (budget, len(p), width)
+    lengths = [[len(e.input_ids) for e in p] for p in token_pieces(ex, 60)]
+    assert lengths == [[26, 23], [20, 17, 14], [11, 8, 5]]  # longest rows together
+
+
+def test_n_loss_counts_what_collate_labels():
+    ex = _examples(5) + [Example([4, 5, 6], n_prompt=0)]
+    assert sum(e.n_loss for e in ex) == target_count(collate(ex, pad_id=0))
+
+
+def test_pieces_of_a_batch_give_the_whole_batch_gradient():
+    ex = _examples(8)
+    pieces, n_targets, real = train_mod._step_batches(Dist(), [ex], pad_id=0, budget=48)
+    assert len(pieces) > 2 and real == sum(len(e.input_ids) for e in ex)
+    assert n_targets == target_count(collate(ex, 0))
+    one_loss, one = _grads_after_step([collate(ex, pad_id=0)])
+    cut_loss, cut = _grads_after_step(pieces)
+    assert cut_loss == pytest.approx(one_loss, abs=1e-6)
+    for name in one:
+        assert torch.allclose(one[name], cut[name], atol=1e-6), name
+
+
+def test_every_process_runs_as_many_pieces_with_stand_ins_adding_nothing():
+    ex = _examples(3)  # lengths 5, 8 (rank 0: two pieces) and 11 (rank 1: one)
+    runs = [train_mod._step_batches(Dist(rank=r, world=2), [ex], pad_id=0, budget=10)
+            for r in (0, 1)]
+    assert len(runs[0][0]) == len(runs[1][0]) == 2
+    assert bool((runs[1][0][1]["labels"] == -100).all())  # rank 1's stand-in
+    assert runs[0][1:] == runs[1][1:] == (target_count(collate(ex, 0)),
+                                           sum(len(e.input_ids) for e in ex))
+    labelled = [sum(target_count(b) for b in mine) for mine, _, _ in runs]
+    assert sum(labelled) == runs[0][1]  # stand-ins carry no target
+
+
+def test_token_weighting_scales_the_gradient_by_the_step_s_share_of_targets():
+    ex = _examples(4)
+    n = target_count(collate(ex, 0))
+    mean_loss, mean = _grads_after_step([collate(ex, 0)])
+    tok_loss, tok = _grads_after_step([collate(ex, 0)], n_targets=n, per_token=2.5 * n)
+    assert tok_loss == pytest.approx(mean_loss, abs=1e-6)  # the log shows the step's mean
+    for name in mean:
+        assert torch.allclose(tok[name] * 2.5, mean[name], atol=1e-6), name
+
+
+def test_loss_weighting_auto_follows_length_grouping():
+    from peftlab.config import resolve_weighting
+    assert resolve_weighting(TrainConfig()) == "token"
+    assert resolve_weighting(TrainConfig(group_by_length=False)) == "step"
+    assert resolve_weighting(TrainConfig(group_by_length=False, loss_weighting="token")) \
+        == "token"
+    with pytest.raises(ValueError, match="loss_weighting"):
+        TrainConfig(loss_weighting="tokens")
+
+
+@pytest.mark.parametrize("name", ["token_budget", "loss_chunk"])
+def test_negative_token_options_are_refused_up_front(name):
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**{name: -1})
 
 
 def test_response_nll_equals_full_logits_loss():

@@ -112,8 +112,18 @@ class TrainConfig:
                                              "the vocabulary projection)")
     loss_chunk: int = option(1024, "Positions per cross-entropy chunk, logits recomputed "
                                    "in backward (0: all logits at once, more memory)")
+    token_budget: int = option(2048, "Cut each micro-batch into pieces of at most this "
+                                     "many tokens (rows x longest row, long rows "
+                                     "together) and accumulate their gradients: the same "
+                                     "update with less activation memory and padding "
+                                     "(0: never cut)")
     group_by_length: bool = option(True, "Batch records of similar length (within "
                                          "shuffled chunks) so padding costs little")
+    loss_weighting: str = option("auto", "token: every target token of an epoch weighs "
+                                         "the same (a step's summed loss / the epoch's "
+                                         "mean targets per step); step: each step's mean "
+                                         "over its own targets, as Trainer does; auto: "
+                                         "token with length-grouped batches, else step")
     allocator: str = option("auto", "CPU memory allocator setting: lean (buffers of 1 MiB "
                                     "and more straight from the OS and back: peak tracks "
                                     "live tensors, steps ~1.5x slower), trim (free heap "
@@ -127,6 +137,24 @@ class TrainConfig:
     resume: bool = option(False, "Resume from the latest checkpoint in the output "
                                  "directory")
     progress: bool = option(True, "Show a progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("loss_chunk", "token_budget"):  # checked before any model is loaded
+            if isinstance(getattr(self, name), int) and getattr(self, name) < 0:
+                raise ValueError(f"option {name!r} must be 0 (off) or a positive number "
+                                 f"of tokens, got {getattr(self, name)}")
+        if self.loss_weighting not in ("auto", "token", "step"):
+            raise ValueError(f"option 'loss_weighting' must be auto, token or step, got "
+                             f"{self.loss_weighting!r}")
+
+
+def resolve_weighting(t: TrainConfig) -> str:
+    """``loss_weighting`` auto: token for length-grouped batches, whose steps range from a
+    few short responses to many long ones (weighing each step alike would over-weigh the
+    short ones' tokens), else step."""
+    if t.loss_weighting == "auto":
+        return "token" if t.group_by_length else "step"
+    return t.loss_weighting
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

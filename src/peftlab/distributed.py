@@ -72,12 +72,13 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def rows(self, n: int) -> range:
-        """This process's contiguous share of ``n`` rows (sizes differ by at most one;
-        empty when ``n`` is smaller than the number of processes)."""
+    def rows(self, n: int, rank: int | None = None) -> range:
+        """This process's (or ``rank``'s) contiguous share of ``n`` rows (sizes differ by
+        at most one; empty when ``n`` is smaller than the number of processes)."""
+        rank = self.rank if rank is None else rank
         base, extra = divmod(n, self.world)
-        start = self.rank * base + min(self.rank, extra)
-        return range(start, start + base + (self.rank < extra))
+        start = rank * base + min(rank, extra)
+        return range(start, start + base + (rank < extra))
 
     def shard(self, items: Sequence) -> list:
         """Every ``world``-th item, from this rank's."""

@@ -54,24 +54,23 @@ def load_results(path: Path) -> tuple[list[dict], int]:
 
 
 # ---------------------------------------------------------------- formatting
-def fmt_count(n: Any) -> str:
-    n = num(n)
-    if n is None:
+def _scaled(x: Any, units: tuple, sep: str, plain: str) -> str:
+    """``x`` in the first of ``units`` ((divisor, name), largest first) it reaches."""
+    x = num(x)
+    if x is None:
         return DASH
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.0f}"
+    for div, unit in units:
+        if abs(x) >= div:
+            return f"{x / div:.3g}{sep}{unit}"
+    return f"{x:.0f}{plain}"
+
+
+def fmt_count(n: Any) -> str:
+    return _scaled(n, ((1e9, "B"), (1e6, "M"), (1e3, "K")), "", "")
 
 
 def fmt_bytes(b: Any) -> str:
-    b = num(b)
-    if b is None:
-        return DASH
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(b) >= div:
-            return f"{b / div:.3g} {unit}"
-    return f"{b:.0f} B"
+    return _scaled(b, ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")), " ", " B")
 
 
 def fmt_seconds(s: Any) -> str:

@@ -87,8 +87,8 @@ def trim_heap() -> None:
 
 def resolve_allocator(mode: str, memory_first: bool = False) -> str:
     """``auto`` → ``lean`` for memory-first methods (QLoRA), else ``default`` (fastest:
-    on alpaca_en_demo ``trim`` cut the epoch's peak from 13.7 to 10.3 GiB but took 31%
-    longer; BENCHMARKS.md)."""
+    on alpaca_en_demo, before the token budget, ``trim`` cut the epoch's peak from 13.7
+    to 10.3 GiB but took 31% longer; BENCHMARKS.md)."""
     if mode not in ALLOCATOR_MODES:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATOR_MODES)}, not "
                          f"{mode!r}")

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (list_checkpoints, load_model_state, load_training_state,
                          save_checkpoint)
-from .config import RunConfig
-from .data.alpaca import IGNORE, Example, collate, epoch_batches, target_count
+from .config import RunConfig, resolve_weighting
+from .data.alpaca import (IGNORE, Example, collate, epoch_batches, target_count,
+                          token_pieces)
 from .distributed import Dist, check_sharding, full_params, is_sharded
 from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
@@ -163,7 +164,9 @@ def train(cfg: RunConfig) -> dict:
     log(f"{method.name}: {s.params['trainable']:,} trainable of {s.params['total']:,} "
         f"parameters ({s.params['share_pct']:.3f}%); {len(s.train_data.examples)} train / "
         f"{len(s.eval_data.examples)} eval records; {plan.total_steps} steps; "
-        f"precision {s.precision} on {s.device}{procs}; allocator {allocator}")
+        f"precision {s.precision} on {s.device}{procs}; loss weighting "
+        f"{resolve_weighting(t)}; token budget {t.token_budget or 'off'}; allocator "
+        f"{allocator}")
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so it works with
         # the frozen embedding (the reentrant variant would silently drop adapter grads).
@@ -271,6 +274,9 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
     lengths = [len(e.input_ids) for e in s.train_data.examples]
     params = [p for p in model.parameters() if p.requires_grad]
     epoch_cache: dict[int, list] = {}
+    per_token = None  # loss_weighting step: each step's own target count
+    if resolve_weighting(t) == "token":
+        per_token = sum(e.n_loss for e in s.train_data.examples) / plan.steps_per_epoch
     bar = tqdm(total=plan.total_steps, initial=start, disable=not (t.progress and
                dist.is_main), unit="step", dynamic_ncols=True)
     t0, tokens_seen, losses = time.perf_counter(), 0, []
@@ -284,9 +290,10 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
                                                        group=t.group_by_length)}
         batches, n_targets, real = _step_batches(
             dist, [[s.train_data.examples[i] for i in b] for b in epoch_cache[epoch][sl]],
-            s.tokenizer.pad_token_id)
+            s.tokenizer.pad_token_id, t.token_budget)
         ts = time.perf_counter()
-        loss = _step(acc, model, method, batches, s, scaler, n_targets, dist.world)
+        loss = _step(acc, model, method, batches, s, scaler, n_targets, dist.world,
+                     per_token)
         loss = dist.sum([loss])[0] / dist.world  # the same on every process (see _step)
         if not math.isfinite(loss):
             raise FloatingPointError(
@@ -320,60 +327,69 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
             if losses else None}
 
 
-def _step_batches(dist: Dist, step: list[list[Example]], pad_id: int
+def _step_batches(dist: Dist, step: list[list[Example]], pad_id: int, budget: int = 0
                   ) -> tuple[list[dict], int, int]:
-    """This process's micro-batches of one optimiser step, and the step's target and real
-    tokens over all processes (every process sees the same global micro-batches, so the
-    counts need no communication). Each process takes its contiguous rows of each global
-    micro-batch; one left without a row (a global micro-batch smaller than the number of
-    processes) runs a stand-in row whose labels are all ignored: it still joins the
-    gradient all-reduce, and adds nothing."""
-    mine, n_targets, real = [], 0, 0
+    """This process's batches of one optimiser step, and the step's target and real tokens
+    over all processes (every process sees the same global micro-batches, so the counts
+    need no communication). Each process takes its contiguous rows of each global
+    micro-batch and cuts them into pieces of at most ``budget`` tokens (``token_pieces``).
+    Every process runs as many batches as the busiest (FSDP: each forward is a collective):
+    one short of them runs stand-ins, a row whose labels are all ignored; it still joins
+    the gradient all-reduce, and adds nothing."""
+    mine: list[dict] = []
+    n_targets = sum(e.n_loss for examples in step for e in examples)
+    real = sum(len(e.input_ids) for examples in step for e in examples)
+    counts = [0] * dist.world
     for examples in step:
-        whole = collate(examples, pad_id)
-        n_targets += target_count(whole)
-        real += int(whole["attention_mask"].sum())
-        rows = dist.rows(len(examples))
-        if len(rows) == len(examples):
-            mine.append(whole)
-        elif rows:
-            mine.append(collate([examples[i] for i in rows], pad_id))
-        else:
-            stand_in = collate(examples[:1], pad_id)
-            stand_in["labels"].fill_(IGNORE)
-            mine.append(stand_in)
+        for rank in range(dist.world):
+            rows = [examples[i] for i in dist.rows(len(examples), rank)]
+            pieces = token_pieces(rows, budget) if rows else []
+            counts[rank] += len(pieces)
+            if rank == dist.rank:
+                mine += [collate(p, pad_id) for p in pieces]
+    shortest = min((e for examples in step for e in examples), key=lambda e: len(e.input_ids))
+    while len(mine) < max(counts):
+        stand_in = collate([shortest], pad_id)
+        stand_in["labels"].fill_(IGNORE)
+        mine.append(stand_in)
     return mine, n_targets, real
 
 
 def _step(acc, model, method, batches, s: Session, scaler, n_targets: int | None = None,
-          world: int = 1) -> float:
-    """Forward + backward over this process's micro-batches of one optimiser step; the
-    summed loss (this process's share).
+          world: int = 1, per_token: float | None = None) -> float:
+    """Forward + backward over this process's batches of one optimiser step; this
+    process's share of the step's loss, the mean NLL per target token (plus the method's
+    extra loss).
 
-    The loss is token-weighted over the whole step: summed NLL / ``n_targets``, the target
-    tokens of every micro-batch of every process (default: of ``batches``), so gradient
+    The gradient is of summed NLL / ``per_token`` (default ``n_targets``: the target
+    tokens of every batch of every process, default: of ``batches``), so gradient
     accumulation and processes both equal one big batch. DDP *averages* the gradients of
-    the ``world`` processes, so each scales its NLL by world / n_targets; the average is
-    then exactly sum(NLL) / n_targets. The method's extra loss is the same on every
-    process, and averaging leaves it as it is.
+    the ``world`` processes, so each scales its NLL by world / per_token; the average is
+    then exactly sum(NLL) / per_token. The method's extra loss is the same on every
+    process, and averaging leaves it as it is. A fixed ``per_token`` (the epoch's mean
+    targets per step, ``loss_weighting`` token) gives every target token of the epoch the
+    same weight, however many targets its step has.
     """
     if n_targets is None:
         n_targets = sum(target_count(b) for b in batches)
     n_targets = max(1, n_targets)
+    per_token = per_token or n_targets
     total = 0.0
     for j, batch in enumerate(batches):
         batch = {k: v.to(s.device) for k, v in batch.items()}
-        # Skip the gradient all-reduce on all but the last micro-batch (DDP).
+        # Skip the gradient all-reduce on all but the last batch (DDP).
         sync = contextlib.nullcontext() if j == len(batches) - 1 else acc.no_sync(model)
         with sync:
             with s.autocast()():
                 nll, _ = response_nll(model, batch, s.loss_options)
-                loss = nll * world / n_targets  # world = 1: exactly nll / n_targets
+                loss = nll * world / per_token  # world = 1: exactly nll / per_token
                 extra = method.extra_loss(model)
                 if extra is not None:
-                    loss = loss + extra / len(batches)
+                    extra = extra / len(batches)
+                    loss = loss + extra
             acc.backward(scaler.scale(loss))
-        total += float(loss.detach())
+        total += float(nll.detach()) * world / n_targets + (
+            float(extra.detach()) if extra is not None else 0.0)
     return total
 
 

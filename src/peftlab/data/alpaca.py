@@ -47,6 +47,12 @@ class Example:
     def n_targets(self) -> int:
         return len(self.input_ids) - self.n_prompt
 
+    @property
+    def n_loss(self) -> int:
+        """Positions that carry loss once collated (``target_count``: labels from position
+        1 on; position 0 has no preceding token to predict it)."""
+        return len(self.input_ids) - max(self.n_prompt, 1)
+
 
 @dataclass
 class Encoded:
@@ -106,6 +112,25 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
+
+
+def token_pieces(examples: list[Example], budget: int) -> list[list[Example]]:
+    """One micro-batch's rows regrouped into pieces of at most ``budget`` tokens (rows x
+    the piece's longest row), longest rows first, for gradient accumulation inside the
+    batch. Rows are independent, so the summed loss and its gradient are the whole
+    batch's; only one piece's activations are alive at a time, and each piece pads to its
+    own longest row. A row longer than the budget is a piece of its own. A batch within
+    the budget (or ``budget`` 0) stays whole and in its order."""
+    width = max((len(e.input_ids) for e in examples), default=0)
+    if budget <= 0 or len(examples) * width <= budget:
+        return [examples]
+    pieces: list[list[Example]] = []
+    for e in sorted(examples, key=lambda e: -len(e.input_ids)):
+        if pieces and (len(pieces[-1]) + 1) * len(pieces[-1][0].input_ids) <= budget:
+            pieces[-1].append(e)
+        else:
+            pieces.append([e])
+    return pieces
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
