@@ -2,7 +2,9 @@
 
 AdamW over the adapter parameters only, linear warm-up then cosine decay, gradient
 accumulation with a token-weighted loss (each optimiser step divides by the target tokens
-of *all* its micro-batches, so accumulation equals one big batch), gradient clipping,
+of *all* its micro-batches, or by the epoch's mean per step with ``loss_weighting``
+token, so accumulation equals one big batch), micro-batches cut to a token budget,
+gradient clipping,
 non-reentrant gradient checkpointing, mixed precision with fp32 adapter weights,
 periodic evaluation, atomic checkpoints and exact resume. The loop talks to the method
 only through ``extra_loss`` and ``on_step_end``; it never looks at a method's name.
@@ -18,7 +20,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,52 +41,8 @@ from .peft_format import atomic_write_bytes, atomic_write_json
 from .runtime import (environment, peak_memory_bytes, seed_everything, set_allocator,
                       trim_heap)
 from .saved import save_trained
+from .plan import Plan, make_plan, warmup_cosine
 from .session import Session, log, open_session
-
-
-@dataclass
-class Plan:
-    """How many steps, known before the first one (AdaLoRA's schedule reads it)."""
-
-    batch_size: int
-    grad_accum: int
-    micro_per_epoch: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    processes: int = 1
-    """Training processes; each takes its share of every global micro-batch."""
-
-    @property
-    def global_batch(self) -> int:
-        """Records per micro-batch over all processes."""
-        return self.batch_size * self.processes
-
-    def micro_batches(self, step: int) -> tuple[int, slice]:
-        """(epoch, slice of that epoch's micro-batches) for 0-based optimiser ``step``."""
-        epoch, k = divmod(step, self.steps_per_epoch)
-        start = k * self.grad_accum
-        return epoch, slice(start, min(start + self.grad_accum, self.micro_per_epoch))
-
-
-def make_plan(n_examples: int, t, processes: int = 1) -> Plan:
-    if t.batch_size < 1 or t.grad_accum < 1:
-        raise ValueError("batch_size and grad_accum must be at least 1")
-    micro = math.ceil(n_examples / (t.batch_size * processes))
-    per_epoch = math.ceil(micro / t.grad_accum)
-    total = t.max_steps if t.max_steps else max(1, math.ceil(per_epoch * t.epochs))
-    return Plan(t.batch_size, t.grad_accum, micro, per_epoch, total,
-                int(round(total * t.warmup_ratio)), processes)
-
-
-def warmup_cosine(plan: Plan):
-    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0."""
-    def f(step: int) -> float:
-        if step < plan.warmup_steps:
-            return (step + 1) / (plan.warmup_steps + 1)
-        span = max(1, plan.total_steps - plan.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - plan.warmup_steps) / span)))
-    return f
 
 
 class MetricsLog:
