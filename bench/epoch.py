@@ -52,7 +52,7 @@ def load_data(limit: int | None):
 
     from peftlab.data.alpaca import encode
     from peftlab.data.sources import load_splits
-    from peftlab.models import resolve_model_path
+    from peftlab.model.load import resolve_model_path
     model_dir = resolve_model_path(None)
     tok = AutoTokenizer.from_pretrained(model_dir)
     splits = load_splits(str(DATA), 0.1)
@@ -63,7 +63,7 @@ def load_data(limit: int | None):
 
 
 def heldout_perplexity(model, ev, pad_id) -> float:
-    from peftlab.evaluate import perplexity
+    from peftlab.training.evaluate import perplexity
     return perplexity(model, ev, pad_id, batch_size=16, device="cpu")["perplexity"]
 
 
@@ -98,8 +98,12 @@ def run_hf(limit: int | None, work: Path) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
     s = SETTINGS
     t0 = time.perf_counter()
     tr, ev, pad_id, model_dir, tok = load_data(limit)

@@ -12,7 +12,7 @@ Two checkpoints with random weights, written once by this script as safetensors:
 Each configuration runs in its own process, which loads the checkpoint from disk (as a
 user would), adds LoRA r=16 to every linear layer of the decoder, and runs one AdamW
 step with every token labelled (peftlab's configurations with peftlab's own training
-loss, ``loss.py``; peft's with transformers' ``labels=`` loss). Reported: the process's peak RSS (the whole run: load
+loss, ``training/loss.py``; peft's with transformers' ``labels=`` loss). Reported: the process's peak RSS (the whole run: load
 and step), load time and step time. Configurations:
 
 - ``peftlab-qlora``: ``--method qlora`` (NF4 + double quantization, streamed load, and
@@ -106,17 +106,17 @@ def load(config: str, path: Path, run: dict):
     import torch
     dtype = getattr(torch, run["dtype"])
     if config == "peftlab-qlora":
-        from peftlab.inject import inject
         from peftlab.methods import get_method
+        from peftlab.model.inject import inject
         from peftlab.quant.stream import load_quantized
         m = get_method("qlora", r=16, alpha=32, dropout=0.0, target_modules="all-linear")
         model = load_quantized(path, dtype)
         inject(model, m)
         return model
     if config == "peftlab-lora":
-        from peftlab.inject import inject
         from peftlab.methods import get_method
-        from peftlab.models import load_model
+        from peftlab.model.inject import inject
+        from peftlab.model.load import load_model
         model = load_model(path, dtype=dtype, device="cpu")
         inject(model, get_method("lora", r=16, alpha=32, dropout=0.0,
                                  target_modules="all-linear"))
@@ -139,8 +139,8 @@ def child(config: str, model_name: str, path: Path) -> dict:
     import torch
     run = RUN[model_name]
     if config.startswith("peftlab"):  # what `peftlab train` does with allocator: auto
+        from peftlab.core.runtime import set_allocator
         from peftlab.methods import METHODS
-        from peftlab.runtime import set_allocator
         set_allocator("auto", METHODS[config.split("-")[1]].memory_first)
     t0 = time.perf_counter()
     model = load(config, path, run)
@@ -159,8 +159,8 @@ def child(config: str, model_name: str, path: Path) -> dict:
         if run["dtype"] == "bfloat16" else contextlib.nullcontext
     t1 = time.perf_counter()
     with autocast():
-        if config.startswith("peftlab"):  # peftlab's own training loss (loss.py)
-            from peftlab.loss import response_nll
+        if config.startswith("peftlab"):  # peftlab's own training loss (training/loss.py)
+            from peftlab.training.loss import response_nll
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                      "labels": ids}
             nll, n = response_nll(model, batch)

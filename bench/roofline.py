@@ -58,10 +58,10 @@ def matmul_peak(dtype: torch.dtype, shapes) -> tuple[float, str]:
 
 
 def build(model_name: str):
-    from peftlab.inject import inject
     from peftlab.methods import get_method
+    from peftlab.model.inject import inject
     if model_name == "smollm2-135m":
-        from peftlab.models import load_base
+        from peftlab.model.load import load_base
         model, _, _ = load_base(None)
     else:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -89,9 +89,9 @@ def step_flops(model, batch: int, seq: int) -> float:
 def lora_step_rate(model_name: str, precision: str, batch: int, seq: int, steps: int):
     from accelerate import Accelerator
 
-    from peftlab.loss import LossOptions
     from peftlab.methods import get_method
-    train_mod = importlib.import_module("peftlab.train")
+    from peftlab.training.loss import LossOptions
+    train_mod = importlib.import_module("peftlab.training.loop")
     model = build(model_name).train()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, model.config.vocab_size, (batch, seq), generator=g)

@@ -67,9 +67,9 @@ def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu"
     ours, theirs = OPTIONS[method]
     model = build_model().to(device)
     if impl == "peftlab":
-        from peftlab.inject import inject
         from peftlab.methods import get_method
-        from peftlab.train import Plan
+        from peftlab.model.inject import inject
+        from peftlab.training.loop import Plan
         m = get_method(method, **ours)
         inject(model, m)
         plan = Plan(batch, 1, 10**6, 10**6, 1000, 0)

@@ -60,7 +60,7 @@ def write_toy_dataset(path, n: int = 48, bad: int = 0) -> str:
 
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
-    from peftlab.models import load_tokenizer, resolve_model_path
+    from peftlab.model.load import load_tokenizer, resolve_model_path
     return load_tokenizer(resolve_model_path(None))
 
 

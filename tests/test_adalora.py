@@ -9,20 +9,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import make_tiny_llama, write_toy_dataset
+from safetensors.torch import load_file
+from test_train import train_interrupted_after
+
 from peftlab import build_config, train
-from peftlab.checkpoint import list_checkpoints
-from peftlab.inject import adapter_layers, adapter_state, inject
+from peftlab.formats.peft import load_adapter_into, save_adapter
 from peftlab.methods import get_method
 from peftlab.methods.adalora import FACTORS, AdaLoraLinear
 from peftlab.methods.adalora_alloc import Schedule, keep_masks
-from peftlab.peft_format import load_adapter_into, save_adapter
-from test_train import train_interrupted_after
+from peftlab.model.inject import adapter_layers, adapter_state, inject
+from peftlab.training.checkpoint import list_checkpoints
 
 peft = pytest.importorskip("peft")
-train_mod = importlib.import_module("peftlab.train")
+train_mod = importlib.import_module("peftlab.training.loop")
 
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHED = dict(init_r=4, target_r=2, tinit=2, tfinal=3, deltaT=2)

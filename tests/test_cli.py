@@ -57,7 +57,7 @@ def test_eval_cli_writes_json(trained, capsys):
 def test_merge_cli_gives_same_logits_as_adapter(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from peftlab.models import load_base
+    from peftlab.model.load import load_base
     merged_dir = tmp_path / "merged"
     assert main(["merge", "--adapter", str(trained), "--output", str(merged_dir),
                  "--dataset", "bundled"]) == 0
@@ -73,7 +73,7 @@ def test_merge_cli_gives_same_logits_as_adapter(trained, tmp_path):
 
 def test_peft_loads_trained_adapter_on_embedded_model(trained):
     peft = pytest.importorskip("peft")
-    from peftlab.models import load_base
+    from peftlab.model.load import load_base
     base, tok, _ = load_base(None)
     theirs = peft.PeftModel.from_pretrained(base, str(trained)).eval()
     ours = load_adapter(trained)

@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-
 from conftest import write_toy_dataset
-from peftlab.compare import compare, read_rows
-from peftlab.report import write_report
+
+from peftlab.compare.harness import compare, read_rows
+from peftlab.compare.report import write_report
 
 
 def settings(tmp_path, model_dir, **extra):

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from peftlab import api, cli
-from peftlab.api import build_config
-from peftlab.config import RunConfig, parse_override, set_dotted
+from peftlab.config import RunConfig, build_config, parse_override, set_dotted
 from peftlab.methods import METHODS, LoraConfig, get_method
 
 

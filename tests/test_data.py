@@ -15,10 +15,20 @@ import pytest
 import torch
 
 from peftlab.data.alpaca import (
-    IGNORE, Example, collate, encode, epoch_batches, format_prompt, target_count,
+    IGNORE,
+    Example,
+    collate,
+    encode,
+    epoch_batches,
+    format_prompt,
+    target_count,
 )
 from peftlab.data.sources import (
-    BadRecordError, bundled_dir, check_record, load_splits, split_fixed,
+    BadRecordError,
+    bundled_dir,
+    check_record,
+    load_splits,
+    split_fixed,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_toy_dataset
 from safetensors.torch import load_file
 
-from conftest import write_toy_dataset
 from peftlab import build_config, train
 from peftlab.cli import _drop_option
 from peftlab.data.alpaca import IGNORE, Example
-from peftlab.distributed import Dist
-from peftlab.train import _step_batches, make_plan
+from peftlab.training.distributed import Dist
+from peftlab.training.loop import _step_batches, make_plan
 
 TOL = 1e-5
 LAUNCH_TIMEOUT_S = 300
@@ -263,8 +263,8 @@ def test_num_processes_option_is_dropped_from_the_relaunched_command():
 def test_fsdp1_and_unshardable_methods_are_refused_clearly():
     from types import SimpleNamespace
 
-    from peftlab.distributed import check_sharding
     from peftlab.methods import get_method
+    from peftlab.training.distributed import check_sharding
 
     def acc(version):
         plugin = SimpleNamespace(fsdp_version=version)

@@ -8,18 +8,18 @@ import json
 
 import pytest
 import torch
+from conftest import make_tiny_llama
 from safetensors.torch import load_file
+from test_train import toy_config
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from conftest import make_tiny_llama
 from peftlab import train
-from peftlab.inject import inject
 from peftlab.methods import LoRA, get_method, method_for_peft_config
 from peftlab.methods import dora as dora_mod
 from peftlab.methods.dora import DoRA, DoraLinear, dora_row_norm, row_sq_norms
-from test_train import toy_config
+from peftlab.model.inject import inject
 
 peft = pytest.importorskip("peft")
 

@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
-import peftlab
 from conftest import write_toy_dataset
-from peftlab import build_config, train
-from peftlab.checkpoint import list_checkpoints
-from peftlab.cli import main
-from peftlab.compare import default_methods, read_rows
-from peftlab.methods import METHODS
-from peftlab.report import DASH, table_row
+from safetensors.torch import load_file
 from test_train import train_interrupted_after
 
-train_mod = importlib.import_module("peftlab.train")  # the package exports a train() too
+import peftlab
+from peftlab import build_config, train
+from peftlab.cli import main
+from peftlab.compare.harness import default_methods, read_rows
+from peftlab.compare.report import DASH, table_row
+from peftlab.methods import METHODS
+from peftlab.training.checkpoint import list_checkpoints
+
+train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
 
 
 def full_config(tmp_path, model_dir, **kw):

@@ -10,13 +10,13 @@ import warnings
 
 import pytest
 import torch
+from conftest import make_tiny_llama, write_toy_dataset
 from safetensors.torch import load_file
 
-from conftest import make_tiny_llama, write_toy_dataset
-from peftlab.inject import adapter_layers, count_parameters, inject
+from peftlab.formats.peft import load_adapter_into, peft_config_dict, save_adapter
 from peftlab.methods import Ia3Linear, get_method
 from peftlab.methods.ia3 import saved_feedforward_spec
-from peftlab.peft_format import load_adapter_into, peft_config_dict, save_adapter
+from peftlab.model.inject import adapter_layers, count_parameters, inject
 
 BIAS = dict(attention_bias=True, mlp_bias=True)
 
@@ -217,8 +217,9 @@ def test_vectors_stay_fp32_on_bf16_base(tiny_inputs):
 
 def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch):
     import importlib
+
     from peftlab import build_config, train
-    train_mod = importlib.import_module("peftlab.train")
+    train_mod = importlib.import_module("peftlab.training.loop")
     captured = {}
     real_save = train_mod.save_trained
 

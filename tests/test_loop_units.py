@@ -9,16 +9,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-
 from conftest import make_tiny_llama
+
 from peftlab.config import TrainConfig
 from peftlab.data.alpaca import Example, collate, target_count, token_pieces
-from peftlab.distributed import Dist
-from peftlab.inject import inject
-from peftlab.loss import LossOptions, response_nll
 from peftlab.methods import get_method
+from peftlab.model.inject import inject
+from peftlab.training.distributed import Dist
+from peftlab.training.loss import LossOptions, response_nll
 
-train_mod = importlib.import_module("peftlab.train")
+train_mod = importlib.import_module("peftlab.training.loop")
 
 
 def test_plan_counts_steps_and_partial_last_step():
@@ -179,7 +179,7 @@ def test_adapter_config_never_turns_remote_code_on(tmp_path):
 
 
 def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_path):
-    from peftlab.peft_format import replace_dir
+    from peftlab.core.atomic import replace_dir
     final, new = tmp_path / "ckpt", tmp_path / ".tmp-ckpt"
     final.mkdir()
     (final / "a").write_text("old")
@@ -191,7 +191,7 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_pat
 
 
 def test_allocator_option_values_and_auto_choice():
-    from peftlab.runtime import resolve_allocator, set_allocator
+    from peftlab.core.runtime import resolve_allocator, set_allocator
     with pytest.raises(ValueError, match="allocator"):
         set_allocator("fast")
     assert resolve_allocator("auto", memory_first=True) == "lean"

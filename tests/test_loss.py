@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_tiny_llama
+
 from peftlab.data.alpaca import Example, collate
-from peftlab.inject import inject
-from peftlab.loss import ChunkedHeadNLL, LossOptions, response_nll
 from peftlab.methods import get_method
+from peftlab.model.inject import inject
+from peftlab.training.loss import ChunkedHeadNLL, LossOptions, response_nll
 
 
 def _batch(n=5, seed=0):

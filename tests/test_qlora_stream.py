@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import make_tiny_llama
+
 from peftlab.methods import get_method
 
 
@@ -20,7 +20,7 @@ def save_sharded(model, path, dtype=torch.bfloat16, shard="20KB"):
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_streaming_load_equals_load_then_quantize(tmp_path, tiny_inputs, tied):
-    from peftlab.models import load_model
+    from peftlab.model.load import load_model
     from peftlab.quant.stream import checkpoint_files, load_quantized
     path = save_sharded(make_tiny_llama(tie_word_embeddings=tied), tmp_path)
     assert len(checkpoint_files(path)) > 1
@@ -37,6 +37,7 @@ def test_streaming_load_equals_load_then_quantize(tmp_path, tiny_inputs, tied):
 
 def test_streaming_load_names_unknown_and_missing_tensors(tmp_path):
     from safetensors.torch import load_file, save_file
+
     from peftlab.quant.stream import load_quantized
     make_tiny_llama().save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
@@ -51,7 +52,7 @@ def test_streaming_load_names_unknown_and_missing_tensors(tmp_path):
 
 _PEAK_SCRIPT = """
 import sys, torch
-from peftlab.models import load_model
+from peftlab.model.load import load_model
 from peftlab.methods import get_method
 from peftlab.quant.stream import _skeleton, load_quantized
 

@@ -1,4 +1,4 @@
-"""The comparison report (peftlab.report) on synthetic results.jsonl files: files written,
+"""The comparison report (peftlab.compare.report) on synthetic results.jsonl files: files written,
 table filled, findings from the numbers, self-contained HTML, reruns, edge cases, and the
 page rendered in headless Chromium."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.report import COLUMNS, write_report
+from peftlab.compare.report import COLUMNS, write_report
 
 ENV = {"python": "3.11.2", "torch": "2.13.0+cpu", "transformers": "4.57.1",
        "accelerate": "1.10.1", "cpu": "x86_64", "threads": 2}

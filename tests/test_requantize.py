@@ -7,14 +7,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_llama
+from test_train import toy_config
+
 from peftlab import merge, train
 from peftlab.cli import main as cli_main
-from peftlab.models import load_model
-from peftlab.modules import linear_names_but_head
+from peftlab.core.modules import linear_names_but_head
+from peftlab.model.load import load_model
 from peftlab.quant.linear4bit import Linear4bit, quantize_linears
-from test_train import toy_config
 
 
 @pytest.fixture(scope="module")

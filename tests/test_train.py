@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 import torch
+from conftest import write_toy_dataset
 from safetensors.torch import load_file
 
-import importlib
-from conftest import write_toy_dataset
 from peftlab import build_config, train
-from peftlab.checkpoint import list_checkpoints
+from peftlab.training.checkpoint import list_checkpoints
 
-train_mod = importlib.import_module("peftlab.train")  # the package exports a train() too
+train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
 
 
 def toy_config(tmp_path, model_dir, **kw):

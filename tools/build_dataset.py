@@ -1,43 +1,27 @@
 #!/usr/bin/env python
 """Build peftlab's bundled instruction dataset (Alpaca format).
 
-Collects the records defined in ``tools/dataset_src/`` (one module per category),
-validates them, makes a fixed stratified train/eval split and writes::
+Writes ``train.jsonl``, ``eval.jsonl`` and ``README.md`` into
+``src/peftlab/data/bundled/`` from the records in ``tools/dataset_src/`` (one
+module per category; ``dataset_src/math_check.py`` re-checks every math answer).
+The dataset's rules, statistics and README are here; ``dataset_common.py`` runs
+the build (validation, fixed stratified split, writing) and the command line.
 
-    src/peftlab/data/bundled/train.jsonl
-    src/peftlab/data/bundled/eval.jsonl
-    src/peftlab/data/bundled/README.md
-
-The output is fully deterministic (fixed seed, no set/dict-order dependence), so
-re-running the script reproduces the shipped files byte for byte.
-
-Usage::
-
-    python tools/build_dataset.py                 # rebuild the shipped files
-    python tools/build_dataset.py --check         # fail if they are out of date
-    python tools/build_dataset.py --out-dir DIR   # write somewhere else
+Usage: ``python tools/build_dataset.py [--check] [--out-dir DIR]``
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import random
 import re
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
-TOOLS_DIR = Path(__file__).resolve().parent
-ROOT = TOOLS_DIR.parent
-BUNDLED_DIR = ROOT / "src" / "peftlab" / "data" / "bundled"
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR))
-
-from dataset_src import CATEGORY_MODULES  # noqa: E402
-from dataset_src.math_check import check_record  # noqa: E402
+import dataset_common
+from dataset_common import (
+    category_problems, exact_answer_problems, is_exact, pct, raise_problems, share,
+    split_problems, split_stats, words)
+from dataset_src.math_check import check_record
 
 SEED = 20241130
 EVAL_SIZE = 120
@@ -60,33 +44,27 @@ MIN_HAND_SHARE_NON_MATH = 0.50
 EXACT_CUE = re.compile(
     r"\b(only|one word|two words|answer with|answer yes or no|reply with|"
     r"one decimal place|as written)\b", re.IGNORECASE)
-TRAILING_PUNCT = ".,;:!?"
 
-
-class DatasetError(ValueError):
-    pass
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def normalize_answer(text: str) -> str:
-    """How exact answers are compared: lower-cased, trailing punctuation/space stripped."""
-    return text.strip().rstrip(TRAILING_PUNCT + " \t\n").lower()
+# What dataset_common needs besides the above: the name its messages use and
+# the package the records come from.
+TITLE = "bundled dataset"
+SOURCE = "dataset_src"
 
 
 def _key(r: dict) -> tuple[str, str]:
     return (" ".join(r["instruction"].lower().split()), " ".join(r["input"].lower().split()))
 
 
-def collect() -> list[dict]:
-    """All records, in source order, with the internal ``origin`` field."""
-    records = []
-    for name in CATEGORY_MODULES:
-        module = importlib.import_module(f"dataset_src.{name}")
-        records += module.records(random.Random(f"{SEED}:{name}"))
-    return records
+def _total_words(r: dict) -> int:
+    return words(r["instruction"]) + words(r["input"]) + words(r["output"])
+
+
+def _is_hand(r: dict) -> bool:
+    return r["origin"] == "hand"
+
+
+def _non_math(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["category"] != "math"]
 
 
 def validate(records: list[dict]) -> None:
@@ -109,19 +87,14 @@ def validate(records: list[dict]) -> None:
                 problems.append(f"{where}: {k} has surrounding whitespace")
         if not r["instruction"] or not r["output"]:
             problems.append(f"{where}: empty instruction or output")
-        total = words(r["instruction"]) + words(r["input"]) + words(r["output"])
-        if total > MAX_TOTAL_WORDS:
-            problems.append(f"{where}: {total} words in total")
+        if _total_words(r) > MAX_TOTAL_WORDS:
+            problems.append(f"{where}: {_total_words(r)} words in total")
         if words(r["output"]) > MAX_OUTPUT_WORDS:
             problems.append(f"{where}: output has {words(r['output'])} words")
         if r["exact"]:
             out = r["output"]
-            if "\n" in out or words(out) > MAX_EXACT_OUTPUT_WORDS:
-                problems.append(f"{where}: exact output is not a short answer: {out!r}")
-            if out[-1] in TRAILING_PUNCT:
-                problems.append(f"{where}: exact output ends in punctuation: {out!r}")
-            if not EXACT_CUE.search(r["instruction"]):
-                problems.append(f"{where}: exact instruction does not state the answer form")
+            problems += [f"{where}: {p}" for p in exact_answer_problems(
+                out, MAX_EXACT_OUTPUT_WORDS, r["instruction"], EXACT_CUE)]
             if r["category"] == "extract" and out.lower() not in r["input"].lower():
                 problems.append(f"{where}: extracted answer {out!r} is not in the input")
         key = _key(r)
@@ -133,96 +106,42 @@ def validate(records: list[dict]) -> None:
                 check_record(r)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
-    if problems:
-        raise DatasetError("invalid records:\n  " + "\n  ".join(problems))
+    raise_problems(problems, "invalid records")
 
 
 def check_mix(records: list[dict]) -> None:
-    n = len(records)
-    cats = Counter(r["category"] for r in records)
-    problems = [f"category {c}: only {cats[c]} records" for c in CATEGORIES
-                if cats[c] < MIN_PER_CATEGORY]
-    if sum(r["exact"] for r in records) / n < MIN_EXACT_SHARE:
+    problems = category_problems(records, CATEGORIES, MIN_PER_CATEGORY, "records")
+    if share(records, is_exact) < MIN_EXACT_SHARE:
         problems.append("too few exact records")
-    if sum(bool(r["input"]) for r in records) / n < MIN_INPUT_SHARE:
+    if share(records, lambda r: r["input"]) < MIN_INPUT_SHARE:
         problems.append("too few records use the input field")
-    if cats["math"] / n > MAX_MATH_SHARE:
+    if share(records, lambda r: r["category"] == "math") > MAX_MATH_SHARE:
         problems.append("too many math records")
-    non_math = [r for r in records if r["category"] != "math"]
-    if sum(r["origin"] == "hand" for r in non_math) / len(non_math) < MIN_HAND_SHARE_NON_MATH:
+    if share(_non_math(records), _is_hand) < MIN_HAND_SHARE_NON_MATH:
         problems.append("too few hand-written non-math records")
-    if problems:
-        raise DatasetError("; ".join(problems))
-
-
-def split(records: list[dict], eval_size: int = EVAL_SIZE) -> tuple[list[dict], list[dict]]:
-    """Stratified split by (category, exact); both parts shuffled with a fixed seed."""
-    rng = random.Random(f"{SEED}:split")
-    groups: dict[tuple[str, bool], list[dict]] = {}
-    for r in records:  # insertion order == source order: deterministic
-        groups.setdefault((r["category"], r["exact"]), []).append(r)
-    n = len(records)
-    quota = {g: eval_size * len(rs) // n for g, rs in groups.items()}
-    by_remainder = sorted(groups, key=lambda g: (-(eval_size * len(groups[g]) % n), g))
-    for g in by_remainder[: eval_size - sum(quota.values())]:
-        quota[g] += 1
-    train, evals = [], []
-    for g, rs in groups.items():
-        rs = rs[:]
-        rng.shuffle(rs)
-        evals += rs[: quota[g]]
-        train += rs[quota[g]:]
-    rng.shuffle(train)
-    rng.shuffle(evals)
-    return train, evals
+    raise_problems(problems)
 
 
 def check_split(train: list[dict], evals: list[dict]) -> None:
-    problems = []
+    problems = split_problems(train, evals, CATEGORIES, _key)
     if len(train) < MIN_TRAIN or len(evals) < MIN_EVAL:
         problems.append(f"split sizes {len(train)}/{len(evals)}")
     for name, part in (("train", train), ("eval", evals)):
-        missing = set(CATEGORIES) - {r["category"] for r in part}
-        if missing:
-            problems.append(f"{name} lacks categories {sorted(missing)}")
-        if sum(r["exact"] for r in part) / len(part) < MIN_EXACT_SHARE:
+        if share(part, is_exact) < MIN_EXACT_SHARE:
             problems.append(f"{name}: too few exact records")
-    if {_key(r) for r in train} & {_key(r) for r in evals}:
-        problems.append("train and eval overlap")
-    if problems:
-        raise DatasetError("; ".join(problems))
-
-
-def to_jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps({k: r[k] for k in KEYS}, ensure_ascii=False) + "\n"
-                   for r in records)
+    raise_problems(problems)
 
 
 def stats(train: list[dict], evals: list[dict]) -> dict:
+    s = split_stats(train, evals, CATEGORIES, {"input": lambda r: r["input"]})
     every = train + evals
-    per_cat = {}
-    for c in CATEGORIES:
-        rs = [r for r in every if r["category"] == c]
-        per_cat[c] = {
-            "train": sum(r["category"] == c for r in train),
-            "eval": sum(r["category"] == c for r in evals),
-            "total": len(rs),
-            "exact": sum(r["exact"] for r in rs),
-            "input": sum(bool(r["input"]) for r in rs),
-            "hand": sum(r["origin"] == "hand" for r in rs),
-        }
-    totals = [words(r["instruction"]) + words(r["input"]) + words(r["output"]) for r in every]
+    totals = [_total_words(r) for r in every]
     outs = [words(r["output"]) for r in every]
-    non_math = [r for r in every if r["category"] != "math"]
     return {
-        "per_category": per_cat,
-        "train": len(train), "eval": len(evals), "total": len(every),
-        "exact_share": sum(r["exact"] for r in every) / len(every),
-        "exact_share_train": sum(r["exact"] for r in train) / len(train),
-        "exact_share_eval": sum(r["exact"] for r in evals) / len(evals),
-        "input_share": sum(bool(r["input"]) for r in every) / len(every),
-        "math_share": per_cat["math"]["total"] / len(every),
-        "hand_share_non_math": sum(r["origin"] == "hand" for r in non_math) / len(non_math),
+        **s,
+        "input_share": share(every, lambda r: r["input"]),
+        "math_share": s["per_category"]["math"]["total"] / len(every),
+        "hand_share_non_math": share(_non_math(every), _is_hand),
         "median_total_words": statistics.median(totals),
         "max_total_words": max(totals),
         "share_total_le_80": sum(t <= 80 for t in totals) / len(totals),
@@ -231,11 +150,8 @@ def stats(train: list[dict], evals: list[dict]) -> dict:
     }
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def render_readme(s: dict) -> str:
+def render_card(s: dict) -> str:
+    """The README.md."""
     rows = "\n".join(
         f"| {c} | {v['train']} | {v['eval']} | {v['total']} | {v['exact']} | {v['input']} "
         f"| {v['hand']} |" for c, v in s["per_category"].items())
@@ -248,8 +164,8 @@ A small instruction-tuning dataset in Alpaca format that ships with peftlab so t
 fine-tuning demo runs offline. It is sized for a 135M chat model trained for a few
 minutes on a CPU, so records are short:
 
-- instruction, input and output together: median {s['median_total_words']:g} words, longest {s['max_total_words']}; {_pct(s['share_total_le_80'])} of records have at most 80 words;
-- outputs: {_pct(s['share_output_le_40'])} have at most 40 words, longest {s['max_output_words']}.
+- instruction, input and output together: median {s['median_total_words']:g} words, longest {s['max_total_words']}; {pct(s['share_total_le_80'])} of records have at most 80 words;
+- outputs: {pct(s['share_output_le_40'])} have at most 40 words, longest {s['max_output_words']}.
 
 **License:** written for this project and released under the Apache-2.0 license,
 like the rest of peftlab. It is not derived from Stanford Alpaca or any other
@@ -278,7 +194,7 @@ deterministic (seed {SEED}), and `python tools/build_dataset.py --check` verifie
 that the shipped files are up to date.
 
 - Non-math records are mostly written individually by hand
-  ({_pct(s['hand_share_non_math'])} of them, the "hand-written" column below); the
+  ({pct(s['hand_share_non_math'])} of them, the "hand-written" column below); the
   rest come from small fact tables or templates (capitals, chemical symbols, book
   authors, irregular word forms, animal and matter labels, even/odd and prime
   labels computed in Python, and short generated texts for extraction).
@@ -303,61 +219,26 @@ that the shipped files are up to date.
 {rows}
 | **all** | {s['train']} | {s['eval']} | {s['total']} | {exact_total} | {input_total} | {hand_total} |
 
-- Exact share: {_pct(s['exact_share'])} overall, {_pct(s['exact_share_train'])} of train, {_pct(s['exact_share_eval'])} of eval.
-- Records that use the `input` field: {_pct(s['input_share'])}.
-- Math share: {_pct(s['math_share'])}.
+- Exact share: {pct(s['exact_share'])} overall, {pct(s['exact_share_train'])} of train, {pct(s['exact_share_eval'])} of eval.
+- Records that use the `input` field: {pct(s['input_share'])}.
+- Math share: {pct(s['math_share'])}.
 """
 
 
-def build(out_dir: Path | str | None = None) -> dict:
-    """Build, validate and write the dataset files into ``out_dir``; return the stats."""
-    out_dir = Path(out_dir) if out_dir is not None else BUNDLED_DIR
-    records = collect()
-    validate(records)
-    check_mix(records)
-    train, evals = split(records)
-    check_split(train, evals)
-    s = stats(train, evals)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    contents = {"train.jsonl": to_jsonl(train), "eval.jsonl": to_jsonl(evals),
-                "README.md": render_readme(s)}
-    for name, text in contents.items():
-        (out_dir / name).write_text(text, encoding="utf-8", newline="\n")
-    return s
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=BUNDLED_DIR)
-    parser.add_argument("--check", action="store_true",
-                        help="build into a temporary directory and compare with --out-dir")
-    args = parser.parse_args(argv)
-    if args.check:
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            build(tmp)
-            stale = [f for f in FILES if not (args.out_dir / f).exists()
-                     or (args.out_dir / f).read_bytes() != (Path(tmp) / f).read_bytes()]
-        if stale:
-            print(f"out of date: {', '.join(stale)} (run tools/build_dataset.py)")
-            return 1
-        print("bundled dataset is up to date")
-        return 0
-    s = build(args.out_dir)
-    print(f"wrote {s['train']} train + {s['eval']} eval records to {args.out_dir}")
+def report(s: dict, out_dir: Path) -> None:
+    print(f"wrote {s['train']} train + {s['eval']} eval records to {out_dir}")
     print(f"{'category':<11} {'train':>5} {'eval':>5} {'total':>5} {'exact':>5} {'input':>5} {'hand':>5}")
     for c, v in s["per_category"].items():
         print(f"{c:<11} {v['train']:>5} {v['eval']:>5} {v['total']:>5} {v['exact']:>5} "
               f"{v['input']:>5} {v['hand']:>5}")
-    print(f"exact share {_pct(s['exact_share'])} (train {_pct(s['exact_share_train'])}, "
-          f"eval {_pct(s['exact_share_eval'])}); input share {_pct(s['input_share'])}; "
-          f"math share {_pct(s['math_share'])}; hand-written non-math "
-          f"{_pct(s['hand_share_non_math'])}")
+    print(f"exact share {pct(s['exact_share'])} (train {pct(s['exact_share_train'])}, "
+          f"eval {pct(s['exact_share_eval'])}); input share {pct(s['input_share'])}; "
+          f"math share {pct(s['math_share'])}; hand-written non-math "
+          f"{pct(s['hand_share_non_math'])}")
     print(f"words per record: median {s['median_total_words']:g}, max {s['max_total_words']}, "
-          f"<=80: {_pct(s['share_total_le_80'])}; outputs <=40 words: "
-          f"{_pct(s['share_output_le_40'])}, max {s['max_output_words']}")
-    return 0
+          f"<=80: {pct(s['share_total_le_80'])}; outputs <=40 words: "
+          f"{pct(s['share_output_le_40'])}, max {s['max_output_words']}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(dataset_common.main(sys.modules[__name__]))

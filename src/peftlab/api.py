@@ -10,59 +10,29 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import RunConfig, apply_mapping, load_yaml
-from .data.alpaca import collate, format_prompt
-from .evaluate import exact_match, generate as _generate, merge_within, perplexity
-from .inject import merge_and_unload
-from .peft_format import atomic_write_json, replace_dir
-from .runtime import environment, parse_dtype, peak_memory_bytes
-from .saved import is_model_dir
-from .session import log, open_session
-from .train import train as _train
-
-
-def method_option_names() -> set[str]:
-    import dataclasses
-
-    from .methods import METHODS
-    return {f.name for cls in METHODS.values() for f in dataclasses.fields(cls.config_cls)}
-
-
-def build_config(config: str | Path | dict | RunConfig | None = None,
-                 **overrides: Any) -> RunConfig:
-    """A RunConfig from a YAML file, a mapping or a RunConfig, then keyword overrides
-    (flat keys as on the CLI: ``lr=1e-4``, ``r=16``, ``model=...``)."""
-    if isinstance(config, RunConfig):
-        cfg = config
-    else:
-        cfg = RunConfig()
-        if config is not None:
-            data = config if isinstance(config, dict) else load_yaml(config)
-            apply_mapping(cfg, data, str(config if not isinstance(config, dict) else "config"),
-                          method_option_names())
-    if overrides:
-        apply_mapping(cfg, overrides, "arguments", method_option_names())
-    check_method_options(cfg, where=str(config) if isinstance(config, (str, Path)) else "")
-    return cfg
-
-
-def check_method_options(cfg: RunConfig, where: str = "") -> None:
-    """Fail early (before any model loads) on a method option the method does not have."""
-    from .config import make_config
-    from .methods import METHODS
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; available: "
-                         f"{', '.join(sorted(METHODS))}")
-    make_config(METHODS[cfg.method].config_cls, cfg.adapter,
-                where=f"method {cfg.method!r}" + (f" in {where}" if where else ""))
+from .config import (
+    RunConfig,
+    apply_mapping,
+    build_config,
+    load_yaml,
+    method_option_names,
+)
+from .core.atomic import atomic_write_json, staged_dir
+from .core.runtime import environment, parse_dtype, peak_memory_bytes
+from .data.alpaca import collate
+from .data.records import check_conversation
+from .formats.saved import is_model_dir
+from .model.inject import merge_and_unload
+from .training.evaluate import exact_match, merge_within, perplexity
+from .training.evaluate import generate as _generate
+from .training.loop import train as _train
+from .training.session import log, open_session
 
 
 def train(config=None, **overrides: Any) -> dict:
@@ -109,9 +79,10 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     res = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
                      t.eval_batch_size, s.device, s.autocast(), s.loss_options)
     res.update(exact_match(s.model, s.tokenizer, s.eval_data.records, t.exact_match_limit,
-                           t.max_new_tokens, s.device, s.autocast()))
+                           t.max_new_tokens, s.device, s.autocast(), s.prompt))
     res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
-                "dataset": s.splits.source, "eval_records": len(s.eval_data.examples),
+                "dataset": s.splits.source, "data": s.data_info(),
+                "eval_records": len(s.eval_data.examples),
                 "params": s.params, "device": str(s.device),
                 "peak_memory_bytes": peak_memory_bytes(s.device), "env": environment()})
     if output is None and adapter is not None:
@@ -121,16 +92,60 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     return res
 
 
-def generate(prompt: str | list[str], adapter: str | Path | None = None,
-             max_new_tokens: int = 128, raw: bool = False, **overrides: Any) -> list[str]:
-    """Greedy completions; prompts are wrapped in the Alpaca template unless ``raw``."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    cfg = _config_for_adapter(adapter, **overrides)
-    s = open_session(cfg, adapter_dir=adapter, with_data=False)
-    if not raw:
-        prompts = [format_prompt(p) for p in prompts]
+def generate(prompt: str | list[str] | None = None, adapter: str | Path | None = None,
+             max_new_tokens: int = 128, raw: bool = False, chat: bool | None = None,
+             conversation: list[dict] | None = None, **overrides: Any) -> list[str]:
+    """Greedy completions of each prompt, asked in the run's prompt format (a user
+    message in the chat template for a chat run or with ``chat=True``; the Alpaca
+    prompt otherwise), or of raw text (``raw``); ``conversation``: a list of
+    ``{role, content}`` turns answered as one more assistant turn."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    if chat is not None:
+        overrides["prompt_format"] = "chat" if chat else "alpaca"
+    if conversation is not None:
+        overrides.setdefault("prompt_format", "chat")
+    s = open_session(_config_for_adapter(adapter, **overrides), adapter_dir=adapter,
+                     with_data=False)
+    if conversation is not None:
+        turns = check_conversation({"messages": conversation}, "conversation", 0, "messages")
+        prompts.append(s.prompt.conversation_prompt(turns["messages"]))
+    elif not raw:
+        prompts = [s.prompt.user_prompt(p) for p in prompts]
     return _generate(s.model, s.tokenizer, prompts, max_new_tokens, s.device,
-                     autocast=s.autocast())
+                     autocast=s.autocast(), add_special_tokens=raw or s.prompt.add_special_tokens,
+                     stop_ids=s.prompt.stop_ids())
+
+
+class Chat:
+    """An interactive conversation with a model in its chat template: ``say`` adds a
+    user turn, generates (greedy, streamed through ``on_text``) and keeps the reply."""
+
+    def __init__(self, adapter: str | Path | None = None, system: str | None = None,
+                 max_new_tokens: int = 256, **overrides: Any):
+        overrides["prompt_format"] = "chat"
+        self.session = open_session(_config_for_adapter(adapter, **overrides),
+                                    adapter_dir=adapter, with_data=False)
+        self.system, self.max_new_tokens = system, max_new_tokens
+        self.messages: list[dict] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+
+    def say(self, text: str, on_text=None) -> str:
+        from transformers import TextStreamer
+        s = self.session
+        self.messages.append({"role": "user", "content": text})
+        streamer = None
+        if on_text is not None:
+            streamer = TextStreamer(s.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer.on_finalized_text = lambda chunk, stream_end=False: on_text(chunk)
+        reply = _generate(s.model, s.tokenizer, [s.prompt.conversation_prompt(self.messages)],
+                          self.max_new_tokens, s.device, autocast=s.autocast(),
+                          add_special_tokens=False, stop_ids=s.prompt.stop_ids(),
+                          streamer=streamer)[0]
+        self.messages.append({"role": "assistant", "content": reply})
+        return reply
 
 
 def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32",
@@ -189,7 +204,7 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
 def _requantize(model: nn.Module, batches, before, masks, device) -> float:
     """NF4 again for every decoder Linear, in place; the largest logit difference to the
     adapter model's ``before`` logits (computed in fp32)."""
-    from .modules import linear_names_but_head
+    from .core.modules import linear_names_but_head
     from .quant.linear4bit import quantize_linears
     quantize_linears(model, linear_names_but_head(model), torch.float32, double_quant=True)
     return max(((model(**_inputs(b, device)).logits - ref) * m).abs().max().item()
@@ -206,39 +221,27 @@ def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path,
     """An NF4 model in bitsandbytes' 4-bit format (config.json says how to load it)."""
     from safetensors.torch import save_file
 
-    from .modules import output_head
-    from .quant.export import quantization_config, quantized_state_dict
+    from .core.modules import output_head
+    from .formats.bnb4bit import quantization_config, quantized_state_dict
     head = output_head(model)
     skip = [n for n, m in model.named_modules() if m is head]
     config = model.config.to_dict()
     config["quantization_config"] = quantization_config(dtype, True, skip)
     config["dtype"] = str(dtype).removeprefix("torch.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
-    try:
+    with staged_dir(output) as tmp:
         save_file(quantized_state_dict(model, dtype), str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
     """save_pretrained into a temp dir beside ``output``, then rename it into place."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
-    try:
+    with staged_dir(output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
-__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge"]
+__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge", "Chat"]

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .config import DataConfig, ModelConfig, TrainConfig, parse_override, set_dotted
+from .config import (
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    check_method_options,
+    parse_override,
+    set_dotted,
+)
 
 _TYPES = {"int": int, "float": float, "str": str}
 _METHOD_HELP = ("load the adapter as this method (a QLoRA adapter's files are plain LoRA: "
@@ -108,13 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e, train_fields=False)
     g = sub.add_parser("generate", help="complete a prompt")
     g.add_argument("--adapter")
-    g.add_argument("--prompt", required=True, action="append",
-                   help="instruction (wrapped in the Alpaca template unless --raw); repeatable")
+    g.add_argument("--prompt", action="append", default=[],
+                   help="instruction or user message, asked in the run's prompt format "
+                        "(Alpaca, or the chat template for a chat run or with --chat); "
+                        "repeatable")
+    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                   help="ask each prompt as a user message in the chat template (--no-chat: "
+                        "in the Alpaca prompt); default: as the run was trained")
+    g.add_argument("--conversation", metavar="FILE",
+                   help="JSON file of a conversation ([{role, content}, ...] or "
+                        "{\"messages\": [...]}) to answer with one more assistant turn")
     g.add_argument("--raw", action="store_true", help="send the prompt as it is")
     g.add_argument("--max-new-tokens", type=int, default=128)
-    g.add_argument("--model", default=argparse.SUPPRESS)
-    g.add_argument("--device", default=argparse.SUPPRESS)
-    g.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
+    _add_runtime(g)
+    ch = sub.add_parser("chat", help="talk to a model in its chat template (streamed)")
+    ch.add_argument("--adapter")
+    ch.add_argument("--system", help="system prompt for the conversation")
+    ch.add_argument("--max-new-tokens", type=int, default=256)
+    _add_runtime(ch)
     c = sub.add_parser("compare", help="train every method on the same budget; report")
     c.add_argument("--config", help="YAML: train keys, 'methods: [...]' and per-method "
                    "options (e.g. 'lora: {r: 16}')")
@@ -137,7 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
     m.add_argument("--dataset", default=argparse.SUPPRESS,
                    help="records used to check the merge (default: the adapter's)")
+    x = sub.add_parser("export", help="write a GGUF file for llama.cpp / Ollama")
+    x.add_argument("--adapter", help="run directory (default: export the base model)")
+    x.add_argument("--output", required=True, help="the .gguf file to write")
+    x.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora"],
+                   help="gguf: the model with the adapter merged in; gguf-lora: the adapter "
+                        "alone as a llama.cpp LoRA adapter (llama-cli --lora)")
+    x.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0"],
+                   help="weight type of --format gguf (norms stay f32)")
+    x.add_argument("--modelfile", action="store_true",
+                   help="also write an Ollama Modelfile beside the GGUF")
+    x.add_argument("--overwrite", action="store_true", help="replace existing files")
+    x.add_argument("--no-progress", dest="progress", action="store_false")
+    x.add_argument("--dtype", default=argparse.SUPPRESS,
+                   help="dtype the base loads in (default: the run's); bfloat16 halves the "
+                        "memory of a large model, each layer is still merged in fp32")
+    _add_runtime(x)
     return p
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=argparse.SUPPRESS)
+    p.add_argument("--device", default=argparse.SUPPRESS)
+    p.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
+    p.add_argument("--chat-template", default=argparse.SUPPRESS,
+                   help="chat template (chatml or a Jinja file) for a model without one")
 
 
 def _overrides(ns: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
@@ -163,13 +205,13 @@ def _train_config(ns: argparse.Namespace):
     for text in ns.set:
         key, value = parse_override(text)
         set_dotted(cfg, key, value)
-    api.check_method_options(cfg)
+    check_method_options(cfg)
     return cfg
 
 
 def _launch(ns: argparse.Namespace, argv: list[str]) -> int:
     """``train --num-processes N``: check the options here, then start N processes."""
-    from .distributed import relaunch
+    from .training.distributed import relaunch
     if ns.num_processes < 1:
         raise ValueError(f"--num-processes must be at least 1, got {ns.num_processes}")
     _train_config(ns)  # a bad option fails once, here, not in every process
@@ -193,7 +235,7 @@ def _drop_option(argv: list[str], flag: str) -> list[str]:
 
 def _run(ns: argparse.Namespace) -> int:
     if ns.command == "train":
-        from .distributed import is_main_process
+        from .training.distributed import is_main_process
         res = api.train(_train_config(ns))
         if is_main_process():
             keys = ("before", "after", "params", "tokens_per_s", "peak_memory_bytes")
@@ -203,14 +245,19 @@ def _run(ns: argparse.Namespace) -> int:
                                                                     "output"}))
         print(json.dumps(res, indent=2))
     elif ns.command == "generate":
-        outs = api.generate(ns.prompt, ns.adapter, ns.max_new_tokens, ns.raw,
-                            **_overrides(ns, {"command", "adapter", "prompt", "raw",
-                                              "max_new_tokens"}))
-        for prompt, text in zip(ns.prompt, outs):
-            print(f"### {prompt}\n{text.strip()}\n")
+        _generate(ns)
+    elif ns.command == "chat":
+        _chat(ns)
+    elif ns.command == "export":
+        from .export import export
+        res = export(ns.adapter, ns.output, ns.format, ns.outtype, ns.modelfile, ns.overwrite,
+                     ns.progress, **_overrides(ns, {"command", "adapter", "output", "format",
+                                                    "outtype", "modelfile", "overwrite",
+                                                    "progress"}))
+        print(json.dumps(res, indent=2))
     elif ns.command == "compare":
-        from .compare import compare
-        from .report import write_report
+        from .compare.harness import compare
+        from .compare.report import write_report
         compare(ns.config, ns.methods.split(",") if ns.methods else None, ns.output,
                 include_base=not ns.no_base, report=False, model=ns.model,
                 dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
@@ -222,6 +269,51 @@ def _run(ns: argparse.Namespace) -> int:
                                           "requantize"}))
         print(json.dumps(res, indent=2))
     return 0
+
+
+def _generate(ns: argparse.Namespace) -> None:
+    conversation = _read_conversation(ns.conversation) if ns.conversation else None
+    if not ns.prompt and conversation is None:
+        raise ValueError("give --prompt (repeatable) or --conversation FILE")
+    outs = api.generate(ns.prompt, ns.adapter, ns.max_new_tokens, ns.raw, ns.chat,
+                        conversation, **_overrides(ns, {"command", "adapter", "prompt",
+                                                        "raw", "max_new_tokens", "chat",
+                                                        "conversation"}))
+    labels = ns.prompt + ([f"conversation {ns.conversation}"] if conversation else [])
+    for label, text in zip(labels, outs):
+        print(f"### {label}\n{text.strip()}\n")
+
+
+def _read_conversation(path: str) -> list:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--conversation {path}: cannot read a JSON conversation ({e})") \
+            from None
+    return data.get("messages") if isinstance(data, dict) else data
+
+
+def _chat(ns: argparse.Namespace) -> None:
+    """A terminal conversation: replies stream as they are generated; /reset starts
+    over, /exit (or Ctrl-D) ends."""
+    session = api.Chat(ns.adapter, ns.system, ns.max_new_tokens,
+                       **_overrides(ns, {"command", "adapter", "system", "max_new_tokens"}))
+    print("peftlab chat: /reset starts over, /exit or Ctrl-D ends", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            session.reset()
+            continue
+        if text:
+            print("assistant> ", end="", flush=True)
+            session.say(text, on_text=lambda chunk: print(chunk, end="", flush=True))
+            print()
 
 
 if __name__ == "__main__":

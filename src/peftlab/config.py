@@ -14,55 +14,7 @@ from typing import Any
 
 import yaml
 
-
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a help text (shown by ``--help``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-def coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Convert ``value`` to a field's declared scalar type, or raise naming the field.
-
-    Needed because YAML 1.1 reads ``1e-4`` (no dot) as a string, and CLI/--set values
-    arrive as text: ``lr: 1e-4`` must still mean the float 0.0001.
-    """
-    kind = str(annotation).replace(" | None", "").replace("Optional[", "").rstrip("]")
-    if value is None and "None" in str(annotation):
-        return None
-    try:
-        if kind == "bool":
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-                return value.lower() in ("true", "yes")
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise TypeError
-            return int(float(value))
-        if kind == "float":
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind == "str" and not isinstance(value, str):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(f"option {name!r} must be {kind}, got {value!r}") from None
-    return value
-
-
-def make_config(cls: type, options: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``options``; unknown keys are an error naming them."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for {where}; "
-            f"known options: {', '.join(sorted(fields))}"
-        )
-    return cls(**{k: coerce(v, fields[k].type, k) for k, v in options.items()})
+from .core.options import coerce, make_config, option
 
 
 @dataclass
@@ -76,14 +28,33 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str | None = option(None, "Alpaca-format .json/.jsonl file or Hub dataset "
-                                       "id; default: the bundled set")
+    dataset: str | None = option(None, ".json/.jsonl file or Hub dataset id of Alpaca "
+                                       "records or conversations; default: the bundled "
+                                       "instructions (bundled-chat: the bundled "
+                                       "conversations)")
+    data_format: str = option("auto", "Record format: alpaca, messages (OpenAI chat), "
+                                      "sharegpt, or auto (detected from the records)")
+    prompt_format: str = option("auto", "alpaca (the Alpaca prompt), chat (the model's "
+                                        "chat template), or auto (chat for conversations, "
+                                        "Alpaca for instructions)")
+    chat_template: str | None = option(None, "Chat template for a model without one (or "
+                                             "to replace its own): chatml or a Jinja file")
+    train_on: str = option("all-assistant", "Chat loss on: all-assistant turns, "
+                                            "last-assistant turn, or all tokens")
     max_length: int = option(512, "Longest tokenised record; longer ones are truncated "
                                   "(and counted)")
     eval_fraction: float = option(0.1, "Share held out for evaluation when the dataset has "
                                        "no eval split (a fixed split)")
     max_eval_records: int | None = option(None, "Evaluate on at most this many records")
     skip_bad_records: bool = option(False, "Skip malformed records instead of stopping")
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("data_format", ("auto", "alpaca", "messages", "sharegpt")),
+                              ("prompt_format", ("auto", "alpaca", "chat")),
+                              ("train_on", ("all-assistant", "last-assistant", "all"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"option {name!r} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
 
 
 @dataclass
@@ -200,7 +171,14 @@ def set_dotted(cfg: RunConfig, path: str, value: Any) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if key not in fields:
         raise ValueError(f"unknown config key {path!r}")
+    old = getattr(obj, key)
     setattr(obj, key, coerce(value, fields[key].type, path))
+    if hasattr(obj, "__post_init__"):  # the section's own range checks, before any load
+        try:
+            obj.__post_init__()
+        except ValueError:
+            setattr(obj, key, old)
+            raise
 
 
 def apply_mapping(cfg: RunConfig, data: dict[str, Any], where: str,
@@ -248,3 +226,40 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, _, raw = text.partition("=")
     return key.strip().replace("-", "_"), yaml.safe_load(raw)
+
+
+# Building a run configuration (the API, the CLI and compare share these)
+
+def method_option_names() -> set[str]:
+    import dataclasses
+
+    from .methods import METHODS
+    return {f.name for cls in METHODS.values() for f in dataclasses.fields(cls.config_cls)}
+
+
+def build_config(config: str | Path | dict | RunConfig | None = None,
+                 **overrides: Any) -> RunConfig:
+    """A RunConfig from a YAML file, a mapping or a RunConfig, then keyword overrides
+    (flat keys as on the CLI: ``lr=1e-4``, ``r=16``, ``model=...``)."""
+    if isinstance(config, RunConfig):
+        cfg = config
+    else:
+        cfg = RunConfig()
+        if config is not None:
+            data = config if isinstance(config, dict) else load_yaml(config)
+            apply_mapping(cfg, data, str(config if not isinstance(config, dict) else "config"),
+                          method_option_names())
+    if overrides:
+        apply_mapping(cfg, overrides, "arguments", method_option_names())
+    check_method_options(cfg, where=str(config) if isinstance(config, (str, Path)) else "")
+    return cfg
+
+
+def check_method_options(cfg: RunConfig, where: str = "") -> None:
+    """Fail early (before any model loads) on a method option the method does not have."""
+    from .methods import METHODS
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; available: "
+                         f"{', '.join(sorted(METHODS))}")
+    make_config(METHODS[cfg.method].config_cls, cfg.adapter,
+                where=f"method {cfg.method!r}" + (f" in {where}" if where else ""))

@@ -39,7 +39,9 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
         ast.Div: operator.truediv}
 
 
-def _eval(expr: str) -> Fraction:
+def evaluate(expr: str) -> Fraction:
+    """The exact value of an arithmetic expression of integers, ``+ - * /`` and parentheses
+    (also used by tests/test_bundled_chat.py to check the chat dataset's worked steps)."""
     def ev(node):
         if isinstance(node, ast.Expression):
             return ev(node.body)
@@ -88,7 +90,7 @@ _CHECKS = [
     (rf"Multiply {N} by {N}\.{_ONLY}\n", lambda a, b: int(a) * int(b)),
     (rf"What is {N} divided by {N}\?{_ONLY}\n", lambda a, b: Fraction(int(a), int(b))),
     (rf"Divide {N} by {N}\.{_ONLY}\n", lambda a, b: Fraction(int(a), int(b))),
-    (rf"(?:Calculate the value of|Evaluate) the expression\.{_ONLY}\n([\d ()+\-*/]+)", _eval),
+    (rf"(?:Calculate the value of|Evaluate) the expression\.{_ONLY}\n([\d ()+\-*/]+)", evaluate),
     (rf"What is {N}% of {N}\?{_ONLY}\n", lambda p, n: Fraction(int(p) * int(n), 100)),
     (rf"Calculate {N} percent of {N}\.{_ONLY}\n", lambda p, n: Fraction(int(p) * int(n), 100)),
     (rf"A price of {N} dollars increases by {N}%\. What is the new price in dollars\?{_ONLY}\n",

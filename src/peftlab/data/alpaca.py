@@ -42,15 +42,22 @@ class Example:
     n_prompt: int
     """Leading positions that are prompt (no loss)."""
     truncated: bool = False
+    mask: list[bool] | None = None
+    """Per-position loss flags where targets are not one tail (a conversation's
+    assistant turns); None: every position from ``n_prompt`` on."""
 
     @property
     def n_targets(self) -> int:
+        if self.mask is not None:
+            return sum(self.mask)
         return len(self.input_ids) - self.n_prompt
 
     @property
     def n_loss(self) -> int:
         """Positions that carry loss once collated (``target_count``: labels from position
         1 on; position 0 has no preceding token to predict it)."""
+        if self.mask is not None:
+            return sum(self.mask[1:])
         return len(self.input_ids) - max(self.n_prompt, 1)
 
 
@@ -142,7 +149,11 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     for row, e in enumerate(examples):
         n = len(e.input_ids)
         ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
+        if e.mask is not None:
+            keep = torch.tensor(e.mask, dtype=torch.bool)
+            labels[row, :n] = torch.where(keep, ids[row, :n], IGNORE)
+        else:
+            labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 

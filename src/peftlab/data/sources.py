@@ -1,29 +1,29 @@
-"""Where instruction records come from: the bundled set, a local file, or the Hub.
+"""Where records come from: the bundled sets, a local file, or the Hub.
 
-Every record is checked before training starts; a malformed one stops with an error
-naming the file and the record's index (or is skipped and counted with
-``skip_bad_records``).
+The format (Alpaca, OpenAI ``messages``, ShareGPT) is detected from the records or
+forced; every record is checked before training starts, and a malformed one stops with
+an error naming the file, the record's index and the turn (or is skipped and counted
+with ``skip_bad_records``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .records import BadRecordError, check_record, check_records, detect_format  # noqa: F401
 
 BUNDLED = "bundled"
 BUNDLED_ALIASES = (None, "", BUNDLED, "embedded", "default")
+BUNDLED_CHAT = "bundled-chat"
+"""The bundled conversations (``chat_train.jsonl`` / ``chat_eval.jsonl``)."""
 SPLIT_SEED = 1234
 """Fixed seed of the train/eval split of a single-file dataset, independent of the
 training seed so every run of a comparison evaluates on the same records."""
-
-
-class BadRecordError(ValueError):
-    """A dataset record is malformed; the message names the file and the index."""
 
 
 @dataclass
@@ -32,51 +32,15 @@ class Splits:
     eval: list[dict]
     source: str
     skipped: int = 0
+    format: str = "alpaca"
+    """The records' format as read: alpaca, messages or sharegpt."""
 
 
-def check_record(rec: Any, where: str, index: int) -> dict:
-    """Return a clean record ``{instruction, input, output, exact}`` or raise BadRecordError.
-
-    ``input`` may be missing (treated as empty, as many Alpaca-style sets omit it) but
-    must be a string when present; ``instruction`` and ``output`` must be non-empty strings.
-    """
-    def bad(why: str) -> BadRecordError:
-        return BadRecordError(f"{where}: record {index}: {why}")
-
-    if not isinstance(rec, dict):
-        raise bad(f"expected an object with instruction/input/output, got {type(rec).__name__}")
-    for key in ("instruction", "output"):
-        if key not in rec:
-            raise bad(f"field {key!r} is missing")
-        if not isinstance(rec[key], str):
-            raise bad(f"field {key!r} must be a string, got {type(rec[key]).__name__}")
-        if not rec[key].strip():
-            raise bad(f"field {key!r} is empty")
-    inp = rec.get("input", "")
-    if inp is None:
-        inp = ""
-    if not isinstance(inp, str):
-        raise bad(f"field 'input' must be a string, got {type(inp).__name__}")
-    exact = rec.get("exact", False)
-    if not isinstance(exact, bool):
-        raise bad(f"field 'exact' must be true or false, got {exact!r}")
-    return {"instruction": rec["instruction"], "input": inp, "output": rec["output"],
-            "exact": exact}
-
-
-def check_records(raw: Iterable[Any], where: str, skip_bad: bool) -> tuple[list[dict], int]:
-    good, skipped = [], 0
-    for i, rec in enumerate(raw):
-        try:
-            good.append(check_record(rec, where, i))
-        except BadRecordError as e:
-            if not skip_bad:
-                raise BadRecordError(f"{e} (use --skip-bad-records to skip such records)") \
-                    from None
-            skipped += 1
-            if skipped <= 3:
-                print(f"skipping {e}", file=sys.stderr)
-    return good, skipped
+def _checked(raw: list[Any], where: str, skip_bad: bool, fmt: str
+             ) -> tuple[list[dict], int, str]:
+    fmt = detect_format(raw, where) if fmt == "auto" else fmt
+    good, skipped = check_records(raw, where, skip_bad, fmt)
+    return good, skipped, fmt
 
 
 def read_json_records(path: Path) -> list[Any]:
@@ -120,28 +84,30 @@ def bundled_dir() -> Path:
 
 
 def load_splits(source: str | None = None, eval_fraction: float = 0.1,
-                skip_bad_records: bool = False) -> Splits:
-    """Train and eval records from the bundled set, a local file, or a Hub dataset id."""
-    if source in BUNDLED_ALIASES:
+                skip_bad_records: bool = False, data_format: str = "auto") -> Splits:
+    """Train and eval records from the bundled sets, a local file, or a Hub dataset id."""
+    if source in BUNDLED_ALIASES or source == BUNDLED_CHAT:
         d = bundled_dir()
-        tr, s1 = check_records(read_json_records(d / "train.jsonl"), str(d / "train.jsonl"),
-                               skip_bad_records)
-        ev, s2 = check_records(read_json_records(d / "eval.jsonl"), str(d / "eval.jsonl"),
-                               skip_bad_records)
-        return Splits(tr, ev, BUNDLED, s1 + s2)
+        stem = "chat_" if source == BUNDLED_CHAT else ""
+        tr_path, ev_path = d / f"{stem}train.jsonl", d / f"{stem}eval.jsonl"
+        tr, s1, fmt = _checked(read_json_records(tr_path), str(tr_path), skip_bad_records,
+                               data_format)
+        ev, s2, _ = _checked(read_json_records(ev_path), str(ev_path), skip_bad_records, fmt)
+        return Splits(tr, ev, source if source == BUNDLED_CHAT else BUNDLED, s1 + s2, fmt)
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix not in (".json", ".jsonl"):
-            raise ValueError(f"{path}: expected a .json or .jsonl file in Alpaca format")
-        recs, skipped = check_records(read_json_records(path), str(path), skip_bad_records)
+            raise ValueError(f"{path}: expected a .json or .jsonl file of records")
+        recs, skipped, fmt = _checked(read_json_records(path), str(path), skip_bad_records,
+                                      data_format)
         train, ev = split_fixed(recs, eval_fraction)
-        return Splits(train, ev, str(path), skipped)
+        return Splits(train, ev, str(path), skipped, fmt)
     if path.exists() or source.startswith((".", "/", "~")) or source.endswith((".json", ".jsonl")):
         raise FileNotFoundError(f"dataset {source!r}: no such file")
-    return _load_hub(source, eval_fraction, skip_bad_records)
+    return _load_hub(source, eval_fraction, skip_bad_records, data_format)
 
 
-def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool) -> Splits:
+def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool, fmt: str) -> Splits:
     try:
         import datasets
         ds = datasets.load_dataset(dataset_id)
@@ -153,10 +119,12 @@ def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool) -> Splits:
     if "train" not in ds:
         raise ValueError(f"dataset {dataset_id!r} has no 'train' split (has {list(ds)})")
     where = f"{dataset_id}[train]"
-    train, skipped = check_records(ds["train"], where, skip_bad)
+    rows = ds["train"]
+    fmt = detect_format([rows[0]] if len(rows) else [], where) if fmt == "auto" else fmt
+    train, skipped = check_records(rows, where, skip_bad, fmt)
     for name in ("validation", "test"):
         if name in ds:
-            ev, s2 = check_records(ds[name], f"{dataset_id}[{name}]", skip_bad)
-            return Splits(train, ev, dataset_id, skipped + s2)
+            ev, s2 = check_records(ds[name], f"{dataset_id}[{name}]", skip_bad, fmt)
+            return Splits(train, ev, dataset_id, skipped + s2, fmt)
     train, ev = split_fixed(train, eval_fraction)
-    return Splits(train, ev, dataset_id, skipped)
+    return Splits(train, ev, dataset_id, skipped, fmt)

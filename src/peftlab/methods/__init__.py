@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..config import make_config
-from .base import AdapterLayer, Method, MethodConfig
-from .lora import LoRA, LoraConfig, LoraLinear
+from ..core.options import make_config
 from .adalora import AdaLoRA, AdaloraConfig, AdaLoraLinear
-from .ia3 import IA3, Ia3Config, Ia3Linear
+from .base import AdapterLayer, Method, MethodConfig
 from .dora import DoRA, DoraConfig, DoraLinear
-from .qlora import QLoRA, QloraConfig
 from .full import FullConfig, FullFineTune
+from .ia3 import IA3, Ia3Config, Ia3Linear
+from .lora import LoRA, LoraConfig, LoraLinear
+from .qlora import QLoRA, QloraConfig
 
 
 def _registry(*classes: type[Method]) -> dict[str, type[Method]]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import make_config, option
+from ..core.options import make_config, option
 from .adalora_alloc import ImportanceEMA, Schedule, keep_masks, triplet_scores
 from .base import AdapterLayer, Method, MethodConfig
 

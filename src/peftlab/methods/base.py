@@ -12,6 +12,7 @@ through this interface; nothing outside ``peftlab.methods`` branches on a method
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import warnings
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import make_config, option
+from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
 
 
@@ -67,7 +68,32 @@ class AdapterLayer(nn.Module):
         w = self.base_layer.weight
         w.sub_(self.delta_weight().to(w.dtype))
 
+    def low_rank_factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """``(A, B, s)`` when the update is exactly ``s·B A`` on W0 (what llama.cpp's LoRA
+        adapters apply); None for adapters of another form (the default)."""
+        return None
+
     # -- shared behaviour ---------------------------------------------------------------
+    def merged_weight(self) -> torch.Tensor:
+        """W0 with this adapter folded in, in fp32, computed on a copy: the layer itself
+        (a packed 4-bit base included) is left as it is. One layer's dense weight is the
+        only large allocation, so a model can be merged and written layer by layer."""
+        dense = nn.Linear(1, 1, bias=False)  # its weight is replaced just below
+        dense.weight = nn.Parameter(self.base_weight().detach().float().clone(),
+                                    requires_grad=False)
+        if getattr(self.base_layer, "bias", None) is not None:
+            dense.bias = nn.Parameter(self.base_layer.bias.detach().float().clone(),
+                                      requires_grad=False)
+        base, packed = self.base_layer, self._packed_base
+        self.base_layer, self._packed_base = None, None  # not deep-copied
+        try:
+            work = copy.deepcopy(self)
+        finally:
+            self.base_layer, self._packed_base = base, packed
+        work.base_layer, work.merged = dense, False
+        work.float().merge()
+        return work.base_layer.weight.detach()
+
     @property
     def weight(self) -> torch.Tensor:
         """The base weight, so code that reads ``module.weight`` keeps working."""
@@ -194,7 +220,7 @@ class Method:
     and the directory loads as a model on its own."""
     memory_first: ClassVar[bool] = False
     """Whether the method exists to save memory (QLoRA): ``allocator: auto`` then picks
-    the lean allocator setting (:func:`peftlab.runtime.set_allocator`), trading some
+    the lean allocator setting (:func:`peftlab.core.runtime.set_allocator`), trading some
     speed for a peak that tracks live memory."""
     compare_by_default: ClassVar[bool] = True
     """Whether ``peftlab compare`` runs the method when no method list is given; one that
@@ -225,12 +251,12 @@ class Method:
         raise NotImplementedError
 
     def target_modules(self) -> Any:
-        """What :func:`peftlab.inject.find_targets` should match; None: wrap no module."""
+        """What :func:`peftlab.model.inject.find_targets` should match; None: wrap no module."""
         return self.config.target_modules
 
     def trainable_base_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters of the base model itself that this method trains directly (full
-        fine-tuning: all of them); :func:`peftlab.inject.inject` freezes every other base
+        fine-tuning: all of them); :func:`peftlab.model.inject.inject` freezes every other base
         parameter. Default: none."""
         return []
 

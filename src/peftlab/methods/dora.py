@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import make_config
+from ..core.options import make_config
 from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer
 from .lora import LoRA, LoraConfig, LoraLinear
@@ -96,6 +96,10 @@ class DoraLinear(LoraLinear):
     The magnitude is a parameter named ``lora_magnitude_vector`` (out,), fp32 like A and B,
     so its local name is exactly the key peft writes into ``adapter_model.safetensors``.
     """
+
+    def low_rank_factors(self) -> None:
+        """DoRA rescales every row after adding s·B A: not a plain low-rank update."""
+        return None
 
     def __init__(self, base_layer: nn.Linear, r: int, scaling: float, dropout: float):
         super().__init__(base_layer, r, scaling, dropout)

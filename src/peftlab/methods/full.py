@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import option
+from ..core.options import option
 from .base import AdapterLayer, Method
 
 

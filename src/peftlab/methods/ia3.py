@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import make_config, option
+from ..core.options import make_config, option
 from .base import AdapterLayer, Method, MethodConfig
 
 # peft 0.21 IA3Config keys peftlab cannot honour: any other value than these is an error

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import make_config, option
+from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer, Method, MethodConfig
 
@@ -88,6 +88,9 @@ class LoraLinear(AdapterLayer):
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling
+
+    def low_rank_factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        return self.lora_A.weight, self.lora_B.weight, self.scaling
 
 
 class LoRA(Method):

@@ -12,7 +12,7 @@ norm reads the dequantized base weight.
 
 On disk a QLoRA adapter *is* a LoRA (or DoRA) adapter: ``peft_type: "LORA"``, the same
 keys, so peft loads it onto a bitsandbytes-4bit or a full-precision base. The file cannot
-say it was trained on a 4-bit base, so :func:`~peftlab.peft_format.load_adapter_into`
+say it was trained on a 4-bit base, so :func:`~peftlab.formats.peft.load_adapter_into`
 loads it as plain LoRA on whatever base it is given unless asked for ``method="qlora"``
 (peftlab's own commands ask when the run's ``config.yaml`` says ``method: qlora``).
 """
@@ -24,11 +24,11 @@ from typing import Any
 
 from torch import nn
 
-from ..config import make_config, option
-from ..modules import linear_names_but_head
+from ..core.modules import linear_names_but_head
+from ..core.options import make_config, option
+from ..core.runtime import parse_dtype
 from ..quant.linear4bit import Linear4bit, quantize_linears
 from ..quant.stream import load_quantized
-from ..runtime import parse_dtype
 from .base import AdapterLayer
 from .dora import DoraLinear
 from .lora import LoRA, LoraConfig, LoraLinear

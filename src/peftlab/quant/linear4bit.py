@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import set_submodule
+from ..core.modules import set_submodule
 from .nf4 import ABSMAX_BLOCKSIZE, BLOCKSIZE, NF4Tensor, dequantize_nf4, quantize_nf4
 
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

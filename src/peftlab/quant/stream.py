@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..modules import linear_names_but_head, set_submodule
-from ..runtime import trim_heap
+from ..core.modules import linear_names_but_head, set_submodule
+from ..core.runtime import trim_heap
 from .linear4bit import Linear4bit
 
 INDEX_NAME = "model.safetensors.index.json"

@@ -27,12 +27,11 @@ from typing import Any
 
 import yaml
 
-from .api import build_config
-from .config import load_yaml
-from .methods import METHODS
-from .peft_format import atomic_write_bytes
+from ..config import build_config, load_yaml
+from ..core.atomic import atomic_write_bytes
+from ..methods import METHODS
+from ..training.session import log
 from .report import RESULTS, load_results, write_report
-from .session import log
 
 BASE = "base"
 
@@ -119,7 +118,8 @@ def _row(name: str, cfg_dict: dict, started: float, res: dict | None, error: str
                train_seconds=res.get("train_seconds"), tokens_per_s=res.get("tokens_per_s"),
                train_tokens=res.get("train_tokens"), loss_curve=loss, eval_curve=evals,
                before=res.get("before"), after=res.get("after"),
-               merge_check=res.get("merge_check"), layer_ranks=ranks, env=res.get("env"))
+               merge_check=res.get("merge_check"), layer_ranks=ranks, env=res.get("env"),
+               data=res.get("data"))
     return row
 
 
@@ -154,7 +154,11 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
             "--device", t["device"], "--mixed-precision", t["mixed_precision"],
             "--dtype", cfg_dict["model"]["dtype"]]
     for flag, value in (("--model", cfg_dict["model"]["name"]), ("--dataset", d["dataset"]),
-                        ("--max-eval-records", d["max_eval_records"])):
+                        ("--max-eval-records", d["max_eval_records"]),
+                        ("--data-format", d.get("data_format")),
+                        ("--prompt-format", d.get("prompt_format")),
+                        ("--chat-template", d.get("chat_template")),
+                        ("--train-on", d.get("train_on"))):
         if value is not None:
             args += [flag, str(value)]
     started = time.time()
@@ -168,7 +172,8 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
     params = {"trainable": 0, "total": full["params"]["total"], "share_pct": 0.0}
     res = {"params": params, "before": ev, "after": ev, "adapter_bytes": 0,
            "tokens_per_s": None, "merge_check": None, "env": full.get("env", {}),
-           "device": full.get("device"), "peak_memory_bytes": full.get("peak_memory_bytes")}
+           "device": full.get("device"), "peak_memory_bytes": full.get("peak_memory_bytes"),
+           "data": full.get("data")}
     return _row(BASE, cfg_dict, started, res, None, run_dir)
 
 

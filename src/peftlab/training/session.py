@@ -16,17 +16,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .data.alpaca import Encoded, encode
-from .data.sources import Splits, load_splits
+from ..config import RunConfig
+from ..core.runtime import parse_dtype, pick_device, pick_precision
+from ..data.alpaca import Encoded
+from ..data.prompting import PromptFormat, make_prompt_format, template_spec_to_save
+from ..data.sources import Splits, load_splits
+from ..formats.peft import load_adapter_into, read_adapter_config
+from ..formats.saved import is_model_dir
+from ..methods import METHODS, Method, get_method, method_for_peft_config
+from ..model.inject import AdapterInfo, count_parameters, inject
+from ..model.load import load_base
 from .distributed import is_main_process
-from .inject import AdapterInfo, count_parameters, inject
 from .loss import DEFAULT_LOSS, LossOptions
-from .methods import METHODS, Method, get_method, method_for_peft_config
-from .models import load_base
-from .peft_format import load_adapter_into, read_adapter_config
-from .runtime import parse_dtype, pick_device, pick_precision
-from .saved import is_model_dir
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -44,6 +45,14 @@ class Session:
     eval_data: Encoded | None = None
     params: dict = field(default_factory=dict)
     loss_options: LossOptions = DEFAULT_LOSS
+    prompt: PromptFormat | None = None
+    """How records and user messages become model input (Alpaca prompt or chat template)."""
+
+    def data_info(self) -> dict:
+        """What the data were and how they were rendered (for results.json, reports)."""
+        info = {"source": self.splits.source, "format": self.splits.format} \
+            if self.splits else {}
+        return {**info, **(self.prompt.describe() if self.prompt else {})}
 
     def autocast(self) -> Callable[[], contextlib.AbstractContextManager]:
         """A factory of autocast contexts for this session's precision (or no-ops)."""
@@ -123,29 +132,53 @@ def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adap
     s.params = count_parameters(model)
     if with_data:
         _load_data(s, cfg, train_data)
+    else:
+        s.prompt = _prompt_format(s, cfg, cfg.data.data_format)
     return s
+
+
+def _prompt_format(s: Session, cfg: RunConfig, data_format: str) -> PromptFormat:
+    """Resolve the prompt format and record it in ``cfg`` (a run's config.yaml then says
+    what it trained with, and eval/generate/merge reload exactly that)."""
+    d = cfg.data
+    fmt = make_prompt_format(s.tokenizer, d.prompt_format, data_format, d.chat_template,
+                             d.train_on, s.model_id)
+    d.prompt_format = fmt.kind
+    d.chat_template = template_spec_to_save(d.chat_template)
+    return fmt
 
 
 def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
     d = cfg.data
-    s.splits = load_splits(d.dataset, d.eval_fraction, d.skip_bad_records)
+    s.splits = load_splits(d.dataset, d.eval_fraction, d.skip_bad_records, d.data_format)
+    d.data_format = s.splits.format
+    s.prompt = _prompt_format(s, cfg, s.splits.format)
     if s.splits.skipped:
         log(f"skipped {s.splits.skipped} malformed record(s) of {s.splits.source}")
     ev = s.splits.eval[: d.max_eval_records] if d.max_eval_records else s.splits.eval
-    s.eval_data = encode(s.tokenizer, ev, d.max_length)
+    s.eval_data = s.prompt.encode(ev, d.max_length, f"{s.splits.source} (eval)")
     if not s.eval_data.examples:
         raise ValueError(f"{s.splits.source}: no evaluation record left (eval split of "
-                         f"{len(ev)} record(s); prompts longer than max_length="
-                         f"{d.max_length} are dropped)")
+                         f"{len(ev)} record(s)); {_why_empty(s, d.max_length)}")
     if train_data:
-        s.train_data = encode(s.tokenizer, s.splits.train, d.max_length)
+        s.train_data = s.prompt.encode(s.splits.train, d.max_length, s.splits.source)
         if not s.train_data.examples:
-            raise ValueError(f"{s.splits.source}: no training record fits max_length="
-                             f"{d.max_length}")
+            raise ValueError(f"{s.splits.source}: no training record left of "
+                             f"{len(s.splits.train)}; {_why_empty(s, d.max_length)}")
     for label, enc in (("train", s.train_data), ("eval", s.eval_data)):
         if enc is not None and (enc.truncated or enc.dropped):
-            log(f"{label}: {enc.truncated} record(s) truncated to max_length={d.max_length}, "
-                f"{enc.dropped} dropped (prompt alone too long)")
+            log(f"warning: {label}: {enc.truncated} record(s) truncated to max_length="
+                f"{d.max_length}, {enc.dropped} skipped ({_dropped_why(s)})")
+
+
+def _dropped_why(s: Session) -> str:
+    if s.prompt.is_chat:
+        return "every token to learn lies beyond max_length"
+    return "prompt alone too long"
+
+
+def _why_empty(s: Session, max_length: int) -> str:
+    return f"every record was skipped because {_dropped_why(s)} (max_length={max_length})"
 
 
 __all__ = ["Session", "open_session", "log"]

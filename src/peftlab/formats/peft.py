@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .inject import AdapterInfo, adapter_layers, inject
-from .methods import method_for_peft_config
+from ..core.atomic import atomic_save_tensors, atomic_write_json
+from ..methods import method_for_peft_config
+from ..model.inject import AdapterInfo, adapter_layers, inject
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -28,63 +27,6 @@ PREFIX = "base_model.model."
 
 class AdapterMismatchError(ValueError):
     """An adapter does not fit the base model it is loaded onto."""
-
-
-def _default_mode(path: str | os.PathLike) -> None:
-    """Give a temp file the mode a plain ``open()`` would have (mkstemp makes it 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    """Put the finished directory ``new`` at ``final``; an existing ``final`` is moved
-    aside first and deleted only after the rename, so a crash never leaves neither."""
-    new, final = Path(new), Path(final)
-    aside = None
-    if final.exists():
-        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(final, aside)
-    os.replace(new, final)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None) -> None:
-    """safetensors.save_file into a temp file, then rename (a full disk loses nothing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

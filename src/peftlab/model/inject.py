@@ -14,9 +14,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .methods.base import AdapterLayer, Method
-from .modules import output_head, set_submodule
-from .quant.linear4bit import Linear4bit, dequantize_linears
+from ..core.modules import output_head, set_submodule
+from ..methods.base import AdapterLayer, Method
+from ..quant.linear4bit import Linear4bit, dequantize_linears
 
 ALL_LINEAR = "all-linear"
 

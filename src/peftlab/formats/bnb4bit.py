@@ -18,8 +18,8 @@ import json
 import torch
 from torch import nn
 
-from .linear4bit import Linear4bit
-from .nf4 import ABSMAX_BLOCKSIZE, _table, nf4_levels
+from ..quant.linear4bit import Linear4bit
+from ..quant.nf4 import ABSMAX_BLOCKSIZE, _table, nf4_levels
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16",
                 torch.float16: "float16"}

@@ -25,9 +25,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..core.atomic import atomic_write_json, staged_dir
+from ..formats.peft import save_adapter
+from ..model.inject import trainable_state
 from .distributed import Dist, full_params, full_tensor, shard_like
-from .inject import trainable_state
-from .peft_format import atomic_write_json, replace_dir, save_adapter
 
 CHECKPOINTS = "checkpoints"
 STATE_JSON = "trainer_state.json"
@@ -130,10 +131,7 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
 
 
 def _write(final: Path, model: nn.Module, files: dict[str, dict], state: dict) -> None:
-    tmp = final.parent / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(final, name=f".tmp-{final.name}") as tmp:
         # The adapter in PEFT format, so any checkpoint can be used as is (a full
         # fine-tune has none: its weights, all trained, are in adapter_params below;
         # a save_pretrained copy beside them would double every checkpoint) ...
@@ -144,10 +142,6 @@ def _write(final: Path, model: nn.Module, files: dict[str, dict], state: dict) -
         for name, tensors in files.items():
             save_file(tensors, str(tmp / f"{name}.safetensors"))
         atomic_write_json(tmp / STATE_JSON, state)
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _jsonable(d: dict) -> dict:

@@ -20,9 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import report_plots as plots
-from .peft_format import atomic_write_bytes
-from .report_render import render_html, render_markdown, summary_text
+from ..core.atomic import atomic_write_bytes
+from . import plots
+from .render import render_html, render_markdown, summary_text
 
 RESULTS = "results.jsonl"
 DASH = "—"
@@ -312,6 +312,8 @@ def settings(runs: list[dict]) -> list[tuple[str, str]]:
             ("Base weights dtype", _common(runs, c("model", "dtype"))),
             ("Dataset", _common(runs, lambda r: (c("data", "dataset")(r) or "bundled set")
                                 if r.get("config") else None)),
+            ("Data format", _common(runs, lambda r: (r.get("data") or {}).get("format"))),
+            ("Prompt format", _common(runs, _prompt_label)),
             ("Max length", _common(runs, c("data", "max_length"))),
             ("Budget", _common(trained, steps)),
             ("Batch size × grad accum", _common(trained, lambda r: (
@@ -322,6 +324,13 @@ def settings(runs: list[dict]) -> list[tuple[str, str]]:
             ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
             ("Eval every", _common(trained, c("train", "eval_every")))]
     return [(k, v) for k, v in rows if v != DASH]
+
+
+def _prompt_label(r: dict) -> str | None:
+    d = r.get("data") or {}
+    if d.get("prompt_format") != "chat":
+        return d.get("prompt_format")
+    return f"chat template ({d.get('chat_template')}), loss on {d.get('train_on')}"
 
 
 def method_options(runs: list[dict]) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .runtime import pick_device
+from ..core.runtime import pick_device
 
 LAUNCH_FLAGS = ("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "--main_process_port", "0")

@@ -27,20 +27,35 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .checkpoint import (list_checkpoints, load_model_state, load_training_state,
-                         save_checkpoint)
-from .config import RunConfig, resolve_weighting
-from .data.alpaca import (IGNORE, Example, collate, epoch_batches, target_count,
-                          token_pieces)
+from ..config import RunConfig, resolve_weighting
+from ..core.atomic import atomic_write_bytes, atomic_write_json
+from ..core.runtime import (
+    environment,
+    peak_memory_bytes,
+    seed_everything,
+    set_allocator,
+    trim_heap,
+)
+from ..data.alpaca import (
+    IGNORE,
+    Example,
+    collate,
+    epoch_batches,
+    target_count,
+    token_pieces,
+)
+from ..formats.saved import save_trained
+from ..methods import METHODS
+from .checkpoint import (
+    list_checkpoints,
+    load_model_state,
+    load_training_state,
+    save_checkpoint,
+)
 from .distributed import Dist, check_sharding, full_params, is_sharded
 from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
-from .methods import METHODS
-from .peft_format import atomic_write_bytes, atomic_write_json
-from .runtime import (environment, peak_memory_bytes, seed_everything, set_allocator,
-                      trim_heap)
-from .saved import save_trained
 from .plan import Plan, make_plan, warmup_cosine
 from .session import Session, log, open_session
 
@@ -93,7 +108,8 @@ def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
                      t.eval_batch_size, s.device, s.autocast(), s.loss_options, dist=dist)
     if with_exact and (dist.is_main or dist.sharded):
         out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
-                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast()))
+                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast(),
+                               s.prompt))
     return out
 
 
@@ -145,7 +161,8 @@ def train(cfg: RunConfig) -> dict:
         log(f"FSDP: parameters sharded over {dist.world} processes")
     start = _resume(resume_from, opt, sched, plan, dist) if resume_from is not None else 0
     metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None, dist.is_main)
-    results = {"method": method.describe(), "base_model": s.model_id, "params": s.params,
+    results = {"method": method.describe(), "base_model": s.model_id, "data": s.data_info(),
+               "params": s.params,
                "plan": asdict(plan), "precision": s.precision, "device": str(s.device),
                "processes": dist.world, "env": environment()}
     if start == 0:

@@ -1,6 +1,6 @@
 """What a training run leaves in its output directory, and how to tell what it is.
 
-Most methods leave a PEFT adapter (:mod:`peftlab.peft_format`). A method that trains the
+Most methods leave a PEFT adapter (:mod:`peftlab.formats.peft`). A method that trains the
 base weights themselves (``Method.saves_full_model``: full fine-tuning) leaves the whole
 model instead, written by transformers' ``save_pretrained`` (safetensors) with its
 tokenizer, so the run directory is an ordinary model directory: ``from_pretrained`` and
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .peft_format import CONFIG_NAME, WEIGHTS_NAME, save_adapter
+from .peft import CONFIG_NAME, WEIGHTS_NAME, save_adapter
 
 MODEL_CONFIG = "config.json"
 """transformers' model config; written last, so its presence marks a complete model."""

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.alpaca import IGNORE
+from ..core.modules import output_head
+from ..data.alpaca import IGNORE
 from .distributed import is_parallel_wrapper, unwrap_parallel, wrapper_logits
-from .modules import output_head
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit
 # soft-capping or scaling (Gemma-2, Cohere and others have them), so projecting a subset

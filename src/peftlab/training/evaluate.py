@@ -14,7 +14,8 @@ import string
 import torch
 from torch import nn
 
-from .data.alpaca import Example, collate, epoch_batches, format_prompt
+from ..data.alpaca import Example, collate, epoch_batches
+from ..data.prompting import PromptFormat
 from .distributed import Dist
 from .loss import DEFAULT_LOSS, LossOptions, response_nll
 
@@ -67,8 +68,11 @@ def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_siz
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 64,
              device: torch.device | str = "cpu", batch_size: int = 16,
-             autocast=None) -> list[str]:
-    """Greedy completions of raw prompts (batched, left-padded)."""
+             autocast=None, add_special_tokens: bool = True,
+             stop_ids: list[int] | None = None, streamer=None) -> list[str]:
+    """Greedy completions of raw prompts (batched, left-padded). Chat-template prompts
+    carry their special tokens as text (``add_special_tokens=False``) and end at the
+    template's end-of-turn token (``stop_ids``)."""
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
@@ -77,11 +81,12 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     try:
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                            padding=True).to(device)
+                            padding=True, add_special_tokens=add_special_tokens).to(device)
             with autocast() if autocast else contextlib.nullcontext():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      use_cache=True, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
+                                     eos_token_id=stop_ids or tokenizer.eos_token_id,
+                                     streamer=streamer)
             new = gen[:, enc["input_ids"].shape[1]:]
             outs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
@@ -91,22 +96,32 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
 
 
 def exact_match(model: nn.Module, tokenizer, records: list[dict], limit: int = 64,
-                max_new_tokens: int = 48, device="cpu", autocast=None) -> dict:
-    """Share of exactly checkable records (``exact: true``) answered exactly.
+                max_new_tokens: int = 48, device="cpu", autocast=None,
+                prompt: PromptFormat | None = None) -> dict:
+    """Share of exactly checkable records (``exact: true``) answered exactly, each asked
+    in the run's prompt format (a conversation: its turns before the final answer).
 
     Returns ``exact_match: None`` when the dataset marks no record as exactly checkable.
     """
+    prompt = prompt or PromptFormat("alpaca", tokenizer)
     checkable = [r for r in records if r.get("exact")][:limit]
     if not checkable:
         return {"exact_match": None, "exact_n": 0, "samples": []}
-    prompts = [format_prompt(r["instruction"], r["input"]) for r in checkable]
-    answers = generate(model, tokenizer, prompts, max_new_tokens, device, autocast=autocast)
-    hits = [normalize_answer(a) == normalize_answer(r["output"])
-            for a, r in zip(answers, checkable)]
-    samples = [{"instruction": r["instruction"], "input": r["input"], "expected": r["output"],
-                "generated": a, "correct": h}
-               for r, a, h in list(zip(checkable, answers, hits))[:5]]
+    prompts = [prompt.prompt(r) for r in checkable]
+    answers = generate(model, tokenizer, prompts, max_new_tokens, device, autocast=autocast,
+                       add_special_tokens=prompt.add_special_tokens,
+                       stop_ids=prompt.stop_ids())
+    expected = [prompt.answer(r) for r in checkable]
+    hits = [normalize_answer(a) == normalize_answer(e) for a, e in zip(answers, expected)]
+    samples = [{**_question(r), "expected": e, "generated": a, "correct": h}
+               for r, e, a, h in list(zip(checkable, expected, answers, hits))[:5]]
     return {"exact_match": sum(hits) / len(hits), "exact_n": len(hits), "samples": samples}
+
+
+def _question(rec: dict) -> dict:
+    if "messages" in rec:
+        return {"instruction": rec["messages"][-2]["content"], "input": ""}
+    return {"instruction": rec["instruction"], "input": rec["input"]}
 
 
 MERGE_CHECK_EXTRA_BYTES = 2 * 2**30
@@ -120,7 +135,7 @@ def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="
     """Largest logit difference (real positions only) between the model with its adapter
     merged into the base weights and unmerged, on a few eval batches; merges in place and
     unmerges again, so it needs no second copy of the model."""
-    from .inject import adapter_layers, merge, unmerge
+    from ..model.inject import adapter_layers, merge, unmerge
     if next(adapter_layers(model), None) is None:  # full fine-tuning trains W itself
         return {"max_logit_diff": None, "skipped": "nothing to merge (no adapter layers)"}
     extra = sum(layer.merge_extra_bytes() for _, layer in adapter_layers(model))
