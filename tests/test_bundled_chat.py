@@ -19,18 +19,9 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
-from helpers.dataset_checks import (
-    BUNDLED,
-    TOOLS,
-    assert_categories,
-    assert_same_files,
-    assert_short_answer,
-    assert_unique_and_disjoint,
-    is_prime,
-    share,
-    split_fixtures,
-    tools_module,
-)
+from helpers.dataset_checks import (BUNDLED, TOOLS, assert_categories, assert_same_files,
+                                    assert_short_answer, assert_unique_and_disjoint,
+                                    is_prime, share, split_fixtures, tools_module)
 
 BUILD_SCRIPT = TOOLS / "build_chat_dataset.py"
 FILES = ("chat_train.jsonl", "chat_eval.jsonl", "CHAT.md")

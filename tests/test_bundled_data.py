@@ -10,16 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers.dataset_checks import (
-    assert_categories,
-    assert_same_files,
-    assert_short_answer,
-    assert_unique_and_disjoint,
-    is_prime,
-    share,
-    split_fixtures,
-    tools_module,
-)
+from helpers.dataset_checks import (assert_categories, assert_same_files,
+                                    assert_short_answer, assert_unique_and_disjoint,
+                                    is_prime, share, split_fixtures, tools_module)
 
 KEYS = ["instruction", "input", "output", "category", "exact"]
 CATEGORIES = {"rewrite", "classify", "extract", "summarize", "brainstorm", "explain",
