@@ -195,3 +195,23 @@ def test_unsupported_architecture_is_named():
     from peftlab.formats.gguf import UnsupportedModelError, check_supported
     with pytest.raises(UnsupportedModelError, match="Llama family.*not model type 'gpt2'"):
         check_supported(GPT2Config())
+
+
+@pytest.mark.slow
+def test_llama_cpp_runs_the_export_as_peftlab_generates(tmp_path):
+    """Opt-in: needs a llama.cpp runtime (pip install llama-cpp-python, which compiles
+    llama.cpp); greedy tokens of the exported f32 file equal peftlab generate's."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="no llama.cpp runtime installed "
+                                    "(pip install llama-cpp-python builds it from source)")
+    run = train_run(tmp_path, None, "lora", prompt_format="chat")
+    out = tmp_path / "m.gguf"
+    peftlab.export(run, out, outtype="f32", progress=False)
+    question = "What is the capital of France? Answer with one word."
+    ours = peftlab.generate(question, adapter=run, chat=True, max_new_tokens=16,
+                            mixed_precision="no")[0]
+    tok = peftlab.api.open_session(peftlab.api._config_for_adapter(run), adapter_dir=run,
+                                   with_data=False).prompt
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, verbose=False)
+    theirs = llm.create_completion(tok.user_prompt(question), max_tokens=16, temperature=0.0,
+                                   stop=["<|im_end|>"])["choices"][0]["text"]
+    assert theirs == ours

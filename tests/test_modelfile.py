@@ -14,18 +14,21 @@ from peftlab.formats.modelfile import TemplateTranslationError, modelfile
 
 
 def run_go(template: str, system: str | None, messages: list[dict]) -> str:
-    """Execute the subset of Go templates the translation emits."""
-    lead = re.match(r"^(.*?)(?=\{\{-)", template, re.S).group(1)
+    """Execute the subset of Go templates the translation emits, with Go's trim markers
+    ({{- and -}} eat the whitespace beside them) applied first."""
+    template = re.sub(r"\s*\{\{-\s", "{{ ", template)
+    template = re.sub(r"\s-\}\}\s*", " }}", template)
+    lead = re.match(r"^(.*?)(?=\{\{ (?:if|range))", template, re.S).group(1)
     out = [lead]
     t = template[len(lead):]
-    m = re.match(r"\{\{- if \.System \}\}(.*?)\{\{ \.System \}\}(.*?)\{\{ end \}\}", t, re.S)
+    m = re.match(r"\{\{ if \.System \}\}(.*?)\{\{ \.System \}\}(.*?)\{\{ end \}\}", t, re.S)
     if m:
         if system:
             out.append(m.group(1) + system + m.group(2))
         t = t[m.end():]
-    m = re.match(r'\{\{- range \.Messages \}\}\{\{- if eq \.Role "user" \}\}(.*?)'
-                 r'\{\{ \.Content \}\}(.*?)\{\{- else if eq \.Role "assistant" \}\}(.*?)'
-                 r'\{\{ \.Content \}\}(.*?)\{\{- end \}\}\{\{- end \}\}(.*)', t, re.S)
+    m = re.match(r'\{\{ range \.Messages \}\}\{\{ if eq \.Role "user" \}\}(.*?)'
+                 r'\{\{ \.Content \}\}(.*?)\{\{ else if eq \.Role "assistant" \}\}(.*?)'
+                 r'\{\{ \.Content \}\}(.*?)\{\{ end \}\}\{\{ end \}\}(.*)', t, re.S)
     assert m, template
     for msg in messages:
         if msg["role"] == "user":

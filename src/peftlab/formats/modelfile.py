@@ -93,12 +93,13 @@ def go_template(p: dict, bos: str | None) -> tuple[str, str | None]:
     else:
         raise TemplateTranslationError("the chat template puts fixed text before the first "
                                        "turn that is neither a system prompt nor a prefix")
-    system = _go(const) + ("{{- if .System }}" + _go(sp) + "{{ .System }}" + _go(ss)
+    # Plain {{ }} actions only: Go's {{- would also trim the template's own newlines.
+    system = _go(const) + ("{{ if .System }}" + _go(sp) + "{{ .System }}" + _go(ss)
                            + "{{ end }}" if sp is not None else "")
-    body = ("{{- range .Messages }}{{- if eq .Role \"user\" }}" + _go(p["user_prefix"])
-            + "{{ .Content }}" + _go(p["user_suffix"]) + "{{- else if eq .Role \"assistant\" }}"
+    body = ("{{ range .Messages }}{{ if eq .Role \"user\" }}" + _go(p["user_prefix"])
+            + "{{ .Content }}" + _go(p["user_suffix"]) + "{{ else if eq .Role \"assistant\" }}"
             + _go(p["assistant_prefix"]) + "{{ .Content }}" + _go(p["assistant_suffix"])
-            + "{{- end }}{{- end }}" + _go(p["generation"]))
+            + "{{ end }}{{ end }}" + _go(p["generation"]))
     return system + body, default_system
 
 
