@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(compared, tmp_path):
     (run / "results.json").unlink()
     shutil.rmtree(run / "checkpoints" / "step-000002")
     compare(cfg, ["lora", "ia3"], copy)
-    assert "resumed from" in (run / "train.log").read_text()
+    assert "resumed from" in (run.parent / f"{run.name}.train.log").read_text()
     row = read_rows(copy)["lora"]
     assert row["status"] == "ok" and [s for s, _ in row["loss_curve"]] == [1, 2]
 

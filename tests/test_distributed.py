@@ -93,6 +93,7 @@ def resume_copy(src: Path, dst: Path, step: int) -> None:
     name = f"step-{step:06d}"
     shutil.copytree(src / "checkpoints" / name, dst / "checkpoints" / name)
     shutil.copy(src / "metrics.jsonl", dst / "metrics.jsonl")
+    shutil.copy(src / "peftlab-run.json", dst / "peftlab-run.json")  # the run's marker
 
 
 @pytest.fixture(scope="module")

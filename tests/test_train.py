@@ -115,7 +115,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, tiny_mod
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_model_dir):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no peftlab run to resume|no checkpoint"):
         train(toy_config(tmp_path, tiny_model_dir, resume=True))
 
 

@@ -24,6 +24,7 @@ from .config import (
     method_option_names,
 )
 from .core.atomic import atomic_write_json, staged_dir
+from .core.rundir import check_new_output, output_lock
 from .core.runtime import environment, parse_dtype, peak_memory_bytes
 from .data.alpaca import collate
 from .data.records import check_conversation
@@ -149,7 +150,8 @@ class Chat:
 
 
 def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32",
-          check_batches: int = 2, requantize: bool = False, **overrides: Any) -> dict:
+          check_batches: int = 2, requantize: bool = False, overwrite: bool = False,
+          **overrides: Any) -> dict:
     """Fold the adapter into the base weights and write a plain transformers model.
 
     The merge is done in fp32 and the result cast to ``dtype``; the largest logit
@@ -160,7 +162,17 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
     quantization) and save them in the bitsandbytes 4-bit format transformers loads
     (``dtype`` is then their compute dtype and the other weights' dtype); the logit
     difference this second quantization introduces is measured and returned too.
+
+    ``output_dir`` must not exist unless ``overwrite`` (then it is replaced atomically),
+    and is never the adapter run itself or a directory containing it.
     """
+    check_new_output(Path(output_dir), overwrite, protect=Path(adapter_dir))
+    with output_lock(Path(output_dir), "merge"):
+        return _merge(adapter_dir, output_dir, dtype, check_batches, requantize, **overrides)
+
+
+def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: bool,
+           **overrides: Any) -> dict:
     if is_model_dir(adapter_dir):
         raise ValueError(
             f"{adapter_dir} holds a whole model (a full fine-tune, or a model merged "

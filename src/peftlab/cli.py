@@ -96,6 +96,8 @@ def _add_opt_in_methods(c: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning "
                                 "(LoRA and friends) in the Hugging Face PEFT format.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also PEFTLAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune a model")
     t.add_argument("--config", help="YAML file with the same keys as these options")
@@ -151,10 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--requantize", action="store_true",
                    help="quantize the merged model to NF4 again and save it in the "
                         "bitsandbytes 4-bit format (prints the error this introduces)")
-    m.add_argument("--model", default=argparse.SUPPRESS)
-    m.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output (never the adapter run itself)")
     m.add_argument("--dataset", default=argparse.SUPPRESS,
                    help="records used to check the merge (default: the adapter's)")
+    _add_runtime(m)
     x = sub.add_parser("export", help="write a GGUF file for llama.cpp / Ollama")
     x.add_argument("--adapter", help="run directory (default: export the base model)")
     x.add_argument("--output", required=True, help="the .gguf file to write")
@@ -180,23 +183,56 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
     p.add_argument("--chat-template", default=argparse.SUPPRESS,
                    help="chat template (chatml or a Jinja file) for a model without one")
+    p.add_argument("--trust-remote-code", action="store_true", default=argparse.SUPPRESS,
+                   help="allow the model's own Python code to run (off by default)")
 
 
 def _overrides(ns: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in vars(ns).items() if k not in skip}
+    return {k: v for k, v in vars(ns).items() if k not in skip | {"debug"}}
+
+
+# Exit status: 2 for a usage error (options, config, input files that cannot be used:
+# nothing ran), 1 for a failure while running, 130 for Ctrl-C.
+USAGE_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                NotADirectoryError, UnicodeDecodeError)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = build_parser().parse_args(argv)
+    debug = ns.debug or os.environ.get("PEFTLAB_DEBUG", "") not in ("", "0")
     try:
         if ns.command == "train" and ns.num_processes != 1:
             return _launch(ns, argv)
         return _run(ns)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, OSError) as e:
-        print(f"peftlab {ns.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\npeftlab {ns.command}: interrupted{_resume_hint(ns)}", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line naming the file or option; --debug: the traceback
+        if debug:
+            raise
+        print(f"peftlab {ns.command}: error: {_message(e)}", file=sys.stderr)
+        return 2 if isinstance(e, USAGE_ERRORS) else 1
+
+
+def _message(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, (ValueError, OSError, RuntimeError, FloatingPointError)):
+        return text
+    return f"{type(e).__name__}: {text} (run with --debug for the traceback)"
+
+
+def _resume_hint(ns: argparse.Namespace) -> str:
+    if ns.command != "train":
+        return ""
+    out = getattr(ns, "output", None) or "the output directory"
+    from .training.checkpoint import list_checkpoints
+    found = list_checkpoints(out) if getattr(ns, "output", None) else []
+    last = f" at the checkpoint of step {int(found[-1].name.split('-')[1])}" if found else ""
+    return f"; the run in {out} can go on{last} with --resume"
 
 
 def _train_config(ns: argparse.Namespace):
@@ -265,8 +301,9 @@ def _run(ns: argparse.Namespace) -> int:
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "merge":
         res = api.merge(ns.adapter, ns.output, ns.dtype, requantize=ns.requantize,
+                        overwrite=ns.overwrite,
                         **_overrides(ns, {"command", "adapter", "output", "dtype",
-                                          "requantize"}))
+                                          "requantize", "overwrite", "debug"}))
         print(json.dumps(res, indent=2))
     return 0
 

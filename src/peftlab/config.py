@@ -26,6 +26,34 @@ class ModelConfig:
     trust_remote_code: bool = option(False, "Allow the model's own Python code to run")
 
 
+def _check_ranges(obj, ranges: dict[str, tuple[float | None, float | None, str]]) -> None:
+    """Numeric options against their allowed ranges, before anything is loaded; the
+    message names the option and the range."""
+    for name, (lo, hi, text) in ranges.items():
+        v = getattr(obj, name)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ValueError(f"option {name!r} must be {text}, got {v!r}")
+
+
+DATA_RANGES = {"max_length": (2, None, "at least 2 (tokens)"),
+               "eval_fraction": (1e-9, 0.999999, "between 0 and 1 (exclusive)"),
+               "max_eval_records": (1, None, "at least 1")}
+TRAIN_RANGES = {"max_steps": (1, None, "at least 1 (or unset: train for --epochs)"),
+                "epochs": (1e-9, None, "greater than 0"),
+                "batch_size": (1, None, "at least 1"), "grad_accum": (1, None, "at least 1"),
+                "lr": (1e-12, None, "greater than 0"), "weight_decay": (0, None, "0 or more"),
+                "warmup_ratio": (0, 1, "between 0 and 1"),
+                "max_grad_norm": (0, None, "0 (off) or more"),
+                "eval_every": (0, None, "0 (only before and after) or a number of steps"),
+                "save_every": (0, None, "0 (only at the end) or a number of steps"),
+                "keep_checkpoints": (0, None, "0 (keep every one) or more"),
+                "eval_batch_size": (1, None, "at least 1"),
+                "exact_match_limit": (0, None, "0 (off) or more"),
+                "max_new_tokens": (1, None, "at least 1")}
+
+
 @dataclass
 class DataConfig:
     dataset: str | None = option(None, ".json/.jsonl file or Hub dataset id of Alpaca "
@@ -49,6 +77,7 @@ class DataConfig:
     skip_bad_records: bool = option(False, "Skip malformed records instead of stopping")
 
     def __post_init__(self) -> None:
+        _check_ranges(self, DATA_RANGES)
         for name, allowed in (("data_format", ("auto", "alpaca", "messages", "sharegpt")),
                               ("prompt_format", ("auto", "alpaca", "chat")),
                               ("train_on", ("all-assistant", "last-assistant", "all"))):
@@ -105,11 +134,15 @@ class TrainConfig:
     exact_match_limit: int = option(64, "Generate for at most this many exactly "
                                         "checkable eval records")
     max_new_tokens: int = option(48, "Generation length for exact match")
+    overwrite: bool = option(False, "Start a new run in an --output that holds an earlier "
+                                    "run or other files (moved aside, deleted once the new "
+                                    "run has a checkpoint)")
     resume: bool = option(False, "Resume from the latest checkpoint in the output "
                                  "directory")
     progress: bool = option(True, "Show a progress bar")
 
     def __post_init__(self) -> None:
+        _check_ranges(self, TRAIN_RANGES)
         for name in ("loss_chunk", "token_budget"):  # checked before any model is loaded
             if isinstance(getattr(self, name), int) and getattr(self, name) < 0:
                 raise ValueError(f"option {name!r} must be 0 (off) or a positive number "

@@ -12,6 +12,7 @@ from torch import nn
 
 from .config import RunConfig
 from .core.atomic import staged_file
+from .core.rundir import check_new_output, output_lock
 from .formats import gguf as G
 from .formats.gguf_vocab import add_tokenizer_metadata
 from .formats.modelfile import modelfile
@@ -26,17 +27,23 @@ def export(adapter: str | Path | None = None, output: str | Path = "model.gguf",
            format: str = "gguf", outtype: str = "f16", write_modelfile: bool = False,
            overwrite: bool = False, progress: bool = True, **overrides: Any) -> dict:
     """Write ``output``; returns what was written (path, bytes, tensors, type)."""
-    from .api import _config_for_adapter
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if outtype not in G.OUTTYPES:
         raise ValueError(f"--outtype must be one of {', '.join(G.OUTTYPES)}, got {outtype!r}")
     output = Path(output)
     for path in [output] + ([output.parent / "Modelfile"] if write_modelfile else []):
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        check_new_output(path, overwrite, protect=Path(adapter) if adapter else None)
     if format == "gguf-lora" and adapter is None:
         raise ValueError("--format gguf-lora needs --adapter")
+    with output_lock(output, "export"):
+        return _export(adapter, output, format, outtype, write_modelfile, progress,
+                       **overrides)
+
+
+def _export(adapter, output: Path, format: str, outtype: str, write_modelfile: bool,
+            progress: bool, **overrides: Any) -> dict:
+    from .api import _config_for_adapter
     cfg: RunConfig = _config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, with_data=False)
     G.check_supported(s.model.config)

@@ -29,6 +29,7 @@ import yaml
 
 from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
+from ..core.rundir import output_lock
 from ..methods import METHODS
 from ..training.session import log
 from .report import RESULTS, load_results, write_report
@@ -126,15 +127,17 @@ def _row(name: str, cfg_dict: dict, started: float, res: dict | None, error: str
 def run_method(name: str, cfg_dict: dict, output: Path) -> dict:
     """Train one method in a subprocess (resuming if it has checkpoints); its row."""
     run_dir = output / "runs" / name
-    run_dir.mkdir(parents=True, exist_ok=True)
     resume = any((run_dir / "checkpoints").glob("step-*/trainer_state.json"))
+    # The harness owns runs/<name>: a run that never reached a checkpoint starts over
+    # (--overwrite). Its config and log live beside the run directory, not in it.
     cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "output": str(run_dir),
-                                      "resume": resume}}
-    cfg_path = run_dir / "compare-config.yaml"
+                                      "resume": resume, "overwrite": not resume}}
+    cfg_path = output / "runs" / f"{name}.compare-config.yaml"
     atomic_write_bytes(cfg_path, yaml.safe_dump(cfg_dict, sort_keys=False).encode())
     log(f"== {name}: {'resuming' if resume else 'training'} -> {run_dir}")
     started = time.time()
-    rc, err = _run_subprocess(["train", "--config", str(cfg_path)], run_dir / "train.log")
+    rc, err = _run_subprocess(["train", "--config", str(cfg_path)],
+                              output / "runs" / f"{name}.train.log")
     if rc != 0:
         return _row(name, cfg_dict, started, None, err, run_dir)
     res = json.loads((run_dir / "results.json").read_text())
@@ -194,6 +197,12 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; available: "
                          f"{', '.join(sorted(METHODS))}")
     output = Path(output)
+    with output_lock(output, "compare"):
+        return _compare(output, methods, per_method, common, include_base, report)
+
+
+def _compare(output: Path, methods: list[str], per_method: dict, common: dict,
+             include_base: bool, report: bool) -> list[dict]:
     output.mkdir(parents=True, exist_ok=True)
     done = read_rows(output)
     for name in ([BASE] if include_base else []) + list(methods):

@@ -38,6 +38,8 @@ class Splits:
 
 def _checked(raw: list[Any], where: str, skip_bad: bool, fmt: str
              ) -> tuple[list[dict], int, str]:
+    if not raw:
+        raise ValueError(f"{where}: the dataset has no records")
     fmt = detect_format(raw, where) if fmt == "auto" else fmt
     good, skipped = check_records(raw, where, skip_bad, fmt)
     return good, skipped, fmt
@@ -45,7 +47,11 @@ def _checked(raw: list[Any], where: str, skip_bad: bool, fmt: str
 
 def read_json_records(path: Path) -> list[Any]:
     """A ``.json`` list of records or a ``.jsonl`` file of one record per line."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRecordError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save "
+                             "the dataset as UTF-8") from None
     if path.suffix == ".jsonl":
         out = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -66,6 +72,16 @@ def read_json_records(path: Path) -> list[Any]:
     if not isinstance(data, list):
         raise BadRecordError(f"{path}: expected a JSON list of records")
     return data
+
+
+def check_count(records: list, where: str, skipped: int = 0) -> None:
+    """A dataset to split needs a record to train on and one to evaluate."""
+    bad = f" ({skipped} malformed record(s) skipped)" if skipped else ""
+    if not records:
+        raise ValueError(f"{where}: the dataset has no records{bad}")
+    if len(records) == 1:
+        raise ValueError(f"{where}: the dataset has one record{bad}; at least 2 are needed "
+                         "(one to train on, one held out for evaluation)")
 
 
 def split_fixed(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
@@ -100,8 +116,11 @@ def load_splits(source: str | None = None, eval_fraction: float = 0.1,
             raise ValueError(f"{path}: expected a .json or .jsonl file of records")
         recs, skipped, fmt = _checked(read_json_records(path), str(path), skip_bad_records,
                                       data_format)
+        check_count(recs, str(path), skipped)
         train, ev = split_fixed(recs, eval_fraction)
         return Splits(train, ev, str(path), skipped, fmt)
+    if path.is_dir():
+        raise IsADirectoryError(f"dataset {path} is a directory; give a .json or .jsonl file")
     if path.exists() or source.startswith((".", "/", "~")) or source.endswith((".json", ".jsonl")):
         raise FileNotFoundError(f"dataset {source!r}: no such file")
     return _load_hub(source, eval_fraction, skip_bad_records, data_format)
@@ -126,5 +145,6 @@ def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool, fmt: str) -
         if name in ds:
             ev, s2 = check_records(ds[name], f"{dataset_id}[{name}]", skip_bad, fmt)
             return Splits(train, ev, dataset_id, skipped + s2, fmt)
+    check_count(train, where, skipped)
     train, ev = split_fixed(train, eval_fraction)
     return Splits(train, ev, dataset_id, skipped, fmt)

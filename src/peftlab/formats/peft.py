@@ -7,16 +7,15 @@ TGI, transformers) load peftlab adapters unchanged, and the reverse.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..core.atomic import atomic_save_tensors, atomic_write_json
+from ..core.readers import read_json, read_safetensors
 from ..methods import method_for_peft_config
 from ..model.inject import AdapterInfo, adapter_layers, inject
 
@@ -68,12 +67,9 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no adapter_config.json (is this an adapter directory?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, "adapter config", required=("peft_type",))
 
 
 def load_adapter_into(model: nn.Module, directory: str | os.PathLike,
@@ -93,8 +89,14 @@ def load_adapter_into(model: nn.Module, directory: str | os.PathLike,
     """
     directory = Path(directory)
     cfg = read_adapter_config(directory)
-    method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME), method=method,
-                                    options=method_options)
+    try:
+        method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME), method=method,
+                                        options=method_options)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{directory / CONFIG_NAME}: cannot be read as a "
+                         f"{cfg.get('peft_type')} adapter config ({type(e).__name__}: {e}); "
+                         "is a key such as 'r' or 'target_modules' missing or of the wrong "
+                         "type?") from None
     try:
         info = inject(model, method, base_model=cfg.get("base_model_name_or_path") or "")
     except ValueError as e:
@@ -107,9 +109,9 @@ def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None
     """Copy the tensors of ``directory``'s adapter into the adapter already in ``model``."""
     directory = Path(directory)
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
+    if not weights.exists():
         raise FileNotFoundError(f"{weights}: missing (only safetensors adapters are loaded)")
-    _copy_into(model, _info(model), load_file(str(weights)), directory)
+    _copy_into(model, _info(model), read_safetensors(weights, "adapter weights"), directory)
 
 
 def _copy_into(model, info: AdapterInfo, tensors: dict, directory: Path) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.options import make_config, option
 from .adalora_alloc import ImportanceEMA, Schedule, keep_masks, triplet_scores
-from .base import AdapterLayer, Method, MethodConfig
+from .base import AdapterLayer, Method, MethodConfig, check_rank
 
 INIT_STD = 0.02
 """Std of P and Q at initialisation (peft's ``reset_lora_parameters`` and the authors'
@@ -204,6 +204,7 @@ class AdaLoRA(Method):
             raise TypeError(f"AdaLoRA can wrap nn.Linear only; {name} is "
                             f"{type(module).__name__}")
         c = self.config
+        check_rank(c.init_r, module, name, "init_r")
         pattern = self.saved_pattern.get(name)
         if pattern is not None and len(pattern) != c.init_r:
             raise ValueError(f"rank_pattern for {name} has {len(pattern)} entries but "

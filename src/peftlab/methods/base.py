@@ -307,3 +307,13 @@ class Method:
     def describe(self) -> dict[str, Any]:
         """The resolved options, for saving beside results."""
         return {"method": self.name, **dataclasses.asdict(self.config)}
+
+
+def check_rank(r: int, module: nn.Module, name: str, option_name: str) -> None:
+    """A rank above the layer's smaller side adds parameters and no expressiveness (and a
+    huge one would allocate gigabytes): refuse before allocating, naming the layer."""
+    dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+    if None not in dims and r > min(dims):
+        raise ValueError(f"option {option_name}={r} is larger than layer {name} allows "
+                         f"({dims[0]} inputs, {dims[1]} outputs): use at most {min(dims)}")
+

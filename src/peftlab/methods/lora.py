@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
-from .base import AdapterLayer, Method, MethodConfig
+from .base import AdapterLayer, Method, MethodConfig, check_rank
 
 # PEFT keys we understand; anything else in an adapter_config.json must be at its default
 # (a LoRA adapter using layer-wise ranks or trained biases would otherwise load wrongly).
@@ -105,6 +105,7 @@ class LoRA(Method):
         if not isinstance(module, (nn.Linear, Linear4bit)):
             raise TypeError(f"LoRA can wrap nn.Linear only; {name} is {type(module).__name__}")
         c = self.config
+        check_rank(c.r, module, name, "r")
         return LoraLinear(module, c.r, c.scaling, c.dropout)
 
     def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:

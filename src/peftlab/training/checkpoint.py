@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..core.atomic import atomic_write_json, staged_dir
+from ..core.readers import read_json, read_safetensors
 from ..formats.peft import save_adapter
 from ..model.inject import trainable_state
 from .distributed import Dist, full_params, full_tensor, shard_like
@@ -102,7 +103,7 @@ def _set_rng_state(tensors: dict, meta: dict, rank: int = 0) -> None:
 
 def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
                     keep: int = 2, dist: Dist | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, run_id: str | None = None) -> Path:
     """Write ``output/checkpoints/step-NNNNNN`` atomically; prune all but ``keep``.
 
     ``model``: the unwrapped model. With several processes (``dist``) all of them call
@@ -120,12 +121,12 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
             float(t.double().sum()) for t in [*params.values(), *mstate.values()]])
         opt_t, opt_meta = _optimizer_to_flat(opt)
         if dist.is_main:
-            state = {"step": step, "optimizer": opt_meta, "rng": rng_meta,
+            state = {"step": step, "optimizer": opt_meta, "rng": rng_meta, "run_id": run_id,
                      "scheduler": _jsonable(scheduler.state_dict()), **(extra or {})}
             _write(final, model, {"adapter_params": params, "method_state": mstate,
                                   "optimizer": opt_t, "rng": rng_t}, state)
-    if dist.is_main:
-        for old in list_checkpoints(output)[:-keep] if keep > 0 else []:
+    if dist.is_main:  # pruning touches this run's checkpoints only
+        for old in list_checkpoints(output, run_id)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -156,13 +157,35 @@ def _is_json(v: Any) -> bool:
         return False
 
 
-def list_checkpoints(output: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories are ignored)."""
+def list_checkpoints(output: Path, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are ignored); with
+    ``run_id``, only that run's (a checkpoint written before run ids belongs to the
+    ``legacy`` run of a directory without a marker)."""
     root = Path(output) / CHECKPOINTS
     if not root.is_dir():
         return []
     found = [p for p in root.glob("step-*") if (p / STATE_JSON).is_file()]
+    if run_id is not None:
+        found = [p for p in found if _run_of(p) == run_id]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _run_of(checkpoint: Path) -> str | None:
+    try:
+        state = json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable: never this run's, so never pruned or resumed
+    return state.get("run_id", "legacy") if isinstance(state, dict) else None
+
+
+def clean_stale_temp_files(output: Path) -> list[Path]:
+    """Remove what a killed process left half-written under ``output``: temp
+    checkpoint directories and ``.*.tmp`` files (the lock is held, so none is live)."""
+    output = Path(output)
+    stale = list((output / CHECKPOINTS).glob(".tmp-*")) + list(output.glob(".*.tmp"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt, scheduler, rank: int = 0) -> dict:
@@ -175,7 +198,7 @@ def load_model_state(path: Path, model: nn.Module) -> None:
     """Restore the adapter weights and the method state into the unwrapped model (before
     a DDP/FSDP wrapper is made: FSDP shards the parameters)."""
     path = Path(path)
-    params = load_file(str(path / "adapter_params.safetensors"))
+    params = read_safetensors(path / "adapter_params.safetensors", "checkpoint weights")
     with torch.no_grad():
         for key, p in trainable_state(model).items():
             if key not in params or params[key].shape != p.shape:
@@ -183,15 +206,18 @@ def load_model_state(path: Path, model: nn.Module) -> None:
                                  " (was it written for another model or method?)")
             p.copy_(params[key])
     model.peftlab_adapter.method.load_state_tensors(
-        load_file(str(path / "method_state.safetensors")))
+        read_safetensors(path / "method_state.safetensors", "checkpoint method state"))
 
 
 def load_training_state(path: Path, opt, scheduler, rank: int = 0) -> dict:
     """Restore optimiser, scheduler and this rank's RNG; return trainer_state.json."""
     path = Path(path)
-    state = json.loads((path / STATE_JSON).read_text())
-    _optimizer_from_flat(opt, load_file(str(path / "optimizer.safetensors")),
+    state = read_json(path / STATE_JSON, "checkpoint state", required=("step", "optimizer",
+                                                                       "rng", "scheduler"))
+    _optimizer_from_flat(opt, read_safetensors(path / "optimizer.safetensors",
+                                               "checkpoint optimizer state"),
                          state["optimizer"])
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    _set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"], rank)
+    _set_rng_state(read_safetensors(path / "rng.safetensors", "checkpoint RNG state"),
+                   state["rng"], rank)
     return state

@@ -17,7 +17,6 @@ train exactly as one process × batch N·b; only the main process writes and pri
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, resolve_weighting
 from ..core.atomic import atomic_write_bytes, atomic_write_json
+from ..core.rundir import claim_run_dir, drop_aside, output_lock
 from ..core.runtime import (
     environment,
     peak_memory_bytes,
@@ -47,6 +47,7 @@ from ..data.alpaca import (
 from ..formats.saved import save_trained
 from ..methods import METHODS
 from .checkpoint import (
+    clean_stale_temp_files,
     list_checkpoints,
     load_model_state,
     load_training_state,
@@ -56,46 +57,9 @@ from .distributed import Dist, check_sharding, full_params, is_sharded
 from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
+from .metrics import MetricsLog
 from .plan import Plan, make_plan, warmup_cosine
 from .session import Session, log, open_session
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, appended and flushed as it goes."""
-
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
-        self.path, self.enabled = path, enabled  # only the main process writes
-        if not enabled:
-            pass
-        elif resume_step is None:
-            atomic_write_bytes(path, b"")
-        else:  # drop lines logged after the checkpoint we resume from
-            keep = [r for r in self.records() if r.get("step", 0) <= resume_step]
-            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
-
-    def records(self) -> list[dict]:
-        """The logged records; a line cut short by a kill is skipped, not fatal."""
-        out = []
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        for ln in lines:
-            try:
-                out.append(json.loads(ln))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-    def first_eval(self) -> dict | None:
-        """The step-0 evaluation logged before training (kept across a resume)."""
-        for rec in self.records():
-            if rec.get("step") == 0 and "eval_loss" in rec:
-                return {k: v for k, v in rec.items() if k != "step"}
-        return None
-
-    def write(self, **record) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
@@ -114,20 +78,35 @@ def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
 
 
 def train(cfg: RunConfig) -> dict:
-    """Fine-tune as ``cfg`` says; returns (and writes to ``results.json``) the summary."""
-    t = cfg.train
+    """Fine-tune as ``cfg`` says; returns (and writes to ``results.json``) the summary.
+
+    The main process locks the output for the whole run and claims it: a directory of an
+    earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``."""
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
-    acc, dist, device = start_processes(t.device)
+    acc, dist, device = start_processes(cfg.train.device)
+    out = Path(cfg.train.output)
+    with output_lock(out, "train") if dist.is_main else contextlib.nullcontext():
+        claim = claim_run_dir(out, cfg.train.resume, cfg.train.overwrite) if dist.is_main \
+            else (None, None)
+        dist.barrier()  # the other processes start once the directory is claimed
+        return _train(cfg, acc, dist, device, *claim)
+
+
+def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
+           aside: Path | None) -> dict:
+    t = cfg.train
     memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
     allocator = set_allocator(t.allocator, memory_first) if device.type == "cpu" \
         else "default"
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
     seed_everything(t.seed)
     if torch.cuda.is_available():  # peak memory is reported per run
         torch.cuda.reset_peak_memory_stats()
     s = open_session(cfg, new_adapter=True, device=device)
+    s.run_id, s.aside = run_id, aside
     method = s.adapter.method
     cfg.adapter = asdict(method.config)  # save the resolved options
     plan = make_plan(len(s.train_data.examples), t, dist.world)
@@ -149,7 +128,7 @@ def train(cfg: RunConfig) -> dict:
     s.model.config.use_cache = False
     for warning in check_sharding(acc, method, s.precision):
         log(f"warning: {warning}")
-    resume_from = _checkpoint_to_resume(t, out)
+    resume_from = _checkpoint_to_resume(t, out, s.run_id)
     if resume_from is not None:  # before the wrapper is made: FSDP shards the parameters
         load_model_state(resume_from, s.model)
     params = [p for p in s.model.parameters() if p.requires_grad]
@@ -159,7 +138,7 @@ def train(cfg: RunConfig) -> dict:
     dist.sharded = is_sharded(model)
     if dist.sharded:
         log(f"FSDP: parameters sharded over {dist.world} processes")
-    start = _resume(resume_from, opt, sched, plan, dist) if resume_from is not None else 0
+    start = _resume(resume_from, opt, sched, plan, dist, s) if resume_from is not None else 0
     metrics = MetricsLog(out / "metrics.jsonl", start if t.resume else None, dist.is_main)
     results = {"method": method.describe(), "base_model": s.model_id, "data": s.data_info(),
                "params": s.params,
@@ -215,16 +194,16 @@ def _merge_check(s: Session) -> dict:
     return res
 
 
-def _checkpoint_to_resume(t, out: Path) -> Path | None:
+def _checkpoint_to_resume(t, out: Path, run_id: str | None) -> Path | None:
     if not t.resume:
         return None
-    found = list_checkpoints(out)
+    found = list_checkpoints(out, run_id)
     if not found:
         raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints")
     return found[-1]
 
 
-def _resume(path: Path, opt, sched, plan: Plan, dist: Dist) -> int:
+def _resume(path: Path, opt, sched, plan: Plan, dist: Dist, s: Session) -> int:
     """Optimiser, scheduler and RNG from ``path`` (any number of processes wrote it)."""
     state = load_training_state(path, opt, sched, dist.rank)
     saved = state.get("global_batch", plan.global_batch)
@@ -233,6 +212,9 @@ def _resume(path: Path, opt, sched, plan: Plan, dist: Dist) -> int:
             f"this run has {plan.global_batch} (batch_size x processes): the data order "
             "after the resume differs from the interrupted run's")
     log(f"resumed from {path} (step {state['step']})")
+    done = state.get("progress", {})  # the parts of the run before this one
+    s.progress.update(seconds=float(done.get("seconds", 0.0)),
+                      tokens=int(done.get("tokens", 0)), resumes=int(done.get("resumes", 0)) + 1)
     return int(state["step"])
 
 
@@ -289,6 +271,7 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
         if after_step is not None:  # allocator: trim
             after_step()
         tokens_seen += real
+        s.progress.update(part_seconds=time.perf_counter() - t0, part_tokens=tokens_seen)
         rate = real / max(time.perf_counter() - ts, 1e-9)
         losses.append(loss)
         metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate, **extra)
@@ -296,9 +279,11 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
         bar.update(1)
         _periodic(s, cfg, step + 1, plan, acc, model, opt, sched, metrics, out, dist)
     bar.close()
-    wall = time.perf_counter() - t0
-    return {"train_seconds": wall, "train_tokens": tokens_seen,
-            "tokens_per_s": tokens_seen / max(wall, 1e-9), "final_loss": losses[-1]
+    # The whole run's figures: the parts before a resume are carried in the checkpoints.
+    wall = s.progress["seconds"] + time.perf_counter() - t0
+    tokens = s.progress["tokens"] + tokens_seen
+    return {"train_seconds": wall, "train_tokens": tokens, "resumes": s.progress["resumes"],
+            "tokens_per_s": tokens / max(wall, 1e-9), "final_loss": losses[-1]
             if losses else None}
 
 
@@ -368,6 +353,13 @@ def _step(acc, model, method, batches, s: Session, scaler, n_targets: int | None
     return total
 
 
+def _progress(s: Session) -> dict:
+    """Training time and tokens of the whole run up to now (all its parts)."""
+    p = s.progress
+    return {"seconds": p["seconds"] + p.get("part_seconds", 0.0),
+            "tokens": p["tokens"] + p.get("part_tokens", 0), "resumes": p["resumes"]}
+
+
 def _periodic(s, cfg, step, plan, acc, model, opt, sched, metrics, out, dist) -> None:
     t = cfg.train
     if t.eval_every and step % t.eval_every == 0 and step < plan.total_steps:
@@ -378,5 +370,8 @@ def _periodic(s, cfg, step, plan, acc, model, opt, sched, metrics, out, dist) ->
         # The unwrapped model: names without DDP's "module." prefix, so a checkpoint
         # written by N processes resumes in M.
         save_checkpoint(out, acc.unwrap_model(model), opt, sched, step,
-                        keep=t.keep_checkpoints, dist=dist,
-                        extra={"global_batch": plan.global_batch, "processes": dist.world})
+                        keep=t.keep_checkpoints, dist=dist, run_id=s.run_id,
+                        extra={"global_batch": plan.global_batch, "processes": dist.world,
+                               "progress": _progress(s)})
+        drop_aside(s.aside)  # the new run has a checkpoint: the replaced contents may go
+        s.aside = None

@@ -47,6 +47,14 @@ class Session:
     loss_options: LossOptions = DEFAULT_LOSS
     prompt: PromptFormat | None = None
     """How records and user messages become model input (Alpaca prompt or chat template)."""
+    run_id: str | None = None
+    """The training run's id (its directory's marker): checkpoints carry it, and pruning
+    and resuming touch only this run's."""
+    aside: Path | None = None
+    """Where an overwritten output's old contents wait until the first checkpoint."""
+    progress: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0,
+                                                    "resumes": 0})
+    """Training seconds and tokens of the run's earlier parts (before a resume)."""
 
     def data_info(self) -> dict:
         """What the data were and how they were rendered (for results.json, reports)."""
