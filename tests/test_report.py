@@ -128,7 +128,9 @@ def test_findings_name_the_right_methods(report):
     _, s = report
     best = finding(s, "best_perplexity")
     assert best["winners"] == ["lora"] and best["runner_up"] == "dora"
-    assert "lora reached perplexity 5.00, 9.1% lower than dora (5.50)" in best["text"]
+    # These synthetic results carry no per-record scores: a verdict, without an interval
+    # (tests/test_stats.py covers the intervals).
+    assert "lora has the best perplexity (lora 5.000, dora 5.500); no per-record" in best["text"]
     assert "base model scores 20.00" in best["text"]
     few = finding(s, "fewest_params")
     assert few["winners"] == ["ia3"] and few["runner_up"] == "lora"

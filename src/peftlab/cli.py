@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--model", str), ("--dataset", str), ("--max-steps", int),
                        ("--epochs", float), ("--seed", int), ("--device", str)):
         c.add_argument(flag, type=kind)
+    c.add_argument("--seeds", help="train each method with N seeds (from --seed on) or "
+                   "with a list (1,7,42); verdicts then account for seed-to-seed spread")
     m = sub.add_parser("merge", help="fold an adapter into its base model")
     m.add_argument("--adapter", required=True)
     m.add_argument("--output", required=True, help="directory for the merged model")
@@ -274,8 +276,11 @@ def _run(ns: argparse.Namespace) -> int:
         from .training.distributed import is_main_process
         res = api.train(_train_config(ns))
         if is_main_process():
+            from .training.metrics import scalars
             keys = ("before", "after", "params", "tokens_per_s", "peak_memory_bytes")
-            print(json.dumps({k: res[k] for k in keys if k in res}, indent=2, default=str))
+            print(json.dumps({k: scalars(res[k]) if k in ("before", "after") else res[k]
+                              for k in keys if k in res and res[k] is not None}, indent=2,
+                             default=str))
     elif ns.command == "eval":
         res = api.evaluate(ns.adapter, ns.output, **_overrides(ns, {"command", "adapter",
                                                                     "output"}))
@@ -297,6 +302,7 @@ def _run(ns: argparse.Namespace) -> int:
         compare(ns.config, ns.methods.split(",") if ns.methods else None, ns.output,
                 include_base=not ns.no_base, report=False, model=ns.model,
                 dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
+                seeds=ns.seeds,
                 device=ns.device, extra_methods=ns.extra_methods)
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "merge":

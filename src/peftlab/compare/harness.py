@@ -45,12 +45,31 @@ def default_methods() -> list[str]:
 def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, dict]:
     """(methods, per-method options, common train keys) from a compare mapping."""
     data = dict(data)
+    data.pop("seeds", None)  # the harness's own key (see parse_seeds)
     methods = data.pop("methods", None)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     per_method = {name: data.pop(name) for name in list(data)
                   if name in METHODS and isinstance(data[name], dict)}
     return methods, per_method, data
+
+
+def parse_seeds(seeds: Any, default: int) -> list[int] | None:
+    """``--seeds 3`` (three seeds from ``default`` on) or a list ``1,7,42``; None: one
+    run per method under the training seed, named by the method alone."""
+    if seeds in (None, "", 1, "1"):
+        return None
+    if isinstance(seeds, str):
+        seeds = [s.strip() for s in seeds.split(",") if s.strip()]
+        seeds = int(seeds[0]) if len(seeds) == 1 else [int(s) for s in seeds]
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"--seeds must be a count of at least 1 or a list, got {seeds}")
+        return [default + i for i in range(seeds)]
+    out = [int(s) for s in seeds]
+    if len(set(out)) != len(out):
+        raise ValueError(f"--seeds lists a seed twice: {out}")
+    return out
 
 
 def read_rows(output: Path) -> dict[str, dict]:
@@ -171,7 +190,8 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
         return _row(BASE, cfg_dict, started, None, err, run_dir)
     full = json.loads((run_dir / "eval.json").read_text())
     ev = {k: full[k] for k in ("eval_loss", "perplexity", "exact_match", "exact_n",
-                               "eval_tokens")}
+                               "eval_tokens", "record_nll", "record_tokens", "exact_hits")
+          if k in full}
     params = {"trainable": 0, "total": full["params"]["total"], "share_pct": 0.0}
     res = {"params": params, "before": ev, "after": ev, "adapter_bytes": 0,
            "tokens_per_s": None, "merge_check": None, "env": full.get("env", {}),
@@ -183,11 +203,12 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
 def compare(config: str | Path | dict | None = None, methods: list[str] | None = None,
             output: str | Path = "runs/compare", include_base: bool = True,
             report: bool = True, extra_methods: list[str] | None = None,
-            **overrides: Any) -> list[dict]:
+            seeds: int | str | list[int] | None = None, **overrides: Any) -> list[dict]:
     """Run every method (and the base model); write results.jsonl and (``report``) the
     report; return the rows in run order. ``methods``: default the config's, else
     :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``)."""
     data = (load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {}))
+    seeds = seeds if seeds is not None else data.get("seeds")
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     methods = list(methods or cfg_methods or default_methods())
@@ -197,23 +218,30 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; available: "
                          f"{', '.join(sorted(METHODS))}")
     output = Path(output)
+    seed_list = parse_seeds(seeds, build_config(common).train.seed)
+    runs = [(m, m, None) for m in methods] if seed_list is None else \
+        [(f"{m}-s{s}", m, s) for m in methods for s in seed_list]
     with output_lock(output, "compare"):
-        return _compare(output, methods, per_method, common, include_base, report)
+        return _compare(output, runs, per_method, common, include_base, report)
 
 
-def _compare(output: Path, methods: list[str], per_method: dict, common: dict,
+def _compare(output: Path, runs: list[tuple], per_method: dict, common: dict,
              include_base: bool, report: bool) -> list[dict]:
+    """``runs``: (row name, method, seed or None) in order."""
     output.mkdir(parents=True, exist_ok=True)
     done = read_rows(output)
-    for name in ([BASE] if include_base else []) + list(methods):
+    order = ([(BASE, BASE, None)] if include_base else []) + runs
+    for name, method, seed in order:
         if done.get(name, {}).get("status") == "ok":
             log(f"== {name}: finished earlier, skipped")
             continue
-        opts = {} if name == BASE else per_method.get(name, {})
-        cfg = build_config(common, **({"method": name, **opts} if name != BASE else {}))
+        opts = {} if name == BASE else per_method.get(method, {})
+        opts = {**opts, **({"seed": seed} if seed is not None else {})}
+        cfg = build_config(common, **({"method": method, **opts} if name != BASE else {}))
         try:
             row = run_base(cfg.to_dict(), output) if name == BASE \
                 else run_method(name, cfg.to_dict(), output)
+            row["seed"] = seed
         except Exception as e:  # a harness failure for one method must not stop the rest
             row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}",
                        output)
@@ -221,5 +249,5 @@ def _compare(output: Path, methods: list[str], per_method: dict, common: dict,
         done[name] = row
     if report:
         write_report(output)
-    return [done[n] for n in ([BASE] if include_base else []) + list(methods) if n in done]
+    return [done[n] for n, _, _ in order if n in done]
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from ..core.atomic import atomic_write_bytes
 from . import plots
+from .stats import perplexity_interval, wilson
+from .verdicts import quality_finding
 from .render import render_html, render_markdown, summary_text
 
 RESULTS = "results.jsonl"
@@ -124,10 +126,15 @@ def table_row(run: dict) -> dict[str, str]:
         mem += f" ({run['memory_kind']})"
     em = _before_after(run, "exact_match", lambda x: f"{x:.1%}")
     if em != DASH and after.get("exact_n"):
-        em += f" (n={after['exact_n']})"
+        n = after["exact_n"]
+        lo, hi = wilson(round(num(after.get("exact_match")) * n), n)
+        em += f" (n={n}, 95% CI {lo:.0%}–{hi:.0%})"
     elif em == DASH and run.get("status") == "ok" and after:
         em = "n/a (no checkable records)"
     ppl = _before_after(run, "perplexity", fmt_value)
+    ci = perplexity_interval(after.get("record_nll") or [], after.get("record_tokens") or [])
+    if ci is not None:
+        ppl += f" [{fmt_value(ci[0])}–{fmt_value(ci[1])}]"
     b, a = num((run.get("before") or {}).get("perplexity")), num(after.get("perplexity"))
     if not base and a is not None and b:
         ppl += f" ({(a - b) / b * 100:+.1f}%)"
@@ -210,10 +217,9 @@ def findings(runs: list[dict]) -> list[dict]:
         return [(r["name"], v) for r in ok if (v := num(get(r))) is not None]
 
     base_ppl = num(((base or {}).get("after") or {}).get("perplexity"))
-    out = [_finding(
-        "best_perplexity", "Best perplexity", cands(lambda r: after[r["name"]].get("perplexity")),
-        True, fmt_value, lambda n, v: f"{n} reached perplexity {fmt_value(v)}", _less,
-        f" The untrained base model scores {fmt_value(base_ppl)}." if base_ppl else "")]
+    out = [quality_finding(
+        ok, "perplexity", f" The untrained base model scores {fmt_value(base_ppl)}."
+        if base_ppl else "")]
     share = {r["name"]: (r.get("params") or {}).get("share_pct") for r in ok}
     out.append(_finding(
         "fewest_params", "Fewest trainable parameters",
@@ -236,11 +242,7 @@ def findings(runs: list[dict]) -> list[dict]:
                             f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than")))
     em = cands(lambda r: after[r["name"]].get("exact_match"))
     if em:
-        out.append(_finding(
-            "best_exact_match", "Best exact match", em, False, lambda v: f"{v:.1%}",
-            lambda n, v: f"{n} answered {v:.1%} of {after[n].get('exact_n') or '?'} "
-                         "checkable records exactly",
-            lambda b, o: f"{(b - o) * 100:.1f} points more than"))
+        out.append(quality_finding(ok, "exact"))
     elif ok:
         out.append({"key": "best_exact_match", "title": "Exact match", "winners": [],
                     "value": None, "runner_up": None,

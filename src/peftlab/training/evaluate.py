@@ -17,7 +17,7 @@ from torch import nn
 from ..data.alpaca import Example, collate, epoch_batches
 from ..data.prompting import PromptFormat
 from .distributed import Dist
-from .loss import DEFAULT_LOSS, LossOptions, response_nll
+from .loss import DEFAULT_LOSS, LossOptions, response_nll_rows
 
 _TRAILING = string.punctuation + string.whitespace
 
@@ -42,7 +42,8 @@ def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_siz
     dist = dist or Dist()
     was_training = model.training
     model.eval()
-    total, tokens = 0.0, 0
+    n = len(examples)
+    rec_nll, rec_tok = [0.0] * n, [0] * n
     lengths = [len(e.input_ids) for e in examples]
     batches = epoch_batches(lengths, batch_size, seed=0, epoch=0, shuffle=False)
     mine = dist.shard(batches)
@@ -53,16 +54,20 @@ def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_siz
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx],
                                                         pad_id).items()}
             with autocast() if autocast else contextlib.nullcontext():
-                nll, n = response_nll(model, batch, loss_options)
+                sums, counts = response_nll_rows(model, batch, loss_options)
             if r < len(mine):
-                total += float(nll)
-                tokens += n
+                for i, s, c in zip(idx, sums.tolist(), counts.tolist()):
+                    rec_nll[i], rec_tok[i] = s, int(c)
     finally:
         model.train(was_training)
-    total, tokens = dist.sum([total, tokens])
-    tokens = int(tokens)
+    if dist.world > 1:  # each record was scored by one process: the sums gather them
+        both = dist.sum(rec_nll + rec_tok)
+        rec_nll, rec_tok = both[:n], [int(c) for c in both[n:]]
+    total, tokens = sum(rec_nll), sum(rec_tok)
     loss = total / max(tokens, 1)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": tokens}
+    # Per record, in eval order: what a paired bootstrap between methods resamples.
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": tokens,
+            "record_nll": rec_nll, "record_tokens": rec_tok}
 
 
 @torch.no_grad()
@@ -113,9 +118,11 @@ def exact_match(model: nn.Module, tokenizer, records: list[dict], limit: int = 6
                        stop_ids=prompt.stop_ids())
     expected = [prompt.answer(r) for r in checkable]
     hits = [normalize_answer(a) == normalize_answer(e) for a, e in zip(answers, expected)]
+    # exact_hits: per checkable record, in order (paired comparisons between methods)
     samples = [{**_question(r), "expected": e, "generated": a, "correct": h}
                for r, e, a, h in list(zip(checkable, expected, answers, hits))[:5]]
-    return {"exact_match": sum(hits) / len(hits), "exact_n": len(hits), "samples": samples}
+    return {"exact_match": sum(hits) / len(hits), "exact_n": len(hits), "samples": samples,
+            "exact_hits": hits}
 
 
 def _question(rec: dict) -> dict:

@@ -57,7 +57,7 @@ from .distributed import Dist, check_sharding, full_params, is_sharded
 from .distributed import start as start_processes
 from .evaluate import exact_match, merge_check, merge_within, perplexity
 from .loss import response_nll
-from .metrics import MetricsLog
+from .metrics import MetricsLog, scalars
 from .plan import Plan, make_plan, warmup_cosine
 from .session import Session, log, open_session
 
@@ -146,7 +146,7 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
                "processes": dist.world, "env": environment()}
     if start == 0:
         results["before"] = evaluate_session(s, cfg, True, dist)
-        metrics.write(step=0, **{k: v for k, v in results["before"].items() if k != "samples"})
+        metrics.write(step=0, **scalars(results["before"]))
         _print_eval("before", results["before"])
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
@@ -155,8 +155,7 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
                          trim_heap if allocator == "trim" else None))
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
-    metrics.write(step=plan.total_steps, **{k: v for k, v in results["after"].items()
-                                            if k != "samples"})
+    metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
     _finish(s, out, results, dist)
     return results
@@ -364,7 +363,7 @@ def _periodic(s, cfg, step, plan, acc, model, opt, sched, metrics, out, dist) ->
     t = cfg.train
     if t.eval_every and step % t.eval_every == 0 and step < plan.total_steps:
         ev = evaluate_session(s, cfg, False, dist)
-        metrics.write(step=step, **ev)
+        metrics.write(step=step, **scalars(ev))
         model.train()
     if (t.save_every and step % t.save_every == 0) or step == plan.total_steps:
         # The unwrapped model: names without DDP's "module." prefix, so a checkpoint

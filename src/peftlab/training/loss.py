@@ -149,3 +149,33 @@ def response_nll(model: nn.Module, batch: dict[str, torch.Tensor],
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
+
+
+@torch.no_grad()
+def response_nll_rows(model: nn.Module, batch: dict[str, torch.Tensor],
+                      opts: LossOptions = DEFAULT_LOSS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation only: each row's summed NLL over its target tokens, and its count (the
+    per-record figures a paired bootstrap over eval records needs). Same logits as
+    :func:`response_nll`; the head runs in chunks, nothing is kept for backward."""
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    rows = keep.nonzero()[:, 0]
+    parts = None if is_parallel_wrapper(model) else _plain_head_parts(model)
+    if parts is not None and opts.response_only_head:
+        decoder, head = parts
+        hidden = decoder(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state[:, :-1][keep]
+        step = opts.chunk or hidden.shape[0] or 1
+        nll = torch.cat([F.cross_entropy(head(hidden[s:s + step]).float(),
+                                         targets[keep][s:s + step], reduction="none")
+                         for s in range(0, hidden.shape[0], step)]) if hidden.shape[0] else \
+            hidden.new_zeros(0, dtype=torch.float32)
+    else:
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
+        nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    n_rows = targets.shape[0]
+    sums = torch.zeros(n_rows, dtype=torch.float64, device=nll.device).index_add_(
+        0, rows, nll.double())
+    return sums, keep.sum(dim=1)
+

@@ -44,3 +44,9 @@ class MetricsLog:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def scalars(evaluation: dict) -> dict:
+    """An evaluation's single figures (per-record lists and samples stay in results)."""
+    return {k: v for k, v in evaluation.items() if not isinstance(v, (list, dict))}
+
