@@ -289,3 +289,32 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_adapter(tmp_path,
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max() <= 1e-6, k
+
+
+@pytest.mark.parametrize("point", ["checkpoint:step-000004",
+                                   "write:run/adapter_model.safetensors"])
+def test_kill_9_inside_a_checkpoint_or_the_final_adapter_write(tmp_path, tiny_model_dir,
+                                                                point):
+    """SIGKILL at a chosen point inside a write (PEFTLAB_FAULT): nothing half-written
+    under a final name, and resume gives the uninterrupted run's adapter."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    base = [sys.executable, "-m", "peftlab", *args(tmp_path, tiny_model_dir, "OUT",
+                                                    "--max-steps", "6", "--dropout", "0")]
+
+    def cmd(out, *extra):
+        return [str(out) if a == "OUT" else a for a in base] + list(extra)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
+    died = subprocess.run(cmd(run), env={**env, "PEFTLAB_FAULT": point}, capture_output=True)
+    assert died.returncode == -signal.SIGKILL
+    assert [p.name for p in list_checkpoints(run)] == (
+        ["step-000002"] if point.startswith("checkpoint") else ["step-000004", "step-000006"])
+    assert not (run / "adapter_model.safetensors").exists()
+    subprocess.run(cmd(run, "--resume"), check=True, env=env, capture_output=True)
+    assert not list(run.rglob("*.tmp")) and not list(run.glob("checkpoints/.tmp-*"))
+    a = load_file(ref / "adapter_model.safetensors")
+    b = load_file(run / "adapter_model.safetensors")
+    for k in a:
+        assert (a[k] - b[k]).abs().max() <= 1e-6, k
+

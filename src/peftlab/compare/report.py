@@ -18,16 +18,15 @@ import base64
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from ..core.atomic import atomic_write_bytes
 from . import plots
-from .stats import perplexity_interval, wilson
-from .verdicts import quality_finding
+from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
+from .stats import perplexity_interval, wilson
+from .verdicts import findings
 
 RESULTS = "results.jsonl"
-DASH = "—"
 COLUMNS = ["Method", "Status", "Trainable params", "Adapter size", "Peak memory", "Wall time",
            "Tokens/s", "Eval loss", "Perplexity", "Exact match", "Merge check"]
 num = plots.num
@@ -56,54 +55,6 @@ def load_results(path: Path) -> tuple[list[dict], int]:
 
 
 # ---------------------------------------------------------------- formatting
-def _scaled(x: Any, units: tuple, sep: str, plain: str) -> str:
-    """``x`` in the first of ``units`` ((divisor, name), largest first) it reaches."""
-    x = num(x)
-    if x is None:
-        return DASH
-    for div, unit in units:
-        if abs(x) >= div:
-            return f"{x / div:.3g}{sep}{unit}"
-    return f"{x:.0f}{plain}"
-
-
-def fmt_count(n: Any) -> str:
-    return _scaled(n, ((1e9, "B"), (1e6, "M"), (1e3, "K")), "", "")
-
-
-def fmt_bytes(b: Any) -> str:
-    return _scaled(b, ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")), " ", " B")
-
-
-def fmt_seconds(s: Any) -> str:
-    s = num(s)
-    if s is None:
-        return DASH
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)}m {int(s % 60):02d}s"
-    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
-
-
-def fmt_value(x: Any, decimals: int = 2) -> str:
-    x = num(x)
-    if x is None:
-        return DASH
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.{decimals}f}"
-
-
-def fmt_pct(p: float) -> str:
-    return f"{p:.2g}%" if abs(p) < 0.1 else f"{p:.1f}%" if abs(p) < 10 else f"{p:.0f}%"
-
-
-def fmt_share(p: Any) -> str:
-    p = num(p)
-    return DASH if p is None else ("0%" if p == 0 else fmt_pct(p))
-
-
 def _before_after(run: dict, key: str, fmt) -> str:
     b, a = (num((run.get(s) or {}).get(key)) for s in ("before", "after"))
     if a is None:
@@ -159,125 +110,6 @@ def table_row(run: dict) -> dict[str, str]:
     return dict(zip(COLUMNS, cells))
 
 
-# ---------------------------------------------------------------- findings
-def _close(a: float, b: float) -> bool:
-    return a == b or abs(a - b) <= 1e-4 * max(abs(a), abs(b))
-
-
-def _names(ns: list[str]) -> str:
-    return ns[0] if len(ns) == 1 else ", ".join(ns[:-1]) + " and " + ns[-1]
-
-
-def _best(cands: list[tuple[str, float]], lower: bool):
-    """(winners, best value, runner-up or None); ties share the win."""
-    order = sorted(cands, key=lambda t: t[1] if lower else -t[1])
-    best = order[0][1]
-    winners = [n for n, v in order if _close(v, best)]
-    rest = [t for t in order if t[0] not in winners]
-    return winners, best, (rest[0] if rest else None)
-
-
-def _finding(key, title, cands, lower, show, lead, compare, extra=""):
-    """``lead(name, value)``: the winner's clause; ``compare(best, other)``: the phrase
-    before the runner-up's name ("3.0% lower than")."""
-    if not cands:
-        return None
-    winners, best, runner = _best(cands, lower)
-    if len(winners) > 1:
-        text = f"{_names(winners)} tie: each {lead(winners[0], best).split(' ', 1)[1]}"
-    else:
-        text = lead(winners[0], best)
-    if runner is not None:
-        text += f", {compare(best, runner[1])} {runner[0]} ({show(runner[1])})."
-    elif len(winners) == 1:
-        text += "; no other method has this figure to compare with."
-    else:
-        text += "."
-    return {"key": key, "title": title, "winners": winners, "value": best,
-            "runner_up": runner[0] if runner else None, "text": text + extra}
-
-
-def _less(best, other, word="lower"):
-    return f"{fmt_pct((other - best) / other * 100)} {word} than" if other else f"{word} than"
-
-
-def _times(big, small, word, fallback):
-    if small and big / small >= 2:
-        return f"{big / small:.1f}× {word}"
-    return fallback
-
-
-def findings(runs: list[dict]) -> list[dict]:
-    """'Which method when', computed from these runs (base model excluded as a candidate)."""
-    ok = [r for r in runs if r.get("status") == "ok" and r.get("method") != "base"]
-    base = next((r for r in runs if r.get("method") == "base" and r.get("status") == "ok"), None)
-    after = {r["name"]: r.get("after") or {} for r in ok}
-
-    def cands(get):
-        return [(r["name"], v) for r in ok if (v := num(get(r))) is not None]
-
-    base_ppl = num(((base or {}).get("after") or {}).get("perplexity"))
-    out = [quality_finding(
-        ok, "perplexity", f" The untrained base model scores {fmt_value(base_ppl)}."
-        if base_ppl else "")]
-    share = {r["name"]: (r.get("params") or {}).get("share_pct") for r in ok}
-    out.append(_finding(
-        "fewest_params", "Fewest trainable parameters",
-        cands(lambda r: (r.get("params") or {}).get("trainable")), True, fmt_count,
-        lambda n, v: f"{n} trains {fmt_count(v)} parameters" + (
-            f" ({fmt_share(share[n])} of the model)" if num(share[n]) is not None else ""),
-        lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer"))))
-    kinds = sorted({str(r.get("memory_kind")) for r in ok if r.get("memory_kind")})
-    out.append(_finding(
-        "lowest_memory", "Lowest peak memory", cands(lambda r: r.get("peak_memory_bytes")),
-        True, fmt_bytes, lambda n, v: f"{n} peaked at {fmt_bytes(v)}",
-        lambda b, o: _less(b, o, "less"),
-        f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
-        if len(kinds) > 1 else ""))
-    tps = lambda v: f"{fmt_value(v, 0)} tokens/s"  # noqa: E731
-    out.append(_finding(
-        "fastest", "Fastest training", cands(lambda r: r.get("tokens_per_s")), False, tps,
-        lambda n, v: f"{n} trained at {tps(v)}",
-        lambda b, o: _times(b, o, "the throughput of",
-                            f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than")))
-    em = cands(lambda r: after[r["name"]].get("exact_match"))
-    if em:
-        out.append(quality_finding(ok, "exact"))
-    elif ok:
-        out.append({"key": "best_exact_match", "title": "Exact match", "winners": [],
-                    "value": None, "runner_up": None,
-                    "text": "No exact-match figures: the eval set has no exactly checkable "
-                            "records, so perplexity is the quality measure here."})
-    out.append(_pareto(ok))
-    return [f for f in out if f]
-
-
-def _pareto(ok: list[dict]) -> dict | None:
-    pts = {r["name"]: (p, y) for r in ok
-           if (p := num((r.get("params") or {}).get("trainable"))) is not None
-           and (y := num((r.get("after") or {}).get("perplexity"))) is not None}
-    if not pts:
-        return None
-    front = sorted(plots.pareto_set(pts), key=lambda n: pts[n])
-    desc = [f"{n} ({fmt_count(pts[n][0])} params, perplexity {fmt_value(pts[n][1])})"
-            for n in front]
-    text = (f"{_names(desc)} {'is' if len(front) == 1 else 'are'} Pareto-optimal: no other "
-            "method has both fewer trainable parameters and lower perplexity.")
-    if len(pts) == 1:
-        text += " Only one method finished, so there is no trade-off to show."
-    elif len(front) == len(pts):
-        text += " No method is dominated: each buys lower perplexity with more parameters."
-    for n, (p, y) in pts.items():
-        if n in front:
-            continue
-        by = min((o for o in front if pts[o][0] <= p and pts[o][1] <= y), key=lambda o: pts[o][1])
-        text += (f" {n} is dominated by {by} ({fmt_count(pts[by][0])} vs {fmt_count(p)} "
-                 f"parameters, perplexity {fmt_value(pts[by][1])} vs {fmt_value(y)}).")
-    return {"key": "pareto", "title": "Pareto set", "winners": front, "value": None,
-            "runner_up": None, "text": text}
-
-
-# ---------------------------------------------------------------- settings
 def _common(runs, get) -> str:
     vals = {}
     for r in runs:

@@ -41,6 +41,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+FAULT_ENV = "PEFTLAB_FAULT"
+"""Fault injection for tests: a process whose environment names a point here kills itself
+with SIGKILL when it reaches that point (``checkpoint:step-000004`` inside that
+checkpoint's write; ``write:run/adapter_model.safetensors`` with that file written to its
+temporary name but not yet renamed)."""
+
+
+def fault_point(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def replace_dir(new: Path, final: Path) -> None:
     """Put the finished directory ``new`` at ``final``; an existing ``final`` is moved
     aside first and deleted only after the rename, so a crash never leaves neither."""
@@ -67,6 +80,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=N
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        fault_point(f"write:{path.parent.name}/{path.name}")  # written, not yet renamed
         _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:

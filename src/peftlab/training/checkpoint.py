@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..core.atomic import atomic_write_json, staged_dir
+from ..core.atomic import atomic_write_json, fault_point, staged_dir
 from ..core.readers import read_json, read_safetensors
 from ..formats.peft import save_adapter
 from ..model.inject import trainable_state
@@ -142,6 +142,7 @@ def _write(final: Path, model: nn.Module, files: dict[str, dict], state: dict) -
         # PEFT export is cut to its kept ranks, its importance EMAs are not in it).
         for name, tensors in files.items():
             save_file(tensors, str(tmp / f"{name}.safetensors"))
+            fault_point(f"checkpoint:{final.name}")  # a kill -9 half-way through the write
         atomic_write_json(tmp / STATE_JSON, state)
 
 
