@@ -105,6 +105,10 @@ def test_cli_generate_chat_and_conversation(tmp_path, tiny_model_dir, capsys):
                "--conversation", str(conv), "--max-new-tokens", "3"])
     text = capsys.readouterr().out
     assert rc == 0 and "### Repeat the word river." in text and f"### conversation {conv}" in text
+    conv.write_text(json.dumps([{"role": "user", "content": "Repeat the word stone."}]))
+    assert main(["generate", "--adapter", str(out), "--conversation", str(conv),
+                 "--max-new-tokens", "2"]) == 0  # a conversation to answer: no reply yet
+    capsys.readouterr()
     conv.write_text(json.dumps([{"role": "robot", "content": "x"}]))
     assert main(["generate", "--adapter", str(out), "--conversation", str(conv)]) == 2
     assert "turn 0: unknown role 'robot'" in capsys.readouterr().err

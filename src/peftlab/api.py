@@ -108,7 +108,8 @@ def generate(prompt: str | list[str] | None = None, adapter: str | Path | None =
     s = open_session(_config_for_adapter(adapter, **overrides), adapter_dir=adapter,
                      with_data=False)
     if conversation is not None:
-        turns = check_conversation({"messages": conversation}, "conversation", 0, "messages")
+        turns = check_conversation({"messages": conversation}, "conversation", 0, "messages",
+                                   to_train=False)
         prompts.append(s.prompt.conversation_prompt(turns["messages"]))
     elif not raw:
         prompts = [s.prompt.user_prompt(p) for p in prompts]

@@ -8,7 +8,7 @@ conversations too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .alpaca import Encoded, encode, format_prompt
@@ -33,6 +33,7 @@ class PromptFormat:
     train_on: str = "all-assistant"
     template: str | None = None
     """What the chat template is: a built-in name, "model's own", or its Jinja text."""
+    _stops: list[int] | None = field(default=None, repr=False)
 
     @property
     def is_chat(self) -> bool:
@@ -75,8 +76,10 @@ class PromptFormat:
 
     def stop_ids(self) -> list[int] | None:
         """Tokens that end a reply (the template's end-of-turn token and EOS); None: the
-        model's own EOS."""
-        return end_of_turn_ids(self.tokenizer) if self.is_chat else None
+        model's own EOS. Derived once (a probe rendering), then reused every turn."""
+        if self._stops is None and self.is_chat:
+            self._stops = end_of_turn_ids(self.tokenizer)
+        return self._stops
 
     def describe(self) -> dict:
         """For results and reports: the prompt format, the template (named, or "custom"

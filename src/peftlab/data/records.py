@@ -101,7 +101,8 @@ def check_alpaca(rec: Any, where: str, index: int) -> dict:
             "exact": _exact(rec, where, index)}
 
 
-def check_conversation(rec: Any, where: str, index: int, fmt: str) -> dict:
+def check_conversation(rec: Any, where: str, index: int, fmt: str,
+                       to_train: bool = True) -> dict:
     """A ``messages`` (role/content) or ShareGPT ``conversations`` (from/value) record as
     ``{messages, exact}``: known roles, non-empty string contents, a system turn only
     first, at least one assistant turn; an ``exact`` record must end with the answer."""
@@ -139,7 +140,7 @@ def check_conversation(rec: Any, where: str, index: int, fmt: str) -> dict:
         if roles[role] == "system" and t > 0:
             raise bad("a system turn is allowed only as the first turn")
         messages.append({"role": roles[role], "content": content})
-    if not any(m["role"] == "assistant" for m in messages):
+    if to_train and not any(m["role"] == "assistant" for m in messages):
         raise _bad(where, index, "the conversation has no assistant turn (nothing to learn)")
     exact = _exact(rec, where, index)
     if exact and messages[-1]["role"] != "assistant":

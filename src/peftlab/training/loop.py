@@ -101,7 +101,8 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         else "default"
     out = Path(t.output)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(out)
+    if dist.is_main:  # the writer's leftovers; the lock says no writer is live
+        clean_stale_temp_files(out)
     seed_everything(t.seed)
     if torch.cuda.is_available():  # peak memory is reported per run
         torch.cuda.reset_peak_memory_stats()
