@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -46,10 +47,12 @@ SHAPES = {
                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                max_position_embeddings=4096, tie_word_embeddings=False),
 }
+STEPS = 3  # per process: one warm-up step, then the median of the others
 RUN = {"small": dict(dtype="float32", batch=4, seq=256, grad_ckpt=False),
        "7b": dict(dtype="bfloat16", batch=1, seq=256, grad_ckpt=True)}
 SHARD_BYTES = 4_900_000_000
-CONFIGS = ("peftlab-qlora", "peft-bnb", "peftlab-lora")
+CONFIGS = ("peftlab-qlora", "peft-bnb", "peftlab-lora", "peftlab-qlora-bnbkernel",
+           "peftlab-qlora-torchkernel")
 
 
 def peak_rss() -> int:
@@ -105,11 +108,14 @@ def write_checkpoint(model: str, out: Path) -> None:
 def load(config: str, path: Path, run: dict):
     import torch
     dtype = getattr(torch, run["dtype"])
-    if config == "peftlab-qlora":
+    if config.startswith("peftlab-qlora"):
         from peftlab.methods import get_method
         from peftlab.model.inject import inject
         from peftlab.quant.stream import load_quantized
-        m = get_method("qlora", r=16, alpha=32, dropout=0.0, target_modules="all-linear")
+        kernel = {"bnbkernel": "bitsandbytes", "torchkernel": "torch"}.get(
+            config.rsplit("-", 1)[-1], "auto")
+        m = get_method("qlora", r=16, alpha=32, dropout=0.0, target_modules="all-linear",
+                       nf4_kernel=kernel)
         model = load_quantized(path, dtype)
         inject(model, m)
         return model
@@ -142,6 +148,9 @@ def child(config: str, model_name: str, path: Path) -> dict:
         from peftlab.core.runtime import set_allocator
         from peftlab.methods import METHODS
         set_allocator("auto", METHODS[config.split("-")[1]].memory_first)
+    if config.endswith("bnbkernel"):
+        from peftlab.quant.kernels import resolve_kernel
+        assert resolve_kernel("bitsandbytes", torch.device("cpu")) == "bitsandbytes"
     t0 = time.perf_counter()
     model = load(config, path, run)
     load_s = time.perf_counter() - t0
@@ -157,23 +166,29 @@ def child(config: str, model_name: str, path: Path) -> dict:
                         generator=torch.Generator().manual_seed(1))
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) \
         if run["dtype"] == "bfloat16" else contextlib.nullcontext
-    t1 = time.perf_counter()
-    with autocast():
-        if config.startswith("peftlab"):  # peftlab's own training loss (training/loss.py)
-            from peftlab.training.loss import response_nll
-            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                     "labels": ids}
-            nll, n = response_nll(model, batch)
-            loss = nll / n
-        else:
-            loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    step_s = time.perf_counter() - t1
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss {float(loss)}")
-    return {"config": config, "load_s": load_s, "step_s": step_s, "load_peak": load_peak,
+    steps = []
+    for _ in range(STEPS):
+        t1 = time.perf_counter()
+        with autocast():
+            if config.startswith("peftlab"):  # peftlab's training loss (training/loss.py)
+                from peftlab.training.loss import response_nll
+                batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                         "labels": ids}
+                nll, n = response_nll(model, batch)
+                loss = nll / n
+            else:
+                loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        steps.append(time.perf_counter() - t1)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss {float(loss)}")
+    # the first step pays one-time costs (allocator warm-up, lazy inits); the rest are
+    # what an epoch is made of
+    step_s = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
+    return {"config": config, "load_s": load_s, "step_s": step_s, "first_step_s": steps[0],
+            "load_peak": load_peak,
             "peak": peak_rss(), "loss": float(loss), "trainable": sum(p.numel() for p in
                                                                     params)}
 
@@ -203,6 +218,7 @@ def main() -> None:
                                              "$TMPDIR)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--repeats", type=int, default=3, help="processes per configuration")
     ap.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--write-checkpoint", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -218,22 +234,37 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--model", a.model, "--dir", str(path),
                     "--write-checkpoint"], check=True)
     print(f"checkpoint {path} ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    rows = []
-    for config in a.configs.split(","):
-        r = spawn(config, a.model, path, a.timeout)
-        rows.append(r)
-        print(json.dumps(r), file=sys.stderr, flush=True)
+    runs: dict[str, list[dict]] = {}
+    for rep in range(a.repeats):  # alternating: every configuration once per round
+        for config in a.configs.split(","):
+            r = spawn(config, a.model, path, a.timeout)
+            runs.setdefault(config, []).append(r)
+            print(json.dumps({"round": rep, **r}), file=sys.stderr, flush=True)
     gib = 2**30
-    ref = next((r["peak"] for r in rows if r["config"] == "peft-bnb" and "peak" in r), None)
-    print(f"| {a.model} | peak RSS (load + step) | ÷ peft+bnb | peak after load | "
-          "load | step |\n|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['config']} | failed: {r['error']} | | | | |")
+
+    def med(rs, key, scale=1.0, fmt="{:.2f}"):
+        xs = [r[key] / scale for r in rs]
+        m = statistics.median(xs)
+        return fmt.format(m) + (f" ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
+                                if len(xs) > 1 else "")
+    ok = {c: [r for r in rs if "error" not in r] for c, rs in runs.items()}
+    ref = ok.get("peft-bnb")
+    ref_peak = statistics.median(r["peak"] for r in ref) if ref else None
+    ref_step = statistics.median(r["step_s"] for r in ref) if ref else None
+    print(f"| {a.model} ({a.repeats} processes each, alternating) | peak RSS (load + "
+          "step) | ÷ peft+bnb | step (median of steps 2-3) | ÷ peft+bnb | first step | "
+          "load |\n|---|---|---|---|---|---|---|")
+    for config, rs in ok.items():
+        if not rs:
+            print(f"| {config} | failed: {runs[config][0]['error']} | | | | | |")
             continue
-        ratio = f"{r['peak'] / ref:.2f}" if ref else "-"
-        print(f"| {r['config']} | {r['peak'] / gib:.2f} GiB | {ratio} | "
-              f"{r['load_peak'] / gib:.2f} GiB | {r['load_s']:.0f} s | {r['step_s']:.1f} s |")
+        peak = statistics.median(r["peak"] for r in rs)
+        step = statistics.median(r["step_s"] for r in rs)
+        print(f"| {config} | {med(rs, 'peak', gib)} GiB | "
+              f"{peak / ref_peak if ref_peak else float('nan'):.2f} | "
+              f"{med(rs, 'step_s')} s | {step / ref_step if ref_step else float('nan'):.2f} "
+              f"| {med(rs, 'first_step_s', fmt='{:.1f}')} s | "
+              f"{med(rs, 'load_s', fmt='{:.0f}')} s |")
 
 
 if __name__ == "__main__":

@@ -245,3 +245,44 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
                          timeout=60, check=False).stdout
     assert "<table" in dom and dom.count("<img") >= 4 and "Which method when" in dom
+
+
+def _scored(r: dict, general_ppl: float, shift: float) -> dict:
+    """A row with per-record scores, a general-set score and an equal-compute curve."""
+    nll = [math.log(general_ppl) + shift + 0.05 * (i % 5) for i in range(40)]
+    r = {**r, "general_dataset": "bundled-general",
+         "general": {"perplexity": general_ppl, "exact_match": 0.5, "exact_n": 40,
+                     "record_nll": nll, "record_tokens": [1] * 40, "exact_hits": [1, 0] * 20}}
+    if r["method"] != "base":
+        r["eval_curve"] = [[0, 3.0, 0.0, 0], [10, 2.0, 12.0, 2500], [20, 1.7, 25.0, 5000]]
+        r["after"] = {**r["after"], "record_nll": [0.5 + 0.01 * i for i in range(40)],
+                      "record_tokens": [2] * 40}
+    return r
+
+
+def test_forgetting_sweep_and_compute_sections_render_in_chromium(tmp_path):
+    rows = [_scored(base(), 3.0, 0.0)]
+    for i, (r, ppl) in enumerate(((2, 6.0), (8, 5.2), (32, 5.0))):
+        row = run(f"lora-r{r}", ppl, 1000 * r, 500 * MiB, 1000.0, method="lora")
+        rows.append(_scored({**row, "sweep": {"r": r}}, 3.3 + 0.1 * i, 0.1 + 0.03 * i))
+    rows.append(_scored(run("ia3", 7.0, 500, 450 * MiB, 1200.0), 3.05, 0.02))
+    out = write(tmp_path / "cmp", rows)
+    s = write_report(out)
+    files = {i["file"] for i in s["images"]}
+    assert {"report_efficiency.png", "report_compute.png"} <= files
+    assert [row[0] for row in s["forgetting"]] == ["base", "lora-r2", "lora-r8", "lora-r32",
+                                                    "ia3"]
+    least = {f["key"]: f for f in s["findings"]}["least_forgetting"]
+    assert least["winners"] == ["ia3"]
+    md = (out / "report.md").read_text()
+    assert "## Forgetting: the general set" in md and "reference" in md
+    browser = chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", (out / "report.html").resolve().as_uri()],
+                         capture_output=True, text=True, timeout=60, check=False).stdout
+    assert "Forgetting: the general set" in dom and "Least forgetting" in dom
+    assert 'alt="Parameter-efficiency curve"' in dom
+    assert 'alt="Perplexity at equal compute"' in dom

@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(flag, type=kind)
     c.add_argument("--seeds", help="train each method with N seeds (from --seed on) or "
                    "with a list (1,7,42); verdicts then account for seed-to-seed spread")
+    c.add_argument("--general-eval", metavar="FILE|bundled",
+                   help="also score the base and every run on this general instruction "
+                   "set (not the training data): what fine-tuning cost elsewhere")
+    c.add_argument("--sweep", metavar="OPTION=V1,V2,...",
+                   help="train each method once per value of one of its options (e.g. "
+                   "r=2,4,8,16,32): the parameter-efficiency curve; methods without the "
+                   "option run once")
     m = sub.add_parser("merge", help="fold an adapter into its base model")
     m.add_argument("--adapter", required=True)
     m.add_argument("--output", required=True, help="directory for the merged model")
@@ -302,7 +309,7 @@ def _run(ns: argparse.Namespace) -> int:
         compare(ns.config, ns.methods.split(",") if ns.methods else None, ns.output,
                 include_base=not ns.no_base, report=False, model=ns.model,
                 dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
-                seeds=ns.seeds,
+                seeds=ns.seeds, general_eval=ns.general_eval, sweep=ns.sweep,
                 device=ns.device, extra_methods=ns.extra_methods)
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "merge":

@@ -74,6 +74,8 @@ class DataConfig:
     eval_fraction: float = option(0.1, "Share held out for evaluation when the dataset has "
                                        "no eval split (a fixed split)")
     max_eval_records: int | None = option(None, "Evaluate on at most this many records")
+    eval_all: bool = option(False, "Evaluate on every record of the dataset, not only its "
+                                   "held-out split (a general set scored for forgetting)")
     skip_bad_records: bool = option(False, "Skip malformed records instead of stopping")
 
     def __post_init__(self) -> None:

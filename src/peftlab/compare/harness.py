@@ -32,6 +32,7 @@ from ..core.atomic import atomic_write_bytes
 from ..core.rundir import output_lock
 from ..methods import METHODS
 from ..training.session import log
+from .forgetting import eval_args, general_source, needs_general, run_general
 from .report import RESULTS, load_results, write_report
 
 BASE = "base"
@@ -45,7 +46,9 @@ def default_methods() -> list[str]:
 def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, dict]:
     """(methods, per-method options, common train keys) from a compare mapping."""
     data = dict(data)
-    data.pop("seeds", None)  # the harness's own key (see parse_seeds)
+    data.pop("seeds", None)  # the harness's own keys (see parse_seeds, compare)
+    data.pop("general_eval", None)
+    data.pop("sweep", None)
     methods = data.pop("methods", None)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
@@ -69,6 +72,62 @@ def parse_seeds(seeds: Any, default: int) -> list[int] | None:
     out = [int(s) for s in seeds]
     if len(set(out)) != len(out):
         raise ValueError(f"--seeds lists a seed twice: {out}")
+    return out
+
+
+def parse_sweep(spec: Any) -> tuple[str, list[Any]] | None:
+    """``r=2,4,8`` (or a mapping ``{r: [2, 4, 8]}``) -> ("r", [2, 4, 8]); values are read
+    as YAML scalars (numbers, booleans, strings)."""
+    if spec in (None, "", {}):
+        return None
+    if isinstance(spec, dict):
+        if len(spec) != 1:
+            raise ValueError(f"--sweep takes one option, got {sorted(spec)}")
+        key, values = next(iter(spec.items()))
+        values = values if isinstance(values, list) else [values]
+    else:
+        key, sep, rest = str(spec).partition("=")
+        values = [_scalar(v.strip()) for v in rest.split(",") if v.strip()]
+        if not sep or not key.strip() or not values:
+            raise ValueError(f"--sweep must look like OPTION=V1,V2,... (e.g. r=2,4,8), got "
+                             f"{spec!r}")
+    key = str(key).strip().replace("-", "_")
+    if len(set(map(str, values))) != len(values):
+        raise ValueError(f"--sweep lists a value twice: {values}")
+    return key, values
+
+
+def _scalar(text: str) -> Any:
+    """A swept value: an int, a float (``1e-4`` too, which YAML reads as text), else
+    what YAML makes of it (``true``, a name)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def sweepable(method: str, key: str) -> bool:
+    """Whether ``key`` is an option of ``method`` or a training option."""
+    import dataclasses
+
+    from ..config import TrainConfig
+    fields = {f.name for f in dataclasses.fields(METHODS[method].config_cls)}
+    return key in fields or key in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def plan_runs(methods: list[str], seed_list: list[int] | None,
+              sweep: tuple[str, list[Any]] | None) -> list[tuple[str, str, int | None, dict]]:
+    """(row name, method, seed, swept options) of every run, in order: each method
+    once per swept value (methods without the option run once) and per seed."""
+    out = []
+    for m in methods:
+        points = [(f"{m}-{sweep[0]}{v}", {sweep[0]: v}) for v in sweep[1]] \
+            if sweep and sweepable(m, sweep[0]) else [(m, {})]
+        for name, opts in points:
+            out += [(name, m, None, opts)] if seed_list is None else \
+                [(f"{name}-s{s}", m, s, opts) for s in seed_list]
     return out
 
 
@@ -107,15 +166,23 @@ def _run_subprocess(args: list[str], log_path: Path) -> tuple[int, str]:
 
 
 def _metrics_curves(run_dir: Path) -> tuple[list, list, dict]:
-    """Training loss and eval loss by step, and the last per-layer rank maps logged."""
+    """Training loss by step; eval loss by step as [step, eval loss, training seconds,
+    training tokens up to that step] (the equal-compute view; the seconds are the
+    optimiser steps' own, without evaluations and checkpoints); the last per-layer rank
+    maps logged."""
     loss, evals, ranks = [], [], {}
+    seconds, tokens = {0: 0.0}, {0: 0}
     path = run_dir / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         rec = json.loads(line) if line.strip() else {}
         if "loss" in rec:
             loss.append([rec["step"], rec["loss"]])
+            if "step_seconds" in rec and rec["step"] - 1 in seconds:
+                seconds[rec["step"]] = seconds[rec["step"] - 1] + rec["step_seconds"]
+                tokens[rec["step"]] = tokens[rec["step"] - 1] + rec.get("tokens", 0)
         if "eval_loss" in rec:
-            evals.append([rec["step"], rec["eval_loss"]])
+            evals.append([rec["step"], rec["eval_loss"], seconds.get(rec["step"]),
+                          tokens.get(rec["step"])])
         for key, value in rec.items():
             if key.endswith("_ranks") and isinstance(value, dict):
                 ranks[key] = value
@@ -168,21 +235,8 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
     run_dir = output / "runs" / BASE
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"== {BASE}: evaluating the base model")
-    t, d = cfg_dict["train"], cfg_dict["data"]
-    args = ["eval", "--output", str(run_dir / "eval.json"), "--max-length",
-            str(d["max_length"]), "--eval-fraction", str(d["eval_fraction"]),
-            "--eval-batch-size", str(t["eval_batch_size"]), "--exact-match-limit",
-            str(t["exact_match_limit"]), "--max-new-tokens", str(t["max_new_tokens"]),
-            "--device", t["device"], "--mixed-precision", t["mixed_precision"],
-            "--dtype", cfg_dict["model"]["dtype"]]
-    for flag, value in (("--model", cfg_dict["model"]["name"]), ("--dataset", d["dataset"]),
-                        ("--max-eval-records", d["max_eval_records"]),
-                        ("--data-format", d.get("data_format")),
-                        ("--prompt-format", d.get("prompt_format")),
-                        ("--chat-template", d.get("chat_template")),
-                        ("--train-on", d.get("train_on"))):
-        if value is not None:
-            args += [flag, str(value)]
+    args = eval_args(cfg_dict, cfg_dict["data"]["dataset"], run_dir / "eval.json", None,
+                     eval_all=False)
     started = time.time()
     rc, err = _run_subprocess(args, run_dir / "eval.log")
     cfg_dict = {**cfg_dict, "method": BASE, "adapter": {}}
@@ -203,12 +257,18 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
 def compare(config: str | Path | dict | None = None, methods: list[str] | None = None,
             output: str | Path = "runs/compare", include_base: bool = True,
             report: bool = True, extra_methods: list[str] | None = None,
-            seeds: int | str | list[int] | None = None, **overrides: Any) -> list[dict]:
+            seeds: int | str | list[int] | None = None, general_eval: str | None = None,
+            sweep: str | dict | None = None, **overrides: Any) -> list[dict]:
     """Run every method (and the base model); write results.jsonl and (``report``) the
     report; return the rows in run order. ``methods``: default the config's, else
-    :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``)."""
+    :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``).
+    ``general_eval``: a file or ``bundled``, scored by every run and the base
+    (:mod:`.forgetting`). ``sweep``: ``r=2,4,8`` trains each method once per value of
+    one of its options (the parameter-efficiency curve)."""
     data = (load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {}))
     seeds = seeds if seeds is not None else data.get("seeds")
+    general = general_source(general_eval if general_eval is not None
+                             else data.get("general_eval"))
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     methods = list(methods or cfg_methods or default_methods())
@@ -219,29 +279,39 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
                          f"{', '.join(sorted(METHODS))}")
     output = Path(output)
     seed_list = parse_seeds(seeds, build_config(common).train.seed)
-    runs = [(m, m, None) for m in methods] if seed_list is None else \
-        [(f"{m}-s{s}", m, s) for m in methods for s in seed_list]
+    swept = parse_sweep(sweep if sweep is not None else data.get("sweep"))
+    if swept and not any(sweepable(m, swept[0]) for m in methods):
+        raise ValueError(f"--sweep {swept[0]}: none of {', '.join(methods)} has an option "
+                         f"{swept[0]!r}")
+    runs = plan_runs(methods, seed_list, swept)
     with output_lock(output, "compare"):
-        return _compare(output, runs, per_method, common, include_base, report)
+        return _compare(output, runs, per_method, common, include_base, report, general)
 
 
 def _compare(output: Path, runs: list[tuple], per_method: dict, common: dict,
-             include_base: bool, report: bool) -> list[dict]:
-    """``runs``: (row name, method, seed or None) in order."""
+             include_base: bool, report: bool, general: str | None = None) -> list[dict]:
+    """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
+    set every finished row is scored on (once: a rerun only fills rows that lack it)."""
     output.mkdir(parents=True, exist_ok=True)
     done = read_rows(output)
-    order = ([(BASE, BASE, None)] if include_base else []) + runs
-    for name, method, seed in order:
+    order = ([(BASE, BASE, None, {})] if include_base else []) + runs
+    for name, method, seed, swept in order:
         if done.get(name, {}).get("status") == "ok":
             log(f"== {name}: finished earlier, skipped")
+            if needs_general(done[name], general):
+                done[name] = run_general(done[name], general, output, _run_subprocess, log)
+                append_row(output, done[name])
             continue
         opts = {} if name == BASE else per_method.get(method, {})
-        opts = {**opts, **({"seed": seed} if seed is not None else {})}
+        opts = {**opts, **swept, **({"seed": seed} if seed is not None else {})}
         cfg = build_config(common, **({"method": method, **opts} if name != BASE else {}))
         try:
             row = run_base(cfg.to_dict(), output) if name == BASE \
                 else run_method(name, cfg.to_dict(), output)
             row["seed"] = seed
+            row["sweep"] = swept or None
+            if needs_general(row, general):
+                row = run_general(row, general, output, _run_subprocess, log)
         except Exception as e:  # a harness failure for one method must not stop the rest
             row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}",
                        output)
@@ -249,5 +319,5 @@ def _compare(output: Path, runs: list[tuple], per_method: dict, common: dict,
         done[name] = row
     if report:
         write_report(output)
-    return [done[n] for n, _, _ in order if n in done]
+    return [done[n] for n, *_ in order if n in done]
 

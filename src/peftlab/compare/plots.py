@@ -104,6 +104,35 @@ def loss_curves(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
     return _png(fig)
 
 
+@styled
+def equal_compute(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
+    """Eval perplexity against training time and against training tokens, every run,
+    from its periodic evaluations: better per step but slower per second shows here."""
+    fig = _figure(11, 4.4)
+    axes = fig.subplots(1, 2, sharey=True)
+    drawn = False
+    for r in runs:
+        pts = [p for p in r.get("eval_curve") or []
+               if len(p) >= 4 and None not in (num(p[1]), num(p[2]), num(p[3]))]
+        if len(pts) < 2:
+            continue
+        ppl = [math.exp(min(num(p[1]), 50.0)) for p in pts]
+        for ax, col in zip(axes, (2, 3)):
+            ax.plot([num(p[col]) for p in pts], ppl, color=cmap[r["name"]], lw=1.4,
+                    marker="o", ms=4, label=r["name"])
+        drawn = True
+    if not drawn:
+        return None
+    axes[0].set(xlabel="training time (s, optimiser steps only)", ylabel="eval perplexity",
+                title="Perplexity against training time")
+    axes[1].set(xlabel="training tokens", title="Perplexity against training tokens")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return _png(fig)
+
+
 def pareto_set(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names not dominated: no other point is <= on both axes and < on one."""
     keep = []
@@ -153,6 +182,68 @@ def perplexity_vs_params(runs: list[dict], cmap: dict[str, str],
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", frameon=False)
+    return _png(fig)
+
+
+@styled
+def efficiency_curve(runs: list[dict], cmap: dict[str, str],
+                     front: list[str]) -> bytes | None:
+    """The parameter-efficiency curve: eval perplexity with its 95% bootstrap interval
+    against trainable parameters and against training wall time, one line per method
+    through its swept values (``compare --sweep``; one point per method without a
+    sweep), and the Pareto frontier over all points."""
+    from .stats import perplexity_interval
+    by: dict[str, list[tuple]] = {}
+    for r in runs:
+        a = r.get("after") or {}
+        p, y = num((r.get("params") or {}).get("trainable")), num(a.get("perplexity"))
+        if not p or y is None or r.get("method") == "base":
+            continue
+        ci = perplexity_interval(a.get("record_nll") or [], a.get("record_tokens") or [])
+        by.setdefault(r.get("method") or r["name"], []).append(
+            (p, num(r.get("train_seconds")), y, *(ci or (y, y)), r["name"]))
+    if sum(len(v) for v in by.values()) < 2:
+        return None
+    for method, rs in by.items():  # seeds of one swept value: their mean, widest interval
+        pts = {}
+        for q in rs:
+            pts.setdefault(q[0], []).append(q)
+        by[method] = []
+        for p, qs in sorted(pts.items()):
+            y = sum(q[2] for q in qs) / len(qs)
+            secs = [q[1] for q in qs if q[1] is not None]
+            # (a percentile interval need not contain the estimate: clamp the bars)
+            by[method].append((p, sum(secs) / len(secs) if secs else None, y,
+                               max(0.0, y - min(q[3] for q in qs)),
+                               max(0.0, max(q[4] for q in qs) - y), qs[0][5]))
+    fig = _figure(12, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    for method, pts in by.items():
+        color = cmap[pts[0][5]]
+        for ax, col in zip(axes, (0, 1)):
+            row = sorted((q for q in pts if q[col] is not None), key=lambda q: q[col])
+            if row:
+                ax.errorbar([q[col] for q in row], [q[2] for q in row],
+                            yerr=[[q[3] for q in row], [q[4] for q in row]], color=color,
+                            marker="o", ms=4, lw=1.4, capsize=3, label=method)
+    pts = {r["name"]: (num((r.get("params") or {}).get("trainable")),
+                       num((r.get("after") or {}).get("perplexity"))) for r in runs
+           if r["name"] in front}
+    fr = sorted(pts[n] for n in front if n in pts)
+    if len(fr) > 1:
+        axes[0].plot([p[0] for p in fr], [p[1] for p in fr], color="#444444", lw=1.2,
+                     ls="--", drawstyle="steps-post", zorder=1, label="Pareto frontier")
+    for n in front:
+        if n in pts:
+            axes[0].scatter([pts[n][0]], [pts[n][1]], s=80, facecolors="none",
+                            edgecolors="black", linewidths=1.2, zorder=4)
+    axes[0].set_xscale("log")
+    axes[0].set(xlabel="trainable parameters (log scale)", ylabel="eval perplexity",
+                title="Perplexity against trainable parameters (○ = Pareto set)")
+    axes[1].set(xlabel="training wall time (s)", title="Perplexity against training time")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _png(fig)
 
 

@@ -41,7 +41,12 @@ def render_markdown(s: dict) -> str:
     md += ["Perplexity and eval loss: before → after training, on the same held-out records. "
            "Merge check: largest logit difference between the merged and the adapter model. "
            "Adapter size: the saved weights (the whole model where every weight trained).",
-           "", "## Which method when", ""]
+           ""]
+    if s.get("forgetting"):
+        md += ["## Forgetting: the general set", ""]
+        md += _md_table(s["forgetting_columns"], s["forgetting"], right_from=1)
+        md += [FORGETTING_NOTE, ""]
+    md += ["## Which method when", ""]
     if not s["findings"]:
         md += ["No method finished, so there is nothing to compare; see the failed runs below.",
                ""]
@@ -100,6 +105,14 @@ pre.err { white-space: pre-wrap; margin: 0; font-size: 12.5px; }
 """
 
 
+FORGETTING_NOTE = (
+    "Every run and the base model scored on a general instruction set that is not the "
+    "training data. In-domain: before → after training on the held-out records. Change vs "
+    "base: the general-set perplexity against the untrained model's, with the 95% "
+    "paired-bootstrap interval of the difference over the same records; a rise is what "
+    "fine-tuning cost elsewhere.")
+
+
 def _kv(rows: list[tuple[str, str]]) -> str:
     return ("<table class=\"kv\">" + "".join(
         f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>")
@@ -133,7 +146,16 @@ def render_html(s: dict, uris: list[str]) -> str:
           '<p class="note">Perplexity and eval loss: before → after training, on the same '
           "held-out records. Merge check: largest logit difference between the merged and "
           "the adapter model (✓ within tolerance). Adapter size: the saved weights (the "
-          "whole model where every weight trained).</p>", "<h2>Which method when</h2>"]
+          "whole model where every weight trained).</p>"]
+    if s.get("forgetting"):
+        h += ["<h2>Forgetting: the general set</h2>", '<div class="scroll"><table '
+              'class="results"><thead><tr>', "".join(f"<th>{escape(c)}</th>"
+                                                   for c in s["forgetting_columns"]),
+              "</tr></thead><tbody>"]
+        h += ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+              for row in s["forgetting"]]
+        h += ["</tbody></table></div>", f'<p class="note">{escape(FORGETTING_NOTE)}</p>']
+    h.append("<h2>Which method when</h2>")
     if not s["findings"]:
         h.append("<p>No method finished, so there is nothing to compare; see the failed "
                  "runs below.</p>")

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..core.atomic import atomic_write_bytes
-from . import plots
+from . import forgetting, plots
 from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
 from .stats import perplexity_interval, wilson
@@ -156,7 +156,8 @@ def settings(runs: list[dict]) -> list[tuple[str, str]]:
             ("Learning rate", _common(trained, c("train", "lr"))),
             ("Seed", _common(runs, c("train", "seed"))),
             ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
-            ("Eval every", _common(trained, c("train", "eval_every")))]
+            ("Eval every", _common(trained, c("train", "eval_every"))),
+            ("General set (forgetting)", _common(runs, lambda r: r.get("general_dataset")))]
     return [(k, v) for k, v in rows if v != DASH]
 
 
@@ -201,6 +202,8 @@ def write_report(output_dir: str | Path) -> dict:
     front = next((f["winners"] for f in found if f["key"] == "pareto"), [])
     charts: list[tuple[str, str, bytes | None]] = [
         ("loss", "Training and eval loss", plots.loss_curves(ok, cmap)),
+        ("compute", "Perplexity at equal compute", plots.equal_compute(ok, cmap)),
+        ("efficiency", "Parameter-efficiency curve", plots.efficiency_curve(ok, cmap, front)),
         ("pareto", "Perplexity against trainable parameters",
          plots.perplexity_vs_params(ok, cmap, front)),
         ("memory", "Peak memory", plots.memory_bars(ok, cmap, fmt_bytes)),
@@ -222,6 +225,7 @@ def write_report(output_dir: str | Path) -> dict:
             stale.unlink(missing_ok=True)
     summary = {
         "rows": [table_row(r) for r in runs], "columns": COLUMNS, "findings": found,
+        "forgetting": forgetting.table(runs), "forgetting_columns": forgetting.COLUMNS,
         "failed": [{"name": r["name"], "method": r.get("method"), "error": r.get("error")}
                    for r in runs if r.get("status") != "ok"],
         "settings": settings(runs), "method_options": method_options(runs),

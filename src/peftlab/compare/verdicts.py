@@ -16,11 +16,24 @@ from .stats import paired_difference, spread, wilson
 _KINDS = {
     "perplexity": {"key": "best_perplexity", "title": "Best perplexity", "lower": True},
     "exact": {"key": "best_exact_match", "title": "Best exact match", "lower": False},
+    # perplexity on the general set (compare --general-eval): lowest = forgot least
+    "general": {"key": "least_forgetting", "title": "Least forgetting", "lower": True},
 }
 
 
+def _section(kind: str) -> str:
+    return "general" if kind == "general" else "after"
+
+
+def _metric(kind: str) -> str:
+    return "exact" if kind == "exact" else "perplexity"  # general: a perplexity
+
+
 def _method(r: dict) -> str:
-    return r.get("method") or r["name"]
+    """The group a run belongs to: its method, and its swept value (``lora-r8``): the
+    runs of one group differ by seed only."""
+    m = r.get("method") or r["name"]
+    return m + "".join(f"-{k}{v}" for k, v in (r.get("sweep") or {}).items())
 
 
 def groups(runs: list[dict]) -> dict[str, list[dict]]:
@@ -32,14 +45,14 @@ def groups(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _value(r: dict, kind: str) -> float | None:
-    a = r.get("after") or {}
-    v = a.get("perplexity" if kind == "perplexity" else "exact_match")
+    a = r.get(_section(kind)) or {}
+    v = a.get("perplexity" if _metric(kind) == "perplexity" else "exact_match")
     return float(v) if isinstance(v, (int, float)) else None
 
 
 def _samples(rs: list[dict], kind: str) -> dict:
-    afters = [r.get("after") or {} for r in rs]
-    if kind == "perplexity":
+    afters = [r.get(_section(kind)) or {} for r in rs]
+    if _metric(kind) == "perplexity":
         return {"nll": [a.get("record_nll") for a in afters if a.get("record_nll")],
                 "tokens": [a.get("record_tokens") for a in afters if a.get("record_nll")]}
     return {"hits": [[float(h) for h in a["exact_hits"]] for a in afters
@@ -47,11 +60,11 @@ def _samples(rs: list[dict], kind: str) -> dict:
 
 
 def _show(kind: str, v: float) -> str:
-    return f"{v:.3f}" if kind == "perplexity" else f"{v:.1%}"
+    return f"{v:.3f}" if _metric(kind) == "perplexity" else f"{v:.1%}"
 
 
 def _diff(kind: str, d: float) -> str:
-    return f"{d:+.3f}" if kind == "perplexity" else f"{d * 100:+.1f} points"
+    return f"{d:+.3f}" if _metric(kind) == "perplexity" else f"{d * 100:+.1f} points"
 
 
 def describe(rs: list[dict], kind: str) -> str:
@@ -79,7 +92,8 @@ def quality_finding(runs: list[dict], kind: str, extra: str = "") -> dict | None
             / len([r for r in rs if _value(r, kind) is not None]) for m, rs in by.items()}
     order = sorted(mean, key=lambda m: mean[m] if spec["lower"] else -mean[m])
     best = order[0]
-    what = "perplexity" if kind == "perplexity" else "exact match"
+    what = {"perplexity": "perplexity", "exact": "exact match",
+            "general": "general-set perplexity (least forgetting)"}[kind]
     base = {"key": spec["key"], "title": spec["title"], "value": mean[best],
             "interval": None}
     if len(order) == 1:
@@ -87,7 +101,8 @@ def quality_finding(runs: list[dict], kind: str, extra: str = "") -> dict | None
                 "text": f"{best}: {what} {describe(by[best], kind)}; no other method has "
                         f"this figure to compare with.{extra}"}
     runner = order[1]
-    iv = paired_difference(_samples(by[best], kind), _samples(by[runner], kind), kind)
+    iv = paired_difference(_samples(by[best], kind), _samples(by[runner], kind),
+                           _metric(kind))
     figures = f"{best} {describe(by[best], kind)}, {runner} {describe(by[runner], kind)}"
     if iv is None:  # results from before per-record scores: equal values tie, no interval
         winners = [m for m in order if abs(mean[m] - mean[best]) <= 1e-12]
@@ -97,7 +112,8 @@ def quality_finding(runs: list[dict], kind: str, extra: str = "") -> dict | None
                 else f"{', '.join(winners[:-1])} and {winners[-1]} tie on {what}")
         text = f"{lead} ({figures}); no per-record scores to put an interval on it."
     else:
-        n = len(_samples(by[best], kind)["nll" if kind == "perplexity" else "hits"][0])
+        n = len(_samples(by[best], kind)["nll" if _metric(kind) == "perplexity"
+                                          else "hits"][0])
         seeds = max(len(by[best]), len(by[runner]))
         over = f"{n} eval records" + (f" and {seeds} seeds" if seeds > 1 else "")
         ci = (f"difference {_diff(kind, iv.estimate)}, 95% interval {_diff(kind, iv.low)} to "
@@ -202,6 +218,11 @@ def findings(runs: list[dict]) -> list[dict]:
                     "value": None, "runner_up": None,
                     "text": "No exact-match figures: the eval set has no exactly checkable "
                             "records, so perplexity is the quality measure here."})
+    if any(r.get("general") for r in ok):
+        g0 = num(((base or {}).get("general") or {}).get("perplexity"))
+        out.append(quality_finding(
+            ok, "general", f" The base model scores {fmt_value(g0)} on the general set; a "
+            "run above that lost ground outside its training data." if g0 else ""))
     out.append(_pareto(ok))
     return [f for f in out if f]
 

@@ -21,6 +21,9 @@ BUNDLED = "bundled"
 BUNDLED_ALIASES = (None, "", BUNDLED, "embedded", "default")
 BUNDLED_CHAT = "bundled-chat"
 """The bundled conversations (``chat_train.jsonl`` / ``chat_eval.jsonl``)."""
+BUNDLED_GENERAL = "bundled-general"
+"""The bundled general set (``general.jsonl``, all of it for evaluation): tasks unlike
+the bundled training data, to measure what fine-tuning cost elsewhere."""
 SPLIT_SEED = 1234
 """Fixed seed of the train/eval split of a single-file dataset, independent of the
 training seed so every run of a comparison evaluates on the same records."""
@@ -102,6 +105,11 @@ def bundled_dir() -> Path:
 def load_splits(source: str | None = None, eval_fraction: float = 0.1,
                 skip_bad_records: bool = False, data_format: str = "auto") -> Splits:
     """Train and eval records from the bundled sets, a local file, or a Hub dataset id."""
+    if source == BUNDLED_GENERAL:
+        path = bundled_dir() / "general.jsonl"
+        recs, skipped, fmt = _checked(read_json_records(path), str(path), skip_bad_records,
+                                      data_format)
+        return Splits([], recs, BUNDLED_GENERAL, skipped, fmt)
     if source in BUNDLED_ALIASES or source == BUNDLED_CHAT:
         d = bundled_dir()
         stem = "chat_" if source == BUNDLED_CHAT else ""

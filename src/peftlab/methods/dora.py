@@ -105,6 +105,7 @@ class DoraLinear(LoraLinear):
         super().__init__(base_layer, r, scaling, dropout)
         # Plain attributes, not buffers: derived values stay out of the state dict.
         self._w0_sq_cache: tuple[tuple, torch.Tensor] | None = None
+        self._factor_cache: tuple[tuple, torch.Tensor] | None = None
         self._merge_factor: torch.Tensor | None = None
         self._merge_lost_rows: tuple[torch.Tensor, torch.Tensor] | None = None
         # m0 = ‖W0‖_row (B = 0 at init): f = 1 exactly, the identity; peft starts there too.
@@ -138,8 +139,18 @@ class DoraLinear(LoraLinear):
                                  self.scaling)
 
     def dora_factor(self) -> torch.Tensor:
-        """f = m / ‖W0 + sBA‖_row (fp32); gradient flows to m only, the norm is constant."""
-        return self.lora_magnitude_vector / self.weight_norm()
+        """f = m / ‖W0 + sBA‖_row (fp32); gradient flows to m only, the norm is constant.
+
+        Without grad (evaluation, generation) f is kept until W0, A, B or m change: a
+        decoding step would otherwise recompute the norm (out·in·r multiply-adds, as much
+        as the layer's own matmul for a batch of r tokens) for every new token."""
+        if torch.is_grad_enabled():
+            return self.lora_magnitude_vector / self.weight_norm()
+        ps = (self.lora_A.weight, self.lora_B.weight, self.lora_magnitude_vector)
+        key = (self.base_weight_key(), *((p.data_ptr(), p._version) for p in ps))
+        if self._factor_cache is None or self._factor_cache[0] != key:
+            self._factor_cache = (key, self.lora_magnitude_vector / self.weight_norm())
+        return self._factor_cache[1]
 
     # -- forward ----------------------------------------------------------------------------
     def _low_rank(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,13 +225,13 @@ class DoraLinear(LoraLinear):
         self._merge_lost_rows = (lost, w[lost].clone()) if lost.numel() else None
         w0 = w.float()
         w.copy_((f[:, None] * (w0 + self._dense_update_fp32())).to(w.dtype))
-        self._w0_sq_cache = None
+        self._w0_sq_cache = self._factor_cache = None
 
     def _unmerge(self) -> None:
         w = self.base_layer.weight
         w.copy_(self._original_weight_fp32().to(w.dtype))
         self._merge_factor = self._merge_lost_rows = None
-        self._w0_sq_cache = None
+        self._w0_sq_cache = self._factor_cache = None
 
 
 class _ScaleRows(torch.autograd.Function):

@@ -79,12 +79,36 @@ class LoraLinear(AdapterLayer):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """s · B A x (the low-rank path alone)."""
-        a = self.lora_A.weight
+        return self.lora_B(self.lora_A(self._adapter_input(x))) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """base(x) + s · B A x, the addition fused into B's matmul (one addmm into the
+        base's output) where the dtypes allow: no output-sized tensor beyond the base's
+        instead of three more (B's output, its scaling, the sum), which on the CPU are
+        fresh memory faulted in each time."""
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        b = self.lora_B.weight
+        t = x.device.type
+        fused = (out.dtype == torch.get_autocast_dtype(t) if torch.is_autocast_enabled(t)
+                 else out.dtype == b.dtype)
+        if not fused:
+            return out + self.update(x).to(out.dtype)
+        h = self.lora_A(self._adapter_input(x))
+        y, h, bt = out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.t()
+        if out.requires_grad and out.grad_fn is None:  # a leaf: never written in place
+            return torch.addmm(y, h, bt, alpha=self.scaling).view(out.shape)
+        # In place: the base's output is this layer's own temporary (its backward does
+        # not need it), so the sum needs no new output-sized buffer at all.
+        return y.addmm_(h, bt.to(y.dtype), alpha=self.scaling).view(out.shape)
+
+    def _adapter_input(self, x: torch.Tensor) -> torch.Tensor:
         x = self.lora_dropout(x)
         if not torch.is_autocast_enabled(x.device.type):
             # Outside autocast the fp32 adapter must meet the input in one dtype.
-            x = x.to(a.dtype)
-        return self.lora_B(self.lora_A(x)) * self.scaling
+            x = x.to(self.lora_A.weight.dtype)
+        return x
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling

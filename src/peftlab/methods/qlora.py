@@ -27,6 +27,7 @@ from torch import nn
 from ..core.modules import linear_names_but_head
 from ..core.options import make_config, option
 from ..core.runtime import parse_dtype
+from ..quant.kernels import check_kernel
 from ..quant.linear4bit import Linear4bit, quantize_linears
 from ..quant.stream import load_quantized
 from .base import AdapterLayer
@@ -46,6 +47,11 @@ class QloraConfig(LoraConfig):
     double_quant: bool = option(True, "Quantize the NF4 block scales to 8 bits too "
                                       "(QLoRA's double quantization: 4.13 instead of "
                                       "4.5 bits per weight)")
+    nf4_kernel: str = option("auto", "Dequantization kernel of the 4-bit layers: torch "
+                                     "(pure PyTorch), bitsandbytes (its C++/CUDA kernel "
+                                     "when installed), or auto (torch unless "
+                                     "PEFTLAB_NF4_KERNEL says otherwise); all give the "
+                                     "same bits")
     stream_load: bool = option(True, "Quantize the checkpoint tensor by tensor while it "
                                      "loads (peak memory: the 4-bit model plus one "
                                      "tensor); off: load it whole, then quantize")
@@ -54,6 +60,7 @@ class QloraConfig(LoraConfig):
         super().__post_init__()
         if self.compute_dtype != "auto":
             parse_dtype(self.compute_dtype)  # an unknown name is an error here, early
+        check_kernel(self.nf4_kernel)
 
 
 class QLoRA(LoRA):
@@ -66,7 +73,7 @@ class QLoRA(LoRA):
     memory_first = True  # the point of a 4-bit base
     # How the base was quantized and computes: not in the adapter files, but needed to
     # rebuild the same base when the adapter is loaded again.
-    local_options = ("double_quant", "compute_dtype", "stream_load")
+    local_options = ("double_quant", "compute_dtype", "stream_load", "nf4_kernel")
 
     def _compute_dtype(self):
         c = self.config.compute_dtype
@@ -91,7 +98,11 @@ class QLoRA(LoRA):
     def prepare_model(self, model: nn.Module) -> None:
         """Quantize every ``nn.Linear`` but the output head to NF4, in place (layers
         already in 4 bits, as :meth:`base_loader` makes them, are left alone)."""
-        quantize_linears(model, linear_names_but_head(model), self._compute_dtype(), self.config.double_quant)
+        quantize_linears(model, linear_names_but_head(model), self._compute_dtype(),
+                         self.config.double_quant)
+        for module in model.modules():
+            if isinstance(module, Linear4bit):
+                module.kernel = self.config.nf4_kernel
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         if not isinstance(module, (nn.Linear, Linear4bit)):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.modules import set_submodule
+from . import kernels
 from .nf4 import ABSMAX_BLOCKSIZE, BLOCKSIZE, NF4Tensor, dequantize_nf4, quantize_nf4
 
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -51,6 +52,9 @@ class Linear4bit(nn.Module):
         self.compute_dtype = compute_dtype
         self.weight_dtype = weight_dtype  # what was quantized; to_linear()'s default
         self.blocksize = BLOCKSIZE
+        self.kernel = "auto"  # dequantization kernel (:mod:`.kernels`); same bits
+        # A dense copy of the weight kept while generating (see :func:`dense_weights`).
+        self._dense: torch.Tensor | None = None
         n = in_features * out_features
         blocks = math.ceil(n / BLOCKSIZE)
         # Empty buffers of the final sizes (a meta-device skeleton costs nothing; the
@@ -166,9 +170,41 @@ class Linear4bit(nn.Module):
                 f"compute_dtype={self.compute_dtype}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        meta = (self.weight_shape, self.weight_dtype, self.blocksize, self.compute_dtype)
+        dense = self._dense
+        if dense is not None and not torch.is_grad_enabled() and dense.dtype == (
+                torch.get_autocast_dtype(x.device.type)
+                if torch.is_autocast_enabled(x.device.type) else self.compute_dtype):
+            # generating: the cached dense weight (model.inference.inference_weights),
+            # the same values as dequantizing again
+            b = self.bias.to(dense.dtype) if self.bias is not None else None
+            y = F.linear(x.to(dense.dtype), dense, b)
+            return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+        meta = (self.weight_shape, self.weight_dtype, self.blocksize, self.compute_dtype,
+                self.kernel)
         return _NF4LinearFn.apply(x, self.bias, meta, self.packed, self.absmax,
                                   self.absmax_scale, self.absmax_offset)
+
+
+# Dense weights made by a recomputation under gradient checkpointing, for the backward
+# of the same layer that follows in the same backward pass: (graph task, packed codes'
+# address, dtype) -> weight. Entries of a finished backward pass are dropped.
+_RECOMPUTED: dict[tuple, torch.Tensor] = {}
+
+
+def _graph_task() -> int:
+    """The id of the backward pass running on this thread, -1 outside backward."""
+    f = getattr(torch._C, "_current_graph_task_id", None)
+    return f() if f is not None else -1
+
+
+def _keep_for_backward(task: int, packed: torch.Tensor, dtype: torch.dtype,
+                       w: torch.Tensor) -> None:
+    for key in [k for k in _RECOMPUTED if k[0] != task]:
+        kernels.give_back(_RECOMPUTED.pop(key))
+    old = _RECOMPUTED.get((task, packed.data_ptr(), dtype))
+    if old is not None:  # the same layer used twice in one segment
+        kernels.give_back(old)
+    _RECOMPUTED[(task, packed.data_ptr(), dtype)] = w
 
 
 class _NF4LinearFn(torch.autograd.Function):
@@ -177,22 +213,37 @@ class _NF4LinearFn(torch.autograd.Function):
     ∂L/∂x = ∂L/∂y · W dequantizes W a second time in backward (paper §3: QLoRA
     "dequantizes the storage data type to the computation data type to perform the
     forward and backward pass"); W has no gradient (frozen), so x itself is not saved.
+    Under gradient checkpointing the forward runs again inside backward; that second
+    forward hands its dense W to the backward that follows (two dequantizations per
+    step instead of three).
     """
 
     @staticmethod
     def forward(ctx, x, bias, meta, packed, absmax, absmax_scale, absmax_offset):
-        shape, weight_dtype, blocksize, compute_dtype = meta
+        shape, weight_dtype, blocksize, compute_dtype, kernel = meta
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             compute_dtype = torch.get_autocast_dtype(device_type)  # as nn.Linear would
         q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale,
                       absmax_offset)
-        w = dequantize_nf4(q, compute_dtype)
+        task = _graph_task()
+        if task != -1 and ctx.needs_input_grad[0]:
+            # A recomputation (gradient checkpointing) inside backward: this layer's
+            # backward comes next, so it gets this dense weight instead of dequantizing
+            # a third time (costs one decoder layer's dense weights while it runs).
+            w = kernels.dequantize(q, compute_dtype, kernel,
+                                   out=kernels.borrow(shape, compute_dtype, x.device))
+            _keep_for_backward(task, packed, compute_dtype, w)
+        else:
+            # The dense weight goes into a buffer reused by every layer
+            # (kernels.workspace): it is dead once the matmul returns.
+            w = kernels.dequantize(q, compute_dtype, kernel,
+                                   out=kernels.workspace(shape, compute_dtype, x.device))
         b = bias.to(compute_dtype) if bias is not None else None
         y = F.linear(x.to(compute_dtype), w, b)
-        del w  # the dense weight dies here, before any backward
+        del w
         ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
-        ctx.meta = (shape, weight_dtype, blocksize, compute_dtype)
+        ctx.meta = (shape, weight_dtype, blocksize, compute_dtype, kernel)
         ctx.x_dtype = x.dtype
         ctx.bias_dtype = bias.dtype if bias is not None else None
         if not torch.is_autocast_enabled(device_type):
@@ -203,13 +254,19 @@ class _NF4LinearFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         packed, absmax, absmax_scale, absmax_offset = ctx.saved_tensors
-        shape, weight_dtype, blocksize, compute_dtype = ctx.meta
+        shape, weight_dtype, blocksize, compute_dtype, kernel = ctx.meta
         grad_x = grad_b = None
         if ctx.needs_input_grad[0]:
-            q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale,
-                          absmax_offset)
-            w = dequantize_nf4(q, compute_dtype)
+            kept = _RECOMPUTED.pop((_graph_task(), packed.data_ptr(), compute_dtype), None)
+            w = kept
+            if w is None:
+                q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale,
+                              absmax_offset)
+                w = kernels.dequantize(q, compute_dtype, kernel, out=kernels.workspace(
+                    shape, compute_dtype, grad_y.device))
             grad_x = (grad_y.to(compute_dtype) @ w).to(ctx.x_dtype)
+            if kept is not None:
+                kernels.give_back(kept)
         if ctx.needs_input_grad[1]:  # only if someone unfroze the bias
             grad_b = grad_y.reshape(-1, shape[0]).sum(0).to(ctx.bias_dtype)
         return grad_x, grad_b, None, None, None, None, None

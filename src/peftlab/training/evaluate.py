@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.alpaca import Example, collate, epoch_batches
 from ..data.prompting import PromptFormat
+from ..model.inference import inference_weights
 from .distributed import Dist
 from .loss import DEFAULT_LOSS, LossOptions, response_nll_rows
 
@@ -84,16 +85,19 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     tokenizer.padding_side = "left"  # generation appends at the right end of each row
     outs: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                            padding=True, add_special_tokens=add_special_tokens).to(device)
-            with autocast() if autocast else contextlib.nullcontext():
+        # Frozen weights cast or dequantized once for the whole call, not per token.
+        with autocast() if autocast else contextlib.nullcontext(), \
+                inference_weights(model, torch.device(device)):
+            for start in range(0, len(prompts), batch_size):
+                enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
+                                padding=True, add_special_tokens=add_special_tokens
+                                ).to(device)
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      use_cache=True, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=stop_ids or tokenizer.eos_token_id,
                                      streamer=streamer)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            outs += tokenizer.batch_decode(new, skip_special_tokens=True)
+                new = gen[:, enc["input_ids"].shape[1]:]
+                outs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

@@ -272,9 +272,12 @@ def _loop(s: Session, cfg, plan: Plan, acc, model, opt, sched, start: int, metri
             after_step()
         tokens_seen += real
         s.progress.update(part_seconds=time.perf_counter() - t0, part_tokens=tokens_seen)
-        rate = real / max(time.perf_counter() - ts, 1e-9)
+        step_s = time.perf_counter() - ts
+        rate = real / max(step_s, 1e-9)
         losses.append(loss)
-        metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate, **extra)
+        # step_seconds and tokens: the comparison's equal-compute view sums them
+        metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate,
+                      step_seconds=step_s, tokens=real, **extra)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
         bar.update(1)
         _periodic(s, cfg, step + 1, plan, acc, model, opt, sched, metrics, out, dist)

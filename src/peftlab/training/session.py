@@ -163,7 +163,8 @@ def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
     s.prompt = _prompt_format(s, cfg, s.splits.format)
     if s.splits.skipped:
         log(f"skipped {s.splits.skipped} malformed record(s) of {s.splits.source}")
-    ev = s.splits.eval[: d.max_eval_records] if d.max_eval_records else s.splits.eval
+    ev = s.splits.train + s.splits.eval if d.eval_all else s.splits.eval
+    ev = ev[: d.max_eval_records] if d.max_eval_records else ev
     s.eval_data = s.prompt.encode(ev, d.max_length, f"{s.splits.source} (eval)")
     if not s.eval_data.examples:
         raise ValueError(f"{s.splits.source}: no evaluation record left (eval split of "

@@ -1,0 +1,98 @@
+"""Weights ready for generation: no per-token work that is the same for every token.
+
+Decoding runs every Linear once per new token. Two costs repeat although the weights do
+not change while generating:
+
+- under autocast (bf16 on this CPU), every fp32 weight is cast to bf16 at every call:
+  autocast caches casts only of weights that require grad, inside a grad-enabled region;
+- a 4-bit (NF4) base is dequantized again at every call.
+
+:func:`inference_weights` removes both for the duration of a generation: each frozen
+``nn.Linear`` gets a copy of its weight (and bias) in the autocast dtype, each
+:class:`~peftlab.quant.linear4bit.Linear4bit` a dense copy of its weight. The numbers
+are the same bits as without the cache (a bf16 matmul of the same bf16 operands);
+memory grows by 2 bytes per cached weight in bf16 (4 in fp32), which is why there is a
+budget: layers are cached in model order until it is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..quant.linear4bit import Linear4bit
+
+DEFAULT_BUDGET = 4 * 2**30
+"""Extra bytes the cache may take by default (``PEFTLAB_GENERATION_CACHE`` overrides it,
+in bytes; 0 turns the cache off)."""
+
+
+def cache_budget() -> int:
+    raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "")
+    return int(raw) if raw.strip() else DEFAULT_BUDGET
+
+
+def _compute_dtype(device: torch.device, layer: nn.Module) -> torch.dtype | None:
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return getattr(layer, "compute_dtype", None)  # a 4-bit layer outside autocast
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A tensor with its values here (not a DTensor shard under FSDP)."""
+    return type(t.detach()) is torch.Tensor
+
+
+def _cast_forward(layer: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None):
+    original = type(layer).forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        t = x.device.type
+        if (torch.is_grad_enabled() or not torch.is_autocast_enabled(t)
+                or torch.get_autocast_dtype(t) != weight.dtype):
+            return original(layer, x)  # not the setting the copy was made for
+        return F.linear(x.to(weight.dtype), weight, bias)
+    return forward
+
+
+@contextlib.contextmanager
+def inference_weights(model: nn.Module, device: torch.device, budget: int | None = None):
+    """Within the block, frozen Linears compute from cached copies (see module doc);
+    call it inside the autocast region the generation runs in. Yields the bytes cached."""
+    budget = cache_budget() if budget is None else budget
+    cast_layers, dense_layers, used = [], [], 0
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, Linear4bit):
+                    dtype = _compute_dtype(device, module)
+                    size = module.weight_numel * dtype.itemsize
+                    if used + size > budget:
+                        break
+                    module._dense = module.dequantized_weight(dtype)
+                    dense_layers.append(module)
+                elif type(module) is nn.Linear and _plain(module.weight):
+                    # (any Linear: generation changes no weight; a sharded one is left
+                    # alone, its values exist only while its layer runs)
+                    dtype = _compute_dtype(device, module)
+                    if dtype is None or dtype == module.weight.dtype:
+                        continue
+                    size = module.weight.numel() * dtype.itemsize
+                    if used + size > budget:
+                        break
+                    bias = module.bias.to(dtype) if module.bias is not None else None
+                    module.forward = _cast_forward(module, module.weight.to(dtype), bias)
+                    cast_layers.append(module)
+                else:
+                    continue
+                used += size
+        yield used
+    finally:
+        for module in dense_layers:
+            module._dense = None
+        for module in cast_layers:
+            del module.forward
