@@ -136,7 +136,11 @@ def build(rng: random.Random) -> list[dict]:
 
 
 def main(out: Path = OUT) -> None:
-    records = build(random.Random(7))
+    rng = random.Random(7)
+    records = build(rng)
+    # Tasks interleaved, so that the first N records (exact match is scored on at most
+    # exact_match_limit of them) cover every task.
+    rng.shuffle(records)
     instructions = [(r["instruction"], r["input"]) for r in records]
     assert len(set(instructions)) == len(instructions), "duplicate records"
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),

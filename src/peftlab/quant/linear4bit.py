@@ -53,7 +53,7 @@ class Linear4bit(nn.Module):
         self.weight_dtype = weight_dtype  # what was quantized; to_linear()'s default
         self.blocksize = BLOCKSIZE
         self.kernel = "auto"  # dequantization kernel (:mod:`.kernels`); same bits
-        # A dense copy of the weight kept while generating (see :func:`dense_weights`).
+        # A dense copy of the weight kept while generating (model/inference.py).
         self._dense: torch.Tensor | None = None
         n = in_features * out_features
         blocks = math.ceil(n / BLOCKSIZE)
