@@ -204,3 +204,17 @@ def test_checkpointing_hands_the_recomputed_weight_to_backward(monkeypatch, tiny
     assert all(torch.equal(plain[k], ckpt[k]) for k in plain)
     from peftlab.quant import linear4bit
     assert not linear4bit._RECOMPUTED  # every kept weight was used and let go
+
+
+def test_generation_cache_budget(monkeypatch):
+    from peftlab.model import inference
+    monkeypatch.setenv("PEFTLAB_GENERATION_CACHE", "12345")
+    assert inference.cache_budget() == 12345
+    monkeypatch.delenv("PEFTLAB_GENERATION_CACHE")
+    assert inference._free_bytes(torch.device("cpu")) > 0  # read from /proc/meminfo
+    monkeypatch.setattr(inference, "_free_bytes", lambda device: 8 * 2**30)
+    assert inference.cache_budget() == 2 * 2**30  # a quarter of what is free
+    monkeypatch.setattr(inference, "_free_bytes", lambda device: 64 * 2**30)
+    assert inference.cache_budget() == inference.DEFAULT_BUDGET
+    monkeypatch.setattr(inference, "_free_bytes", lambda device: None)
+    assert inference.cache_budget() == inference.DEFAULT_BUDGET

@@ -127,7 +127,6 @@ def equal_compute(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
                 title="Perplexity against training time")
     axes[1].set(xlabel="training tokens", title="Perplexity against training tokens")
     for ax in axes:
-        ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _png(fig)

@@ -12,7 +12,8 @@ not change while generating:
 :class:`~peftlab.quant.linear4bit.Linear4bit` a dense copy of its weight. The numbers
 are the same bits as without the cache (a bf16 matmul of the same bf16 operands);
 memory grows by 2 bytes per cached weight in bf16 (4 in fp32), which is why there is a
-budget: layers are cached in model order until it is spent.
+budget (at most 4 GiB and a quarter of the memory free): layers are cached in model order
+until it is spent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quant import kernels
 from ..quant.linear4bit import Linear4bit
 
 DEFAULT_BUDGET = 4 * 2**30
@@ -31,9 +33,28 @@ DEFAULT_BUDGET = 4 * 2**30
 in bytes; 0 turns the cache off)."""
 
 
-def cache_budget() -> int:
+def cache_budget(device: torch.device | None = None) -> int:
+    """``PEFTLAB_GENERATION_CACHE`` if set; else the smaller of :data:`DEFAULT_BUDGET`
+    and a quarter of the memory free now on ``device`` (so that a 4-bit model, whose
+    point is its small footprint, is not made dense behind the user's back)."""
     raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "")
-    return int(raw) if raw.strip() else DEFAULT_BUDGET
+    if raw.strip():
+        return int(raw)
+    free = _free_bytes(device or torch.device("cpu"))
+    return DEFAULT_BUDGET if free is None else min(DEFAULT_BUDGET, free // 4)
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _compute_dtype(device: torch.device, layer: nn.Module) -> torch.dtype | None:
@@ -63,7 +84,9 @@ def _cast_forward(layer: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | N
 def inference_weights(model: nn.Module, device: torch.device, budget: int | None = None):
     """Within the block, frozen Linears compute from cached copies (see module doc);
     call it inside the autocast region the generation runs in. Yields the bytes cached."""
-    budget = cache_budget() if budget is None else budget
+    budget = cache_budget(device) if budget is None else budget
+    # The 4-bit matmul's reusable buffers are not needed while generating: give them back.
+    kernels.release_workspace()
     cast_layers, dense_layers, used = [], [], 0
     try:
         with torch.no_grad():
