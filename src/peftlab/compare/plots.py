@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 DPI = 110
 BASE_COLOR = "#7f7f7f"
@@ -237,6 +238,7 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
             axes[0].scatter([pts[n][0]], [pts[n][1]], s=80, facecolors="none",
                             edgecolors="black", linewidths=1.2, zorder=4)
     axes[0].set_xscale("log")
+    axes[0].xaxis.set_minor_formatter(NullFormatter())  # minor labels would overlap
     axes[0].set(xlabel="trainable parameters (log scale)", ylabel="eval perplexity",
                 title="Perplexity against trainable parameters (○ = Pareto set)")
     axes[1].set(xlabel="training wall time (s)", title="Perplexity against training time")
