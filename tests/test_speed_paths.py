@@ -210,6 +210,9 @@ def test_generation_cache_budget(monkeypatch):
     from peftlab.model import inference
     monkeypatch.setenv("PEFTLAB_GENERATION_CACHE", "12345")
     assert inference.cache_budget() == 12345
+    monkeypatch.setenv("PEFTLAB_GENERATION_CACHE", "4G")
+    with pytest.raises(ValueError, match="number of bytes"):
+        inference.cache_budget()
     monkeypatch.delenv("PEFTLAB_GENERATION_CACHE")
     assert inference._free_bytes(torch.device("cpu")) > 0  # read from /proc/meminfo
     monkeypatch.setattr(inference, "_free_bytes", lambda device: 8 * 2**30)

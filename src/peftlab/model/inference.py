@@ -39,7 +39,11 @@ def cache_budget(device: torch.device | None = None) -> int:
     point is its small footprint, is not made dense behind the user's back)."""
     raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "")
     if raw.strip():
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"PEFTLAB_GENERATION_CACHE must be a number of bytes (0 turns "
+                             f"the generation copies off), got {raw!r}") from None
     free = _free_bytes(device or torch.device("cpu"))
     return DEFAULT_BUDGET if free is None else min(DEFAULT_BUDGET, free // 4)
 
