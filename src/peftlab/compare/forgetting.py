@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from ..data.sources import BUNDLED_GENERAL
+from .fmt import DASH, fmt_value
+from .stats import paired_difference, perplexity_interval, wilson
 
 KEYS = ("eval_loss", "perplexity", "exact_match", "exact_n", "eval_tokens", "record_nll",
         "record_tokens", "exact_hits")
@@ -104,8 +106,6 @@ def table(runs: list[dict]) -> list[list[str]]:
     in-domain perplexity before → after, general-set perplexity with its interval, its
     change against the base with the paired-bootstrap interval of the difference, and
     exact match; empty when no run has a general-set score."""
-    from .fmt import DASH, fmt_value
-    from .stats import paired_difference, perplexity_interval, wilson
     scored = [r for r in runs if r.get("status") == "ok" and "general" in r]
     if not scored:
         return []

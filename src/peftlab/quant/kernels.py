@@ -67,6 +67,7 @@ def resolve_kernel(name: str, device: torch.device, numel: int = 0) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=None)
 def bitsandbytes_installed() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
@@ -136,6 +137,15 @@ def dequantize(q: NF4Tensor, dtype: torch.dtype, kernel: str = "auto",
     return dequantize_nf4(q, dtype, out=out)
 
 
+def _thread_dict(name: str) -> dict:
+    """This thread's dict ``name`` of buffers (made on first use)."""
+    d = getattr(_local, name, None)
+    if d is None:
+        d = {}
+        setattr(_local, name, d)
+    return d
+
+
 def workspace(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A reusable contiguous buffer of ``shape`` for this thread: valid until the next
     call with the same device and dtype, so the caller must be done with it by then (a
@@ -143,9 +153,7 @@ def workspace(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> to
     fresh tensor."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
-    pool = getattr(_local, "pool", None)
-    if pool is None:
-        pool = _local.pool = {}
+    pool = _thread_dict("pool")
     n = shape.numel()
     buf = pool.get(dtype)
     if buf is None or buf.numel() < n:
@@ -161,10 +169,7 @@ def borrow(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch
     dtype is reused, so these weights are not fresh pages faulted in at every step."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
-    spare = getattr(_local, "spare", None)
-    if spare is None:
-        spare = _local.spare = {}
-    free = spare.get((dtype, shape.numel()))
+    free = _thread_dict("spare").get((dtype, shape.numel()))
     if free:
         return free.pop().view(shape)
     with torch.inference_mode(False):
@@ -175,10 +180,7 @@ def give_back(buf: torch.Tensor) -> None:
     """Return a buffer from :func:`borrow` for reuse (CPU; elsewhere nothing)."""
     if buf.device.type != "cpu":
         return
-    spare = getattr(_local, "spare", None)
-    if spare is None:
-        spare = _local.spare = {}
-    spare.setdefault((buf.dtype, buf.numel()), []).append(buf.view(-1))
+    _thread_dict("spare").setdefault((buf.dtype, buf.numel()), []).append(buf.view(-1))
 
 
 def release_workspace() -> None:
