@@ -1,4 +1,5 @@
-"""``peftlab`` command line: train | eval | generate | merge.
+"""``peftlab`` command line: train | eval | generate | chat | compare | merge | export |
+plan.
 
 Training options are generated from the config dataclasses (and every method's own
 config), so a new option or a new method appears here with no change to this file.
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--model", str), ("--dataset", str), ("--max-steps", int),
                        ("--epochs", float), ("--seed", int), ("--device", str)):
         c.add_argument(flag, type=kind)
+    c.add_argument("--max-memory", metavar="SIZE", help="keep every run's peak memory "
+                   "under SIZE (e.g. 3GiB): each run chooses its token budget, "
+                   "checkpointing and allocator by the planner's prediction")
     c.add_argument("--seeds", help="train each method with N seeds (from --seed on) or "
                    "with a list (1,7,42); verdicts then account for seed-to-seed spread")
     c.add_argument("--general-eval", metavar="FILE|bundled",
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype the base loads in (default: the run's); bfloat16 halves the "
                         "memory of a large model, each layer is still merged in fp32")
     _add_runtime(x)
+    from .memory.cli import add_plan_parser
+    add_plan_parser(sub, _add_method_options, _add_common)
     return p
 
 
@@ -245,8 +251,8 @@ def _resume_hint(ns: argparse.Namespace) -> str:
 
 
 def _train_config(ns: argparse.Namespace):
-    cfg = api.build_config(ns.config, **_overrides(ns, {"command", "config", "set",
-                                                        "num_processes"}))
+    cfg = api.build_config(ns.config, **_overrides(ns, {
+        "command", "config", "set", "num_processes", "fit", "methods", "json", "no_data"}))
     for text in ns.set:
         key, value = parse_override(text)
         set_dotted(cfg, key, value)
@@ -310,8 +316,11 @@ def _run(ns: argparse.Namespace) -> int:
                 include_base=not ns.no_base, report=False, model=ns.model,
                 dataset=ns.dataset, max_steps=ns.max_steps, epochs=ns.epochs, seed=ns.seed,
                 seeds=ns.seeds, general_eval=ns.general_eval, sweep=ns.sweep,
-                device=ns.device, extra_methods=ns.extra_methods)
+                device=ns.device, extra_methods=ns.extra_methods, max_memory=ns.max_memory)
         print(write_report(Path(ns.output))["text"])
+    elif ns.command == "plan":
+        from .memory.cli import print_plan, run_plan
+        print_plan(run_plan(ns, _train_config), ns.json)
     elif ns.command == "merge":
         res = api.merge(ns.adapter, ns.output, ns.dtype, requantize=ns.requantize,
                         overwrite=ns.overwrite,

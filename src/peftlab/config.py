@@ -132,6 +132,17 @@ class TrainConfig:
                                     "pages returned after every step), default, or auto "
                                     "(lean for memory-first methods: QLoRA; else default)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    max_memory: str | None = option(None, "Keep the run's peak memory under this size "
+                                          "(e.g. 3GiB, 20GB; GB counts as GiB): token "
+                                          "budget, gradient checkpointing, allocator and "
+                                          "generation copies are chosen by `peftlab plan`'s "
+                                          "prediction before training, or the run stops "
+                                          "saying what would fit")
+    plan_memory: bool = option(False, "Save the planner's predicted peak memory beside "
+                                      "the measured one in results.json (compare does)")
+    generation_cache: int | None = option(None, "Bytes of compute-dtype weight copies "
+                                                "generation may keep (default: min(4 GiB, "
+                                                "a quarter of the free memory); 0: none)")
     eval_batch_size: int = option(16, "Records per evaluation batch")
     exact_match_limit: int = option(64, "Generate for at most this many exactly "
                                         "checkable eval records")
@@ -149,6 +160,12 @@ class TrainConfig:
             if isinstance(getattr(self, name), int) and getattr(self, name) < 0:
                 raise ValueError(f"option {name!r} must be 0 (off) or a positive number "
                                  f"of tokens, got {getattr(self, name)}")
+        if self.max_memory is not None:
+            from .memory.sizes import parse_size
+            parse_size(self.max_memory)  # a bad size is an error before anything loads
+        if self.generation_cache is not None and self.generation_cache < 0:
+            raise ValueError(f"option 'generation_cache' must be 0 (no copies) or a number "
+                             f"of bytes, got {self.generation_cache}")
         if self.loss_weighting not in ("auto", "token", "step"):
             raise ValueError(f"option 'loss_weighting' must be auto, token or step, got "
                              f"{self.loss_weighting!r}")

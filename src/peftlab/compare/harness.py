@@ -200,6 +200,7 @@ def _row(name: str, cfg_dict: dict, started: float, res: dict | None, error: str
     loss, evals, ranks = _metrics_curves(run_dir)
     row.update(params=res.get("params"), adapter_bytes=res.get("adapter_bytes", 0),
                peak_memory_bytes=res.get("peak_memory_bytes"),
+               predicted_memory_bytes=(res.get("predicted_memory") or {}).get("peak_bytes"),
                memory_kind="cuda" if str(res.get("device", "")).startswith("cuda")
                else "rss",
                train_seconds=res.get("train_seconds"), tokens_per_s=res.get("tokens_per_s"),
@@ -271,6 +272,7 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
                              else data.get("general_eval"))
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
+    common.setdefault("plan_memory", True)  # the report shows predicted beside measured
     methods = list(methods or cfg_methods or default_methods())
     methods += [m for m in dict.fromkeys(extra_methods or []) if m not in methods]
     unknown = [m for m in methods if m not in METHODS]

@@ -75,6 +75,8 @@ def table_row(run: dict) -> dict[str, str]:
     mem = fmt_bytes(run.get("peak_memory_bytes"))
     if mem != DASH and run.get("memory_kind"):
         mem += f" ({run['memory_kind']})"
+    if mem != DASH and num(run.get("predicted_memory_bytes")):  # `peftlab plan`'s figure
+        mem += f"; predicted {fmt_bytes(run['predicted_memory_bytes'])}"
     em = _before_after(run, "exact_match", lambda x: f"{x:.1%}")
     if em != DASH and after.get("exact_n"):
         n = after["exact_n"]

@@ -127,9 +127,21 @@ def seed_everything(seed: int) -> None:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated on CUDA; peak resident set size of the process on CPU."""
+    """Peak GPU memory allocated on CUDA; peak resident set size of the process on CPU.
+
+    On Linux the process's own high-water mark (``VmHWM``): ``ru_maxrss`` also counts the
+    parent's resident set at the fork that started this process (Linux keeps the old
+    address space's mark across ``exec``), so a child of a large process would report
+    at least its parent's size."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
 

@@ -26,6 +26,7 @@ where ‖W0‖²_row is computed once and cached (W0 is frozen).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -262,7 +263,10 @@ class _ScaleRows(torch.autograd.Function):
 
 
 def _no_autocast(w: torch.Tensor):
-    """Norm math must stay fp32 even inside a bf16 autocast region."""
+    """Norm math must stay fp32 even inside a bf16 autocast region (the meta device,
+    where the memory planner builds its skeletons, has no autocast)."""
+    if w.device.type == "meta":
+        return contextlib.nullcontext()
     return torch.autocast(w.device.type, enabled=False)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer, Method, MethodConfig, check_rank
+from .lora_down import lora_down
 
 # PEFT keys we understand; anything else in an adapter_config.json must be at its default
 # (a LoRA adapter using layer-wise ranks or trained biases would otherwise load wrongly).
@@ -79,7 +80,7 @@ class LoraLinear(AdapterLayer):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """s · B A x (the low-rank path alone)."""
-        return self.lora_B(self.lora_A(self._adapter_input(x))) * self.scaling
+        return self.lora_B(self._down(x)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """base(x) + s · B A x, the addition fused into B's matmul (one addmm into the
@@ -95,7 +96,7 @@ class LoraLinear(AdapterLayer):
                  else out.dtype == b.dtype)
         if not fused:
             return out + self.update(x).to(out.dtype)
-        h = self.lora_A(self._adapter_input(x))
+        h = self._down(x)
         y, h, bt = out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.t()
         if out.requires_grad and out.grad_fn is None:  # a leaf: never written in place
             return torch.addmm(y, h, bt, alpha=self.scaling).view(out.shape)
@@ -103,12 +104,11 @@ class LoraLinear(AdapterLayer):
         # not need it), so the sum needs no new output-sized buffer at all.
         return y.addmm_(h, bt.to(y.dtype), alpha=self.scaling).view(out.shape)
 
-    def _adapter_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.lora_dropout(x)
-        if not torch.is_autocast_enabled(x.device.type):
-            # Outside autocast the fp32 adapter must meet the input in one dtype.
-            x = x.to(self.lora_A.weight.dtype)
-        return x
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        """A · dropout(x), keeping only ``x`` for backward (:mod:`.lora_down`)."""
+        drop = self.lora_dropout
+        p = drop.p if self.training and isinstance(drop, nn.Dropout) else 0.0
+        return lora_down(x, self.lora_A.weight, p)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling

@@ -33,10 +33,33 @@ DEFAULT_BUDGET = 4 * 2**30
 in bytes; 0 turns the cache off)."""
 
 
+_LIMIT: list[int] = []  # innermost last: budget_limit() contexts in force
+
+
+@contextlib.contextmanager
+def budget_limit(limit: int | None):
+    """Within the block the cache takes at most ``limit`` bytes (None: no limit): a run
+    under ``max_memory`` keeps generation inside its plan (``generation_cache``)."""
+    if limit is None:
+        yield
+        return
+    _LIMIT.append(int(limit))
+    try:
+        yield
+    finally:
+        _LIMIT.pop()
+
+
 def cache_budget(device: torch.device | None = None) -> int:
     """``PEFTLAB_GENERATION_CACHE`` if set; else the smaller of :data:`DEFAULT_BUDGET`
     and a quarter of the memory free now on ``device`` (so that a 4-bit model, whose
-    point is its small footprint, is not made dense behind the user's back)."""
+    point is its small footprint, is not made dense behind the user's back); never more
+    than a :func:`budget_limit` in force."""
+    budget = _cache_budget(device)
+    return min(budget, _LIMIT[-1]) if _LIMIT else budget
+
+
+def _cache_budget(device: torch.device | None) -> int:
     raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "")
     if raw.strip():
         try:

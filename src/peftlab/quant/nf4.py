@@ -219,8 +219,9 @@ def quantize_nf4(w: torch.Tensor, blocksize: int = BLOCKSIZE,
     flat = w.detach().reshape(-1)
     bounds = _table("nf4_bounds", w.device)
     packed, absmax = [], []
-    for start in range(0, flat.numel(), _CHUNK):
-        chunk = flat[start:start + _CHUNK].float()
+    step = max(flat.numel(), 1) if w.is_meta else _CHUNK  # meta (planner): shapes only
+    for start in range(0, flat.numel(), step):
+        chunk = flat[start:start + step].float()
         am, scaled = _block_absmax_and_scaled(chunk, blocksize)
         # bucketize gives the number of boundaries < x: the nearest level, ties low.
         codes = torch.bucketize(scaled, bounds, out_int32=True).to(torch.uint8)

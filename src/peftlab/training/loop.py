@@ -45,7 +45,9 @@ from ..data.alpaca import (
     token_pieces,
 )
 from ..formats.saved import save_trained
+from ..memory.cap import apply_max_memory, predicted_peak
 from ..methods import METHODS
+from ..model.inference import budget_limit
 from .checkpoint import (
     clean_stale_temp_files,
     list_checkpoints,
@@ -82,6 +84,9 @@ def train(cfg: RunConfig) -> dict:
 
     The main process locks the output for the whole run and claims it: a directory of an
     earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``."""
+    # Before anything loads or is written: --max-memory picks the settings (every process
+    # alike: the choice is a pure function of the configuration) or stops here.
+    planned = apply_max_memory(cfg, log)
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(cfg.train.device)
@@ -90,11 +95,13 @@ def train(cfg: RunConfig) -> dict:
         claim = claim_run_dir(out, cfg.train.resume, cfg.train.overwrite) if dist.is_main \
             else (None, None)
         dist.barrier()  # the other processes start once the directory is claimed
-        return _train(cfg, acc, dist, device, *claim)
+        with budget_limit(cfg.train.generation_cache):
+            results = _train(cfg, acc, dist, device, *claim, planned=planned)
+    return results
 
 
 def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
-           aside: Path | None) -> dict:
+           aside: Path | None, planned: dict | None = None) -> dict:
     t = cfg.train
     memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
     allocator = set_allocator(t.allocator, memory_first) if device.type == "cpu" \
@@ -106,8 +113,10 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     seed_everything(t.seed)
     if torch.cuda.is_available():  # peak memory is reported per run
         torch.cuda.reset_peak_memory_stats()
+    start_peak = peak_memory_bytes(device)
     s = open_session(cfg, new_adapter=True, device=device)
     s.run_id, s.aside = run_id, aside
+    phases = {"start": start_peak, "load": peak_memory_bytes(device)}  # the high-water mark after each phase
     method = s.adapter.method
     cfg.adapter = asdict(method.config)  # save the resolved options
     plan = make_plan(len(s.train_data.examples), t, dist.world)
@@ -151,25 +160,36 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         _print_eval("before", results["before"])
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
+    phases["eval before"] = peak_memory_bytes(device)
     results["allocator"] = allocator
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
                          trim_heap if allocator == "trim" else None))
+    phases["train"] = peak_memory_bytes(device)
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
+    phases["eval after"] = peak_memory_bytes(device)
+    # Which phase set the peak: the first whose high-water mark reached it.
+    results["memory_phases"] = phases
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
-    _finish(s, out, results, dist)
+    _finish(s, out, results, dist, planned, cfg)
     return results
 
 
-def _finish(s: Session, out: Path, results: dict, dist: Dist) -> None:
+def _finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
+            cfg: RunConfig | None = None) -> None:
     """Save the adapter (or the whole model: ``saves_full_model``) and results.json (the
-    main process; the others wait)."""
+    main process; the others wait). The planner's prediction (``--max-memory``'s, or with
+    ``plan_memory``) goes beside the measured peak, computed after it was read."""
     with full_params(s.model):  # FSDP: every process takes part in the gathering
         if dist.is_main:
             results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
     if dist.is_main:
         results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
+        if planned is None and cfg is not None and cfg.train.plan_memory:
+            planned = predicted_peak(cfg)
+        if planned is not None:
+            results["predicted_memory"] = planned
         results["merge_check"] = _merge_check(s) if not dist.sharded else {
             "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
             "`peftlab merge` checks the merged model"}

@@ -1,0 +1,64 @@
+"""``train --max-memory``: choose the settings that keep a run under a memory cap, before
+anything loads, or stop saying what would fit; and the prediction saved with a run."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+from .sizes import describe_bytes, parse_size
+
+
+class MemoryCapError(ValueError):
+    """No setting the planner knows keeps the run under ``--max-memory``."""
+
+
+def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
+    """With ``cfg.train.max_memory``: set token budget, gradient checkpointing, allocator
+    and the generation copies' limit in ``cfg`` to the fastest setting predicted to stay
+    under it (so ``config.yaml`` records them); returns that prediction."""
+    t = cfg.train
+    if not t.max_memory:
+        return None
+    from .planner import data_shape, fit_settings, target_device
+    cap = parse_size(t.max_memory)
+    device = target_device(t.device)
+    try:
+        data = data_shape(cfg)
+    except (OSError, ValueError):
+        data = None  # the run itself will report a bad dataset
+    chosen, est = fit_settings(cfg, cap, data, device)
+    if chosen is None:
+        s = est.settings
+        raise MemoryCapError(
+            f"--max-memory {t.max_memory}: no setting keeps {cfg.method} on "
+            f"{cfg.model.name or 'the embedded model'} under {describe_bytes(cap)}; the "
+            f"smallest predicted peak is {describe_bytes(est.peak)} (token budget "
+            f"{s['token_budget']}, gradient checkpointing on, allocator {s['allocator']}). "
+            f"Nothing was trained. Raise the limit to at least {describe_bytes(est.peak)}, "
+            "or shorten max_length, use a smaller model, or a method with a smaller "
+            "footprint (`peftlab plan --fit SIZE` compares them)")
+    before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing",
+                                         "allocator")}
+    for k in before:
+        setattr(t, k, chosen[k])
+    t.generation_cache = chosen["generation_cache"] if t.generation_cache is None else min(
+        t.generation_cache, chosen["generation_cache"])
+    changed = [f"{k} {before[k]} -> {chosen[k]}" for k in before if before[k] != chosen[k]]
+    log(f"--max-memory {t.max_memory}: predicted peak {describe_bytes(est.peak)} of "
+        f"{describe_bytes(cap)} with token budget {t.token_budget}, gradient "
+        f"checkpointing {'on' if t.gradient_checkpointing else 'off'}, allocator "
+        f"{t.allocator}, generation copies up to {describe_bytes(t.generation_cache)}"
+        + (f" (changed: {', '.join(changed)})" if changed else " (as asked)"))
+    return est.to_dict()
+
+
+def predicted_peak(cfg) -> dict | None:
+    """The planner's prediction for ``cfg`` (what ``results.json`` keeps beside the
+    measured peak); None when the model's shape cannot be read."""
+    from .planner import data_shape, estimate_run
+    try:
+        c = copy.deepcopy(cfg)
+        return estimate_run(c, data_shape(c), with_time=False).to_dict()
+    except Exception as e:  # a prediction must never fail a finished run
+        return {"error": f"{type(e).__name__}: {e}"}

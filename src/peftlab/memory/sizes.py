@@ -1,0 +1,37 @@
+"""Memory sizes as people write them (``24GB``, ``3.5GiB``, ``512MiB``) and as we print
+them. GB counts as GiB, as GPU memory is quoted (an "80GB" A100 holds 80 GiB)."""
+
+from __future__ import annotations
+
+GiB = 1 << 30
+_UNITS = (("TIB", 1 << 40), ("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
+          ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10),
+          ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1))
+
+
+def parse_size(text: str | int | float) -> int:
+    """``24GB``, ``80G``, ``3.5GiB``, ``512MiB`` or a number of bytes."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return int(text)
+    s = str(text).strip().upper().replace(" ", "")
+    for unit, mult in _UNITS:
+        if s.endswith(unit) and s[: -len(unit)]:
+            try:
+                value = float(s[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0:
+                return int(value * mult)
+            break
+    else:
+        try:
+            if float(s) > 0:
+                return int(float(s))
+        except ValueError:
+            pass
+    raise ValueError(f"memory size {text!r}: use a positive size such as 24GB, 3.5GiB, "
+                     f"512MiB, or a number of bytes")
+
+
+def describe_bytes(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= 0.1 * GiB else f"{n / (1 << 20):.0f} MiB"
