@@ -190,3 +190,38 @@ def test_plan_for_a_known_model_without_its_files():
     assert 13.4 * GiB < est.parts["frozen weights"] < 13.6 * GiB
     assert "runtime" not in est.parts  # a GPU's allocated memory does not count it
     assert est.peak < 20 * GiB
+
+
+def test_report_shows_predicted_beside_measured():
+    from peftlab.compare.report import table_row
+    run = {"name": "lora", "method": "lora", "status": "ok", "peak_memory_bytes": 2 * GiB,
+           "memory_kind": "rss", "predicted_memory_bytes": int(1.9 * GiB)}
+    cell = table_row(run)["Peak memory"]
+    assert cell.startswith("2 GiB (rss)") and "predicted 1.9 GiB" in cell, cell
+    del run["predicted_memory_bytes"]
+    assert "predicted" not in table_row(run)["Peak memory"]
+
+
+def test_heap_guard_trims_then_maps_fresh(monkeypatch):
+    """Between steps, a resident set that leaves less room than a step needs makes the
+    guard return the heap's free pages, then switch to the lean setting."""
+    import peftlab.core.runtime as runtime
+    import peftlab.memory.measure as measure
+    from peftlab.memory.cap import heap_guard
+    calls, rss = [], [3 * GiB]
+    monkeypatch.setattr(measure, "resident_bytes", lambda: rss[0])
+    monkeypatch.setattr(runtime, "trim_heap", lambda: calls.append("trim"))
+    monkeypatch.setattr(runtime, "set_allocator",
+                        lambda mode, memory_first=False: calls.append(mode) or mode)
+    cfg = build_config(max_memory="4GiB")
+    planned = {"parts": {"runtime": GiB, "frozen weights": GiB, "activations: x": GiB // 2,
+                         "output head and loss": GiB // 4}}
+    assert heap_guard(build_config(), planned, print) is None  # no cap, no guard
+    guard = heap_guard(cfg, planned, lambda msg: calls.append("log"))
+    guard()  # 3 GiB + a 0.75 GiB step fits under 4 GiB: nothing done
+    assert calls == []
+    rss[0] = int(3.5 * GiB)
+    guard()
+    assert calls == ["trim", "lean", "log"]
+    guard()  # already lean: only the trim
+    assert calls == ["trim", "lean", "log", "trim"]

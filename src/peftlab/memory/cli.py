@@ -143,6 +143,11 @@ def render_one(cfg, est: Estimate) -> str:
     width = max(len(k) for k in est.parts)
     for k, v in sorted(est.parts.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {k:<{width}}  {describe_bytes(v):>9}")
+    if s["allocator"] in ("default", "trim"):
+        lines += ["", "glibc's default heap keeps freed activations: over a long run of "
+                  "varying batch shapes the resident set grows past this (an epoch of "
+                  "alpaca_en_demo: 8.7 GiB); --max-memory bounds it, --allocator lean too "
+                  "(slower steps)"]
     if est.step_seconds:
         lines += ["", f"predicted step time: {est.step_seconds:.2f} s (this machine's "
                   "matmul rate at the efficiency measured for training steps)"]

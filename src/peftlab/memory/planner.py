@@ -264,26 +264,24 @@ def candidate_settings(cfg: RunConfig, device: str) -> list[dict]:
 
 
 def fit_settings(cfg: RunConfig, cap: int, data: DataShape | None = None,
-                 device: str | None = None) -> tuple[dict, Estimate] | tuple[None, Estimate]:
-    """The first setting of :func:`candidate_settings` whose predicted peak stays under
-    ``cap`` (generation's weight copies limited to what is left); (None, the smallest
-    estimate) when none does."""
+                 device: str | None = None) -> tuple[dict | None, Estimate]:
+    """The first setting of :func:`candidate_settings`, with generation's weight copies
+    limited (all of them, half, a quarter, none), whose predicted peak stays under
+    ``cap``; (None, the smallest estimate) when none does."""
     device = device or target_device(cfg.train.device)
+    precision = _precision(cfg.train.mixed_precision, device)
+    full = generation_bytes(_model(cfg)[1], precision, _default_generation_budget(device))
     smallest = None
     for opts in candidate_settings(cfg, device):
         trial = copy.deepcopy(cfg)
         for k, v in opts.items():
             setattr(trial.train, k, v)
-        base = estimate_run(trial, data, device, generation_budget=0, with_time=False)
-        gen_full = generation_bytes(_model(cfg)[1], base.settings["precision"],
-                                    _default_generation_budget(device))
-        room = max(0, cap - base.phases["eval"])
-        gen = min(gen_full, int(room / 1.05))
-        est = estimate_run(trial, data, device, generation_budget=gen, with_time=False)
-        if smallest is None or est.peak < smallest.peak:
-            smallest = est
-        if est.peak <= cap:
-            return {**opts, "generation_cache": gen}, est
+        for gen in dict.fromkeys((full, full // 2, full // 4, 0)):
+            est = estimate_run(trial, data, device, generation_budget=gen, with_time=False)
+            if smallest is None or est.peak < smallest.peak:
+                smallest = est
+            if est.peak <= cap:
+                return {**opts, "generation_cache": gen}, est
     return None, smallest
 
 

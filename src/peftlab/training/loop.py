@@ -45,7 +45,7 @@ from ..data.alpaca import (
     token_pieces,
 )
 from ..formats.saved import save_trained
-from ..memory.cap import apply_max_memory, predicted_peak
+from ..memory.cap import apply_max_memory, heap_guard, predicted_peak
 from ..methods import METHODS
 from ..model.inference import budget_limit
 from .checkpoint import (
@@ -116,7 +116,8 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     start_peak = peak_memory_bytes(device)
     s = open_session(cfg, new_adapter=True, device=device)
     s.run_id, s.aside = run_id, aside
-    phases = {"start": start_peak, "load": peak_memory_bytes(device)}  # the high-water mark after each phase
+    # The high-water mark after each phase: the first to reach the peak set it.
+    phases = {"start": start_peak, "load": peak_memory_bytes(device)}
     method = s.adapter.method
     cfg.adapter = asdict(method.config)  # save the resolved options
     plan = make_plan(len(s.train_data.examples), t, dist.world)
@@ -162,13 +163,13 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         results["before"] = metrics.first_eval()
     phases["eval before"] = peak_memory_bytes(device)
     results["allocator"] = allocator
+    guard = heap_guard(cfg, planned, log) if device.type == "cpu" else None
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
-                         trim_heap if allocator == "trim" else None))
+                         trim_heap if allocator == "trim" else guard))
     phases["train"] = peak_memory_bytes(device)
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
     phases["eval after"] = peak_memory_bytes(device)
-    # Which phase set the peak: the first whose high-water mark reached it.
     results["memory_phases"] = phases
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
@@ -178,9 +179,9 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
 
 def _finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
             cfg: RunConfig | None = None) -> None:
-    """Save the adapter (or the whole model: ``saves_full_model``) and results.json (the
-    main process; the others wait). The planner's prediction (``--max-memory``'s, or with
-    ``plan_memory``) goes beside the measured peak, computed after it was read."""
+    """Save the adapter (or whole model) and results.json (the main process; the others
+    wait), with the planner's prediction (``--max-memory``'s or ``plan_memory``'s, made
+    after the measured peak is read) beside the measured peak."""
     with full_params(s.model):  # FSDP: every process takes part in the gathering
         if dist.is_main:
             results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
