@@ -52,15 +52,7 @@ def lora_down(x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
     """``dropout_p(x) · weightᵀ`` in the autocast dtype (or the weight's, outside
     autocast); ``p`` 0 means no dropout (evaluation, or none configured)."""
     t = x.device.type
-    dtype = torch.get_autocast_dtype(t) if torch.is_autocast_enabled(t) else weight.dtype
-    with torch.autocast(t, enabled=False) if torch.is_autocast_enabled(t) else \
-            _nullcontext():
-        return DropoutDown.apply(x, weight, p, dtype)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    if not torch.is_autocast_enabled(t):
+        return DropoutDown.apply(x, weight, p, weight.dtype)
+    with torch.autocast(t, enabled=False):  # the Function casts for itself
+        return DropoutDown.apply(x, weight, p, torch.get_autocast_dtype(t))
