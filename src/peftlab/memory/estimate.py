@@ -147,9 +147,11 @@ def matmul_rate(dtype: torch.dtype = torch.bfloat16, n: int = 1024) -> float:
     return 2 * n ** 3 / best
 
 
-MATMUL_EFFICIENCY = 0.35
-"""Share of the matmul rate a training step reaches on this CPU (BENCHMARKS.md, "How
-close the LoRA step runs to the matmul peak": 40-49% in bf16, less on small models)."""
+MATMUL_EFFICIENCY = 0.17
+"""Share of the 1024³ matmul rate a whole training step reaches on this CPU, counting
+only the projections' and head's FLOPs: the issue-6 epoch (LoRA on SmolLM2-135M,
+alpaca_en_demo) took 4.6 s per step where these FLOPs at the measured bf16 rate take
+0.8 s. Small models spend much of a step outside matmuls; a rough figure."""
 
 
 def step_flops(linear_params: int, head_params: int, tokens: int, loss_tokens: int,
