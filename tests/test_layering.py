@@ -22,10 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "formats": {"core", "quant", "methods", "model", "data"},
     "config": {"core", "methods"},
     "training": _BELOW_TRAINING,
+    "memory": _BELOW_TRAINING | {"training"},
     "compare": _BELOW_TRAINING | {"training"},
     "export": _BELOW_TRAINING | {"training", "api"},
-    "api": _BELOW_TRAINING | {"training"},
-    "cli": _BELOW_TRAINING | {"training", "compare", "api", "export"},
+    "api": _BELOW_TRAINING | {"training", "memory"},
+    "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory"},
     "__init__": {"api", "config", "formats", "methods", "model", "export"},
     "__main__": {"cli"},
 }

@@ -16,11 +16,11 @@ import yaml
 from conftest import write_toy_dataset
 
 from peftlab.config import build_config
+from peftlab.core.sizes import parse_size
 from peftlab.memory.measure import saved_tensor_census
 from peftlab.memory.planner import estimate_run, largest_piece
 from peftlab.memory.probe import _census, _probe_model, layer_census
 from peftlab.memory.shapes import model_config, shape_of
-from peftlab.memory.sizes import parse_size
 from peftlab.methods import METHODS, get_method
 from peftlab.model.inject import count_parameters, inject
 from peftlab.model.load import load_model
@@ -147,7 +147,7 @@ def test_max_memory_keeps_the_run_under_the_cap(tmp_path):
     t = saved["train"]
     assert (t["token_budget"], t["gradient_checkpointing"], t["allocator"]) != (
         2048, False, "auto")
-    assert res["predicted_memory"]["peak_bytes"] <= cap
+    assert res["predicted_memory"]["peak_bytes"] <= cap * 0.85  # the planner's margin
 
 
 def test_max_memory_too_small_stops_before_training(tmp_path):

@@ -37,8 +37,10 @@ from .training.session import log, open_session
 
 
 def train(config=None, **overrides: Any) -> dict:
-    """Fine-tune; returns the results written to ``<output>/results.json``."""
-    return _train(build_config(config, **overrides))
+    """Fine-tune; returns the results written to ``<output>/results.json``. With
+    ``max_memory`` the planner picks the settings first (:mod:`peftlab.memory.cap`)."""
+    from .memory.cap import HOOKS
+    return _train(build_config(config, **overrides), memory=HOOKS)
 
 
 def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:

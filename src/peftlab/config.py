@@ -161,7 +161,7 @@ class TrainConfig:
                 raise ValueError(f"option {name!r} must be 0 (off) or a positive number "
                                  f"of tokens, got {getattr(self, name)}")
         if self.max_memory is not None:
-            from .memory.sizes import parse_size
+            from .core.sizes import parse_size
             parse_size(self.max_memory)  # a bad size is an error before anything loads
         if self.generation_cache is not None and self.generation_cache < 0:
             raise ValueError(f"option 'generation_cache' must be 0 (no copies) or a number "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from .sizes import describe_bytes, parse_size
+from ..core.sizes import describe_bytes, parse_size
 
 
 class MemoryCapError(ValueError):
@@ -94,3 +94,14 @@ def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
                 f"steps, too close to {describe_bytes(cap)}: large buffers are mapped "
                 "fresh from now on (allocator lean)")
     return check
+
+
+class _Hooks:
+    """What the training loop calls (it may not import this package: it sits below)."""
+
+    fit = staticmethod(apply_max_memory)
+    guard = staticmethod(heap_guard)
+    predict = staticmethod(predicted_peak)
+
+
+HOOKS = _Hooks()

@@ -9,6 +9,7 @@ from typing import Any
 
 from .estimate import Estimate, GiB
 from .planner import (
+    FIT_MARGIN,
     data_shape,
     describe_bytes,
     estimate_run,
@@ -95,7 +96,7 @@ def fit_method(cfg, cap: int, data, device: str, processes: int) -> dict[str, An
     piece (tokens) that fits with that setting."""
     asked = estimate_run(cfg, data, device, processes, with_time=False)
     chosen, est = fit_settings(cfg, cap, data, device)
-    res = {"as_asked": asked.to_dict(), "fits_as_asked": asked.peak <= cap,
+    res = {"as_asked": asked.to_dict(), "fits_as_asked": asked.peak <= cap * FIT_MARGIN,
            "fits": chosen is not None, "settings": chosen,
            "estimate": est.to_dict() if est else None}
     if chosen is not None:
@@ -104,7 +105,9 @@ def fit_method(cfg, cap: int, data, device: str, processes: int) -> dict[str, An
 
 
 def _largest_piece(cfg, chosen: dict, cap: int, data, device: str) -> int:
-    """The most tokens one micro-batch piece may have (rows × length) under ``cap``."""
+    """The most tokens one micro-batch piece may have (rows × length) under ``cap`` (with
+    the planner's margin)."""
+    cap = int(cap * FIT_MARGIN)
     trial = copy.deepcopy(cfg)
     for k, v in chosen.items():
         if k != "generation_cache":
@@ -157,7 +160,8 @@ def render_one(cfg, est: Estimate) -> str:
 def render_fit(out: dict) -> str:
     cap = out["fit"]["usable_bytes"]
     lines = [f"peftlab plan (predictions): {out['model']} on {out['device']}, limit "
-             f"{out['fit']['asked']} ({describe_bytes(cap)} usable)", "",
+             f"{out['fit']['asked']} ({describe_bytes(cap)} usable; a setting fits when "
+             f"its prediction is within {FIT_MARGIN:.0%} of that)", "",
              "| method | as asked | fits? | fastest setting that fits | its peak | "
              "largest piece |", "|---|---|---|---|---|---|"]
     for name, r in out["methods"].items():

@@ -45,7 +45,6 @@ from ..data.alpaca import (
     token_pieces,
 )
 from ..formats.saved import save_trained
-from ..memory.cap import apply_max_memory, heap_guard, predicted_peak
 from ..methods import METHODS
 from ..model.inference import budget_limit
 from .checkpoint import (
@@ -79,14 +78,16 @@ def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
     return out
 
 
-def train(cfg: RunConfig) -> dict:
+def train(cfg: RunConfig, memory=None) -> dict:
     """Fine-tune as ``cfg`` says; returns (and writes to ``results.json``) the summary.
 
     The main process locks the output for the whole run and claims it: a directory of an
-    earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``."""
+    earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``.
+    ``memory``: the planner's hooks (``peftlab.memory.cap.HOOKS``; the API passes them):
+    ``fit(cfg, log)``, ``guard(cfg, planned, log)``, ``predict(cfg)``."""
     # Before anything loads or is written: --max-memory picks the settings (every process
     # alike: the choice is a pure function of the configuration) or stops here.
-    planned = apply_max_memory(cfg, log)
+    planned = memory.fit(cfg, log) if memory is not None else None
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(cfg.train.device)
@@ -96,12 +97,13 @@ def train(cfg: RunConfig) -> dict:
             else (None, None)
         dist.barrier()  # the other processes start once the directory is claimed
         with budget_limit(cfg.train.generation_cache):
-            results = _train(cfg, acc, dist, device, *claim, planned=planned)
+            results = _train(cfg, acc, dist, device, *claim, planned=planned,
+                             memory=memory)
     return results
 
 
 def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
-           aside: Path | None, planned: dict | None = None) -> dict:
+           aside: Path | None, planned: dict | None = None, memory=None) -> dict:
     t = cfg.train
     memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
     allocator = set_allocator(t.allocator, memory_first) if device.type == "cpu" \
@@ -163,7 +165,7 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         results["before"] = metrics.first_eval()
     phases["eval before"] = peak_memory_bytes(device)
     results["allocator"] = allocator
-    guard = heap_guard(cfg, planned, log) if device.type == "cpu" else None
+    guard = memory.guard(cfg, planned, log) if memory and device.type == "cpu" else None
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
                          trim_heap if allocator == "trim" else guard))
     phases["train"] = peak_memory_bytes(device)
@@ -173,12 +175,13 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     results["memory_phases"] = phases
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
-    _finish(s, out, results, dist, planned, cfg)
+    predict = (lambda: memory.predict(cfg)) if memory and cfg.train.plan_memory else None
+    _finish(s, out, results, dist, planned, predict)
     return results
 
 
 def _finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
-            cfg: RunConfig | None = None) -> None:
+            predict=None) -> None:
     """Save the adapter (or whole model) and results.json (the main process; the others
     wait), with the planner's prediction (``--max-memory``'s or ``plan_memory``'s, made
     after the measured peak is read) beside the measured peak."""
@@ -187,8 +190,8 @@ def _finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | No
             results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
     if dist.is_main:
         results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
-        if planned is None and cfg is not None and cfg.train.plan_memory:
-            planned = predicted_peak(cfg)
+        if planned is None and predict is not None:
+            planned = predict()  # only now: the planner's own memory stays out of the peak
         if planned is not None:
             results["predicted_memory"] = planned
         results["merge_check"] = _merge_check(s) if not dist.sharded else {
