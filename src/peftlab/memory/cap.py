@@ -20,7 +20,7 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
     t = cfg.train
     if not t.max_memory:
         return None
-    from .planner import data_shape, fit_settings, target_device
+    from .planner import FIT_MARGIN, data_shape, fit_settings, target_device
     cap = parse_size(t.max_memory)
     device = target_device(t.device)
     try:
@@ -29,13 +29,15 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
         data = None  # the run itself will report a bad dataset
     chosen, est = fit_settings(cfg, cap, data, device)
     if chosen is None:
-        s = est.settings
+        s, need = est.settings, est.peak / FIT_MARGIN
         raise MemoryCapError(
             f"--max-memory {t.max_memory}: no setting keeps {cfg.method} on "
             f"{cfg.model.name or 'the embedded model'} under {describe_bytes(cap)}; the "
             f"smallest predicted peak is {describe_bytes(est.peak)} (token budget "
-            f"{s['token_budget']}, gradient checkpointing on, allocator {s['allocator']}). "
-            f"Nothing was trained. Raise the limit to at least {describe_bytes(est.peak)}, "
+            f"{s['token_budget']}, gradient checkpointing "
+            f"{'on' if s['gradient_checkpointing'] else 'off'}, allocator "
+            f"{s['allocator'] or 'n/a'}), and a setting needs a 15% margin. Nothing was "
+            f"trained. Raise the limit to at least {describe_bytes(need)}, "
             "or shorten max_length, use a smaller model, or a method with a smaller "
             "footprint (`peftlab plan --fit SIZE` compares them)")
     before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing",
