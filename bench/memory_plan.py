@@ -7,9 +7,9 @@ checkpointing, on two models:
   script (hidden 1024, 14 layers, 16 heads, 4 KV heads, ffn 2048, the embedded model's
   49,152-token vocabulary and tokenizer, tied embeddings).
 
-Each run is ``peftlab train`` in its own process on the bundled instructions (the same
-settings as the test's cheap cases: 4 steps of batch 8, max length 512, token budget
-2048, 32 eval records, exact match on 8): the measured figure is its peak resident set
+Each run is ``peftlab train`` in its own process on the bundled instructions (4 steps of
+batch 8, max length 512, token budget 2048, 32 eval records, exact match on 8; the test's
+cheap cases take 3 steps and fewer eval records): the measured figure is its peak resident set
 (`results.json`: ``peak_memory_bytes``) and the phase that set it; the prediction is
 :func:`peftlab.memory.planner.estimate_run` of the same configuration. Run it alone:
 
