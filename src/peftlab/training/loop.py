@@ -83,10 +83,8 @@ def train(cfg: RunConfig, memory=None) -> dict:
 
     The main process locks the output for the whole run and claims it: a directory of an
     earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``.
-    ``memory``: the planner's hooks (``peftlab.memory.cap.HOOKS``; the API passes them):
-    ``fit(cfg, log)``, ``guard(cfg, planned, log)``, ``predict(cfg)``."""
-    # Before anything loads or is written: --max-memory picks the settings (every process
-    # alike: the choice is a pure function of the configuration) or stops here.
+    ``memory``: the planner's hooks (``memory.cap.HOOKS``, passed by the API). Before
+    anything loads, ``--max-memory`` picks the settings (alike in every process) or stops."""
     planned = memory.fit(cfg, log) if memory is not None else None
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
@@ -97,9 +95,7 @@ def train(cfg: RunConfig, memory=None) -> dict:
             else (None, None)
         dist.barrier()  # the other processes start once the directory is claimed
         with budget_limit(cfg.train.generation_cache):
-            results = _train(cfg, acc, dist, device, *claim, planned=planned,
-                             memory=memory)
-    return results
+            return _train(cfg, acc, dist, device, *claim, planned=planned, memory=memory)
 
 
 def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
