@@ -36,8 +36,8 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
             f"smallest predicted peak is {describe_bytes(est.peak)} (token budget "
             f"{s['token_budget']}, gradient checkpointing "
             f"{'on' if s['gradient_checkpointing'] else 'off'}, allocator "
-            f"{s['allocator'] or 'n/a'}), and a setting needs a 15% margin. Nothing was "
-            f"trained. Raise the limit to at least {describe_bytes(need)}, "
+            f"{s['allocator'] or 'n/a'}), and a setting needs a {1 - FIT_MARGIN:.0%} "
+            f"margin. Nothing was trained. Raise the limit to at least {describe_bytes(need)}, "
             "or shorten max_length, use a smaller model, or a method with a smaller "
             "footprint (`peftlab plan --fit SIZE` compares them)")
     before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing",

@@ -263,9 +263,10 @@ def candidate_settings(cfg: RunConfig, device: str) -> list[dict]:
     return out
 
 
-FIT_MARGIN = 0.85
+FIT_MARGIN = 0.8
 """A setting fits when its prediction stays under this share of the cap: the planner is
-within ±11% of the measured peak on this CPU (BENCHMARKS.md)."""
+within ±11% of the measured peak on this CPU at the default token budget (BENCHMARKS.md);
+at small budgets a 3-step run measured up to 18% above it."""
 
 
 def fit_settings(cfg: RunConfig, cap: int, data: DataShape | None = None,
