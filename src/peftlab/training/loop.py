@@ -30,6 +30,7 @@ from ..config import RunConfig, resolve_weighting
 from ..core.atomic import atomic_write_bytes, atomic_write_json
 from ..core.rundir import claim_run_dir, drop_aside, output_lock
 from ..core.runtime import (
+    end_phase,
     environment,
     peak_memory_bytes,
     seed_everything,
@@ -159,16 +160,15 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         _print_eval("before", results["before"])
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
-    phases["eval before"] = peak_memory_bytes(device)
+    end_phase(phases, "eval before", device)
     results["allocator"] = allocator
     guard = memory.guard(cfg, planned, log) if memory and device.type == "cpu" else None
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
                          trim_heap if allocator == "trim" else guard))
-    phases["train"] = peak_memory_bytes(device)
+    end_phase(phases, "train", device)
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
-    phases["eval after"] = peak_memory_bytes(device)
-    results["memory_phases"] = phases
+    results["memory_phases"] = {**phases, "eval after": peak_memory_bytes(device)}
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
     predict = (lambda: memory.predict(cfg)) if memory and cfg.train.plan_memory else None
