@@ -63,7 +63,7 @@ def child(method: str, with_exact: bool) -> None:
     from peftlab.training.session import open_session
     adapter = adapter_dir(method)
     t0 = time.perf_counter()
-    cfg = api._config_for_adapter(adapter)
+    cfg = api.config_for_adapter(adapter)
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
     load = time.perf_counter() - t0
     prompts = [s.prompt.prompt(r) for r in s.eval_data.records[:BATCH]]

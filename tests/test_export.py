@@ -210,7 +210,7 @@ def test_llama_cpp_runs_the_export_as_peftlab_generates(tmp_path):
     question = "What is the capital of France? Answer with one word."
     ours = peftlab.generate(question, adapter=run, chat=True, max_new_tokens=16,
                             mixed_precision="no")[0]
-    tok = peftlab.api.open_session(peftlab.api._config_for_adapter(run), adapter_dir=run,
+    tok = peftlab.api.open_session(peftlab.api.config_for_adapter(run), adapter_dir=run,
                                    with_data=False).prompt
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, verbose=False)
     theirs = llm.create_completion(tok.user_prompt(question), max_tokens=16, temperature=0.0,

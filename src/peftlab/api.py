@@ -43,7 +43,7 @@ def train(config=None, **overrides: Any) -> dict:
     return _train(build_config(config, **overrides), memory=HOOKS)
 
 
-def _config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
+def config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
     """Defaults, then the model/data settings the adapter was trained with, then overrides.
 
     The saved method and its options are read too: they matter where adapter_config.json
@@ -69,14 +69,14 @@ def load_adapter(adapter_dir: str | Path, model: str | None = None, device: str 
                  dtype: str = "float32") -> nn.Module:
     """The base model with the saved adapter applied (a transformers model, eval mode);
     for a directory holding a whole model (a full fine-tune's), that model."""
-    cfg = _config_for_adapter(adapter_dir, model=model, device=device, dtype=dtype)
+    cfg = config_for_adapter(adapter_dir, model=model, device=device, dtype=dtype)
     return open_session(cfg, adapter_dir=adapter_dir, with_data=False).model
 
 
 def evaluate(adapter: str | Path | None = None, output: str | Path | None = None,
              **overrides: Any) -> dict:
     """Perplexity, eval loss, exact match and token count (base model without adapter)."""
-    cfg = _config_for_adapter(adapter, **overrides)
+    cfg = config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
     t = cfg.train
     res = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
@@ -107,7 +107,7 @@ def generate(prompt: str | list[str] | None = None, adapter: str | Path | None =
         overrides["prompt_format"] = "chat" if chat else "alpaca"
     if conversation is not None:
         overrides.setdefault("prompt_format", "chat")
-    s = open_session(_config_for_adapter(adapter, **overrides), adapter_dir=adapter,
+    s = open_session(config_for_adapter(adapter, **overrides), adapter_dir=adapter,
                      with_data=False)
     if conversation is not None:
         turns = check_conversation({"messages": conversation}, "conversation", 0, "messages",
@@ -127,7 +127,7 @@ class Chat:
     def __init__(self, adapter: str | Path | None = None, system: str | None = None,
                  max_new_tokens: int = 256, **overrides: Any):
         overrides["prompt_format"] = "chat"
-        self.session = open_session(_config_for_adapter(adapter, **overrides),
+        self.session = open_session(config_for_adapter(adapter, **overrides),
                                     adapter_dir=adapter, with_data=False)
         self.system, self.max_new_tokens = system, max_new_tokens
         self.messages: list[dict] = []
@@ -181,7 +181,7 @@ def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: 
             f"{adapter_dir} holds a whole model (a full fine-tune, or a model merged "
             "before), not an adapter: there is nothing to merge. Use the directory as it "
             f"is: --model {adapter_dir}, or --adapter {adapter_dir} for eval and generate")
-    cfg = _config_for_adapter(adapter_dir, **overrides)
+    cfg = config_for_adapter(adapter_dir, **overrides)
     cfg.model.dtype = "float32"
     cfg.train.mixed_precision = "no"
     s = open_session(cfg, adapter_dir=adapter_dir, train_data=False)
@@ -259,4 +259,5 @@ def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge", "Chat"]
+__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge", "Chat",
+           "config_for_adapter"]

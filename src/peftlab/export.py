@@ -43,8 +43,8 @@ def export(adapter: str | Path | None = None, output: str | Path = "model.gguf",
 
 def _export(adapter, output: Path, format: str, outtype: str, write_modelfile: bool,
             progress: bool, **overrides: Any) -> dict:
-    from .api import _config_for_adapter
-    cfg: RunConfig = _config_for_adapter(adapter, **overrides)
+    from .api import config_for_adapter
+    cfg: RunConfig = config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, with_data=False)
     G.check_supported(s.model.config)
     s.model.eval()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
+from ..core.runtime import trim_heap
 from ..core.sizes import describe_bytes, parse_size
 
 
@@ -28,6 +29,7 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
     except (OSError, ValueError):
         data = None  # the run itself will report a bad dataset
     chosen, est = fit_settings(cfg, cap, data, device)
+    trim_heap()  # the probes' and the dataset scan's freed buffers, before the model loads
     if chosen is None:
         s, need = est.settings, est.peak / FIT_MARGIN
         raise MemoryCapError(
@@ -79,7 +81,7 @@ def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
     slower steps). None when there is no cap or no plan."""
     if not planned or not cfg.train.max_memory or "parts" not in planned:
         return None
-    from ..core.runtime import set_allocator, trim_heap
+    from ..core.runtime import set_allocator
     from .measure import resident_bytes
     cap = parse_size(cfg.train.max_memory)
     step = sum(v for k, v in planned["parts"].items() if k not in FIXED_PARTS)

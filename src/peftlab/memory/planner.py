@@ -215,14 +215,12 @@ def estimate_run(cfg: RunConfig, data: DataShape | None = None, device: str | No
 
 
 def _default_generation_budget(device: str) -> int:
-    import os
-    raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "").strip()
-    if raw:
-        return int(raw)
-    if device == "cpu":
-        from ..model.inference import cache_budget
-        return cache_budget(torch.device("cpu"))
-    return DEFAULT_GENERATION_CAP
+    """The run's own default on CPU; on a GPU (planned from anywhere) the cap, as this
+    machine cannot ask that GPU what is free."""
+    from ..model.inference import cache_budget, env_budget
+    if (budget := env_budget()) is not None:
+        return budget
+    return cache_budget(torch.device("cpu")) if device == "cpu" else DEFAULT_GENERATION_CAP
 
 
 _RATES: dict[str, float] = {}

@@ -59,14 +59,21 @@ def cache_budget(device: torch.device | None = None) -> int:
     return min(budget, _LIMIT[-1]) if _LIMIT else budget
 
 
-def _cache_budget(device: torch.device | None) -> int:
+def env_budget() -> int | None:
+    """``PEFTLAB_GENERATION_CACHE`` in bytes, or None when it is not set."""
     raw = os.environ.get("PEFTLAB_GENERATION_CACHE", "")
-    if raw.strip():
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"PEFTLAB_GENERATION_CACHE must be a number of bytes (0 turns "
-                             f"the generation copies off), got {raw!r}") from None
+    if not raw.strip():
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"PEFTLAB_GENERATION_CACHE must be a number of bytes (0 turns "
+                         f"the generation copies off), got {raw!r}") from None
+
+
+def _cache_budget(device: torch.device | None) -> int:
+    if (budget := env_budget()) is not None:
+        return budget
     free = _free_bytes(device or torch.device("cpu"))
     return DEFAULT_BUDGET if free is None else min(DEFAULT_BUDGET, free // 4)
 
