@@ -87,3 +87,32 @@ def test_adapters_save_half_the_bytes():
     # outputs: before this, 6 bytes for the fp32-input ones, 4 for o and down (2,744 B).
     expected = 3 * (6 * 64 + 128) + 7 * 4 * 2
     assert per_token_layer <= expected * 1.05, (per_token_layer, expected)
+
+
+def test_adalora_update_equals_dropout_then_its_factors():
+    """AdaLoRA's P Λ Q dropout(x) takes the same path: in fp32 the same bits as
+    ``F.dropout`` then the three factors, and the same gradients for P, Λ and Q."""
+    from peftlab.methods.adalora import RANKNUM_EPS, AdaLoraLinear
+    torch.manual_seed(0)
+    layer = AdaLoraLinear(torch.nn.Linear(16, 8), 4, 4, 8.0, 0.3)
+    torch.nn.init.normal_(layer.lora_E)  # Λ starts at 0: make every factor count
+    layer.train()
+    x = torch.randn(3, 5, 16)
+    torch.manual_seed(5)
+    y = layer.update(x)
+    y.square().sum().backward()
+    grads = [p.grad.clone() for p in (layer.lora_A, layer.lora_E, layer.lora_B)]
+    for p in (layer.lora_A, layer.lora_E, layer.lora_B):
+        p.grad = None
+    torch.manual_seed(5)
+    xd = torch.nn.functional.dropout(x, 0.3, True)
+    ref = (xd @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T) * 8.0 / (
+        layer.ranknum + RANKNUM_EPS)
+    ref.square().sum().backward()
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    for g, p in zip(grads, (layer.lora_A, layer.lora_E, layer.lora_B)):
+        torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-6)
+    layer.eval()  # no dropout: x itself
+    torch.testing.assert_close(layer.update(x), (x @ (layer.lora_A * layer.lora_E).T
+                                                 @ layer.lora_B.T) * 8.0 / (
+        layer.ranknum + RANKNUM_EPS), rtol=1e-6, atol=1e-6)

@@ -26,6 +26,7 @@ from torch import nn
 from ..core.options import make_config, option
 from .adalora_alloc import ImportanceEMA, Schedule, keep_masks, triplet_scores
 from .base import AdapterLayer, Method, MethodConfig, check_rank
+from .lora_down import lora_down
 
 INIT_STD = 0.02
 """Std of P and Q at initialisation (peft's ``reset_lora_parameters`` and the authors'
@@ -131,13 +132,12 @@ class AdaLoraLinear(AdapterLayer):
         nn.init.normal_(self.lora_B, mean=0.0, std=INIT_STD)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        """(alpha / ranknum) · P Λ Q x, in peft's order of operations."""
-        a = self.lora_A
-        x = self.lora_dropout(x)
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(a.dtype)  # outside autocast the fp32 adapter meets x in one dtype
-        return (x @ (a * self.lora_E).T @ self.lora_B.T) * self.alpha / (
-            self.ranknum + RANKNUM_EPS)
+        """(alpha / ranknum) · P Λ Q dropout(x), in peft's order of operations; the
+        dropout keeps a 1-byte mask for backward, as LoRA's (:mod:`.lora_down`)."""
+        d = self.lora_dropout
+        p = d.p if isinstance(d, nn.Dropout) and d.training else 0.0
+        h = lora_down(x, self.lora_A * self.lora_E, p)  # in the autocast dtype, if any
+        return (h @ self.lora_B.T) * self.alpha / (self.ranknum + RANKNUM_EPS)
 
     def delta_weight(self) -> torch.Tensor:
         a, e, b = (p.float() for p in (self.lora_A, self.lora_E, self.lora_B))
