@@ -170,12 +170,12 @@ def test_metrics_log_survives_a_line_cut_short(tmp_path):
 
 
 def test_adapter_config_never_turns_remote_code_on(tmp_path):
-    from peftlab.api import _config_for_adapter
+    from peftlab.api import config_for_adapter
     (tmp_path / "config.yaml").write_text(
         "method: lora\nmodel: {name: some/model, trust_remote_code: true}\n")
-    cfg = _config_for_adapter(tmp_path)
+    cfg = config_for_adapter(tmp_path)
     assert cfg.model.name == "some/model" and cfg.model.trust_remote_code is False
-    assert _config_for_adapter(tmp_path, trust_remote_code=True).model.trust_remote_code
+    assert config_for_adapter(tmp_path, trust_remote_code=True).model.trust_remote_code
 
 
 def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_path):

@@ -107,6 +107,7 @@ def test_generation_cache_changes_no_logit_or_token(method, tiny_inputs):
     model = _trained(method) if method != "full" else make_tiny_llama()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16)
     ids = tiny_inputs["input_ids"]
+    own = {id(m) for m in model.modules() if "forward" in vars(m)}  # fused SwiGLU MLPs
     with torch.no_grad(), autocast:
         plain_logits = model(**tiny_inputs).logits
         plain = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
@@ -116,8 +117,8 @@ def test_generation_cache_changes_no_logit_or_token(method, tiny_inputs):
     assert used > 0
     assert torch.equal(plain_logits, cached_logits)
     assert torch.equal(plain, cached)
-    # everything is put back: no per-instance forward, no dense copy left behind
-    assert not any("forward" in vars(m) for m in model.modules())
+    # everything is put back: no per-instance forward added, no dense copy left behind
+    assert {id(m) for m in model.modules() if "forward" in vars(m)} == own
     assert all(m._dense is None for m in model.modules() if isinstance(m, Linear4bit))
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..core.modules import output_head, set_submodule
 from ..methods.base import AdapterLayer, Method
 from ..quant.linear4bit import Linear4bit, dequantize_linears
+from .fused import fuse_swiglu
 
 ALL_LINEAR = "all-linear"
 
@@ -134,6 +135,7 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
         for p in layer.adapter_params().values():
             p.requires_grad_(True)
         set_submodule(model, name, layer)
+    fuse_swiglu(model)  # SwiGLU MLPs keep less for backward (same numbers)
     info = AdapterInfo(method, targets, saved_target_spec(spec, targets), base_model)
     model.peftlab_adapter = info
     return info
