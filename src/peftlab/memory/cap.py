@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from ..core.runtime import trim_heap
+from ..core import runtime
 from ..core.sizes import describe_bytes, parse_size
 
 
@@ -29,7 +29,7 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
     except (OSError, ValueError):
         data = None  # the run itself will report a bad dataset
     chosen, est = fit_settings(cfg, cap, data, device)
-    trim_heap()  # the probes' and the dataset scan's freed buffers, before the model loads
+    runtime.trim_heap()  # the probes' and the dataset scan's freed buffers, before the model loads
     if chosen is None:
         s, need = est.settings, est.peak / FIT_MARGIN
         raise MemoryCapError(
@@ -81,7 +81,6 @@ def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
     slower steps). None when there is no cap or no plan."""
     if not planned or not cfg.train.max_memory or "parts" not in planned:
         return None
-    from ..core.runtime import set_allocator
     from .measure import resident_bytes
     cap = parse_size(cfg.train.max_memory)
     step = sum(v for k, v in planned["parts"].items() if k not in FIXED_PARTS)
@@ -91,9 +90,9 @@ def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
     def check() -> None:
         if resident_bytes() <= limit:
             return
-        trim_heap()
+        runtime.trim_heap()
         if resident_bytes() > limit and not state["lean"]:
-            state["lean"] = set_allocator("lean") == "lean"
+            state["lean"] = runtime.set_allocator("lean") == "lean"
             log(f"--max-memory: the heap keeps {describe_bytes(resident_bytes())} between "
                 f"steps, too close to {describe_bytes(cap)}: large buffers are mapped "
                 "fresh from now on (allocator lean)")
