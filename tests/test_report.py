@@ -286,3 +286,29 @@ def test_forgetting_sweep_and_compute_sections_render_in_chromium(tmp_path):
     assert "Forgetting: the general set" in dom and "Least forgetting" in dom
     assert 'alt="Parameter-efficiency curve"' in dom
     assert 'alt="Perplexity at equal compute"' in dom
+
+
+def test_seed_rows_render_as_one_line_per_method_in_chromium(tmp_path):
+    """compare --seeds: the report's "Over seeds" table has a row per method with mean ±
+    spread, and the memory verdict names a method, not one of its seeds."""
+    rows = [_scored(base(), 3.0, 0.0)]
+    for m, ppl, mem in (("lora", 5.8, 900), ("ia3", 6.3, 700)):
+        for i, seed in enumerate((42, 43)):
+            row = run(f"{m}-s{seed}", ppl + 0.1 * i, 1000, (mem + 100 * i) * MiB, 1000.0,
+                      method=m)
+            rows.append(_scored({**row, "seed": seed}, 3.2 + 0.1 * i, 0.05 * i))
+    out = write(tmp_path / "cmp", rows)
+    s = write_report(out)
+    assert [row[:2] for row in s["seeds"]] == [["lora", "2"], ["ia3", "2"]]
+    assert s["seeds"][0][2] == "5.850 ± 0.071"
+    assert finding(s, "lowest_memory")["winners"] == ["ia3"]
+    md = (out / "report.md").read_text()
+    assert "## Over seeds: mean ± spread per method" in md
+    browser = chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", (out / "report.html").resolve().as_uri()],
+                         capture_output=True, text=True, timeout=60, check=False).stdout
+    assert "Over seeds: mean ± spread per method" in dom and "5.850 ± 0.071" in dom

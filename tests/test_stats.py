@@ -104,3 +104,35 @@ def test_compare_runs_each_seed_and_skips_finished_ones(tmp_path, tiny_model_dir
     err = capsys.readouterr().err
     assert "ia3-s3: finished earlier, skipped" in err and "ia3-s5: finished earlier" in err
     assert set(read_rows(tmp_path / "cmp")) == {"ia3-s3", "ia3-s5"}
+
+
+def test_seeds_make_one_candidate_per_method_everywhere():
+    """With several seeds, every verdict compares methods (seeds averaged), never a seed of
+    a method with another seed of the same method; the seed table shows mean ± sd."""
+    from peftlab.compare import plots, seeds
+    from peftlab.compare.verdicts import findings
+    rows = []
+    for m, params, mem, tps, shift in (("lora", 4.9e6, 3.0, 250, 0.0),
+                                       ("ia3", 5.8e4, 2.8, 470, 0.1),
+                                       ("qlora", 4.9e6, 2.5, 210, 0.2)):
+        for i, s in enumerate((42, 43, 44)):
+            r = run(m, records(shift=shift, seed=10 * len(rows) + s), seed=s)
+            r.update(params={"trainable": params, "share_pct": params / 1.4e8 * 100},
+                     peak_memory_bytes=(mem + 0.1 * i) * 2**30, tokens_per_s=tps - i,
+                     wall_seconds=100.0 + i)
+            rows.append(r)
+    found = {f["key"]: f for f in findings(rows)}
+    assert found["fewest_params"]["winners"] == ["ia3"]
+    assert found["lowest_memory"]["winners"] == ["qlora"]
+    assert found["lowest_memory"]["runner_up"] == "ia3"
+    assert "2.6 GiB (mean of 3 seeds, ± 102 MiB)" in found["lowest_memory"]["text"]
+    assert found["fastest"]["winners"] == ["ia3"] and found["fastest"]["runner_up"] == "lora"
+    assert set(found["pareto"]["winners"]) == {"ia3", "lora"}
+    assert "qlora is dominated by lora" in found["pareto"]["text"]
+    assert not any("-s4" in w for f in found.values() for w in f["winners"])
+    cmap = plots.colors(rows)
+    assert cmap["lora-s42"] == cmap["lora-s44"] == cmap["lora"] != cmap["ia3-s42"]
+    table = {row[0]: row for row in seeds.table(rows)}
+    assert list(table) == ["lora", "ia3", "qlora"] and table["ia3"][1] == "3"
+    assert table["qlora"][5] == "2.6 GiB ± 102 MiB" and table["lora"][6] == "249 ± 1"
+    assert seeds.table([run("lora", records(seed=1)), run("ia3", records(seed=2))]) == []

@@ -33,15 +33,43 @@ def num(x: Any) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def group_of(r: dict) -> str:
+    """The group a run belongs to: its method and swept value (``lora-r8``); the runs of
+    one group differ by seed only."""
+    m = r.get("method") or r["name"]
+    return m + "".join(f"-{k}{v}" for k, v in (r.get("sweep") or {}).items())
+
+
+def group_means(runs: list[dict], get) -> dict[str, float]:
+    """Per group, the mean of ``get(run)`` over those of its runs that have a figure."""
+    acc: dict[str, list[float]] = {}
+    for r in runs:
+        if (v := num(get(r))) is not None:
+            acc.setdefault(group_of(r), []).append(v)
+    return {g: sum(vs) / len(vs) for g, vs in acc.items()}
+
+
+def param_points(runs: list[dict]) -> dict[str, tuple[float, float]]:
+    """(trainable parameters, perplexity after training) per group, seeds averaged; the
+    base model left out."""
+    runs = [r for r in runs if r.get("method") != "base"]
+    p = group_means(runs, lambda r: (r.get("params") or {}).get("trainable"))
+    y = group_means(runs, lambda r: (r.get("after") or {}).get("perplexity"))
+    return {g: (p[g], y[g]) for g in p if g in y}
+
+
 def colors(runs: list[dict]) -> dict[str, str]:
-    """A stable colour per run name: grey for the base model, the palette in row order."""
-    out, i = {}, 0
+    """A stable colour per run name and per group (the seeds of a method share one):
+    grey for the base model, the palette in row order."""
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for r in runs:
         if r.get("method") == "base":
             out[r["name"]] = BASE_COLOR
-        else:
-            out[r["name"]] = PALETTE[i % len(PALETTE)]
-            i += 1
+            continue
+        g = group_of(r)
+        seen.setdefault(g, PALETTE[len(seen) % len(PALETTE)])
+        out[r["name"]] = out[g] = seen[g]
     return out
 
 
@@ -147,13 +175,9 @@ def pareto_set(points: dict[str, tuple[float, float]]) -> list[str]:
 @styled
 def perplexity_vs_params(runs: list[dict], cmap: dict[str, str],
                          front: list[str]) -> bytes | None:
-    """Eval perplexity after training against trainable parameters (log x), Pareto line."""
-    pts = {}
-    for r in runs:
-        p = num((r.get("params") or {}).get("trainable"))
-        ppl = num((r.get("after") or {}).get("perplexity"))
-        if p and p > 0 and ppl is not None:
-            pts[r["name"]] = (p, ppl)
+    """Eval perplexity after training against trainable parameters (log x), one point per
+    method (seeds averaged), Pareto line."""
+    pts = {g: v for g, v in param_points(runs).items() if v[0] > 0}
     if not pts:
         return None
     fig = _figure(9, 4.8)
@@ -226,9 +250,7 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
                 ax.errorbar([q[col] for q in row], [q[2] for q in row],
                             yerr=[[q[3] for q in row], [q[4] for q in row]], color=color,
                             marker="o", ms=4, lw=1.4, capsize=3, label=method)
-    pts = {r["name"]: (num((r.get("params") or {}).get("trainable")),
-                       num((r.get("after") or {}).get("perplexity"))) for r in runs
-           if r["name"] in front}
+    pts = param_points(runs)
     fr = sorted(pts[n] for n in front if n in pts)
     if len(fr) > 1:
         axes[0].plot([p[0] for p in fr], [p[1] for p in fr], color="#444444", lw=1.2,

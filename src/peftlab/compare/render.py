@@ -42,10 +42,11 @@ def render_markdown(s: dict) -> str:
            "Merge check: largest logit difference between the merged and the adapter model. "
            "Adapter size: the saved weights (the whole model where every weight trained).",
            ""]
-    if s.get("forgetting"):
-        md += ["## Forgetting: the general set", ""]
-        md += _md_table(s["forgetting_columns"], s["forgetting"], right_from=1)
-        md += [FORGETTING_NOTE, ""]
+    for title, key, note in EXTRA_TABLES:
+        if s.get(key):
+            md += [f"## {title}", ""]
+            md += _md_table(s[f"{key}_columns"], s[key], right_from=1)
+            md += [note, ""]
     md += ["## Which method when", ""]
     if not s["findings"]:
         md += ["No method finished, so there is nothing to compare; see the failed runs below.",
@@ -111,6 +112,12 @@ FORGETTING_NOTE = (
     "base: the general-set perplexity against the untrained model's, with the 95% "
     "paired-bootstrap interval of the difference over the same records; a rise is what "
     "fine-tuning cost elsewhere.")
+SEEDS_NOTE = ("Each cell: the mean over the method's seeds ± the sample standard deviation "
+              "across them (the seeds change the data order and the adapter's "
+              "initialisation); the verdicts resample eval records and seeds together.")
+# (title, summary key, note) of the tables after the results, in order
+EXTRA_TABLES = [("Over seeds: mean ± spread per method", "seeds", SEEDS_NOTE),
+                ("Forgetting: the general set", "forgetting", FORGETTING_NOTE)]
 
 
 def _kv(rows: list[tuple[str, str]]) -> str:
@@ -147,14 +154,16 @@ def render_html(s: dict, uris: list[str]) -> str:
           "held-out records. Merge check: largest logit difference between the merged and "
           "the adapter model (✓ within tolerance). Adapter size: the saved weights (the "
           "whole model where every weight trained).</p>"]
-    if s.get("forgetting"):
-        h += ["<h2>Forgetting: the general set</h2>", '<div class="scroll"><table '
+    for title, key, note in EXTRA_TABLES:
+        if not s.get(key):
+            continue
+        h += [f"<h2>{escape(title)}</h2>", '<div class="scroll"><table '
               'class="results"><thead><tr>', "".join(f"<th>{escape(c)}</th>"
-                                                   for c in s["forgetting_columns"]),
+                                                   for c in s[f"{key}_columns"]),
               "</tr></thead><tbody>"]
         h += ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
-              for row in s["forgetting"]]
-        h += ["</tbody></table></div>", f'<p class="note">{escape(FORGETTING_NOTE)}</p>']
+              for row in s[key]]
+        h += ["</tbody></table></div>", f'<p class="note">{escape(note)}</p>']
     h.append("<h2>Which method when</h2>")
     if not s["findings"]:
         h.append("<p>No method finished, so there is nothing to compare; see the failed "

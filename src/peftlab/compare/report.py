@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..core.atomic import atomic_write_bytes
-from . import forgetting, plots
+from . import forgetting, plots, seeds
 from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
 from .stats import perplexity_interval, wilson
@@ -228,6 +228,7 @@ def write_report(output_dir: str | Path) -> dict:
     summary = {
         "rows": [table_row(r) for r in runs], "columns": COLUMNS, "findings": found,
         "forgetting": forgetting.table(runs), "forgetting_columns": forgetting.COLUMNS,
+        "seeds": seeds.table(runs), "seeds_columns": seeds.COLUMNS,
         "failed": [{"name": r["name"], "method": r.get("method"), "error": r.get("error")}
                    for r in runs if r.get("status") != "ok"],
         "settings": settings(runs), "method_options": method_options(runs),

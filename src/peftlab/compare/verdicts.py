@@ -4,7 +4,8 @@ memory, speed, the parameter-efficiency frontier), computed from the runs.
 Quality verdicts survive noise: the best method by perplexity or exact match is named
 only when the 95% interval of its difference to the runner-up excludes zero (paired
 bootstrap over eval records, and over seeds when there are several); otherwise the
-verdict says *tie* and prints the interval."""
+verdict says *tie* and prints the interval. With several seeds every verdict compares
+methods, not runs: a method's figure is its seeds' mean, shown with their spread."""
 
 from __future__ import annotations
 
@@ -29,18 +30,11 @@ def _metric(kind: str) -> str:
     return "exact" if kind == "exact" else "perplexity"  # general: a perplexity
 
 
-def _method(r: dict) -> str:
-    """The group a run belongs to: its method, and its swept value (``lora-r8``): the
-    runs of one group differ by seed only."""
-    m = r.get("method") or r["name"]
-    return m + "".join(f"-{k}{v}" for k, v in (r.get("sweep") or {}).items())
-
-
 def groups(runs: list[dict]) -> dict[str, list[dict]]:
     """Finished runs by method (several when the comparison ran several seeds)."""
     out: dict[str, list[dict]] = {}
     for r in runs:
-        out.setdefault(_method(r), []).append(r)
+        out.setdefault(plots.group_of(r), []).append(r)
     return out
 
 
@@ -181,16 +175,24 @@ def findings(runs: list[dict]) -> list[dict]:
     """'Which method when', computed from these runs (base model excluded as a candidate)."""
     ok = [r for r in runs if r.get("status") == "ok" and r.get("method") != "base"]
     base = next((r for r in runs if r.get("method") == "base" and r.get("status") == "ok"), None)
-    after = {r["name"]: r.get("after") or {} for r in ok}
+    gs = groups(ok)  # one candidate per method (and swept value): seeds averaged
 
     def cands(get):
-        return [(r["name"], v) for r in ok if (v := num(get(r))) is not None]
+        return list(plots.group_means(ok, get).items())
+
+    def mean(g: str, get, show) -> str:
+        """After a group's figure: its spread over seeds, when it has several."""
+        s = spread([v for r in gs[g] if (v := num(get(r))) is not None])
+        return f" (mean of {len(gs[g])} seeds, ± {show(s[1])})" if s else ""
+
+    mem = lambda r: r.get("peak_memory_bytes")  # noqa: E731
+    speed = lambda r: r.get("tokens_per_s")  # noqa: E731
 
     base_ppl = num(((base or {}).get("after") or {}).get("perplexity"))
     out = [quality_finding(
         ok, "perplexity", f" The untrained base model scores {fmt_value(base_ppl)}."
         if base_ppl else "")]
-    share = {r["name"]: (r.get("params") or {}).get("share_pct") for r in ok}
+    share = {g: (rs[0].get("params") or {}).get("share_pct") for g, rs in gs.items()}
     out.append(_finding(
         "fewest_params", "Fewest trainable parameters",
         cands(lambda r: (r.get("params") or {}).get("trainable")), True, fmt_count,
@@ -199,18 +201,18 @@ def findings(runs: list[dict]) -> list[dict]:
         lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer"))))
     kinds = sorted({str(r.get("memory_kind")) for r in ok if r.get("memory_kind")})
     out.append(_finding(
-        "lowest_memory", "Lowest peak memory", cands(lambda r: r.get("peak_memory_bytes")),
-        True, fmt_bytes, lambda n, v: f"{n} peaked at {fmt_bytes(v)}",
+        "lowest_memory", "Lowest peak memory", cands(mem),
+        True, fmt_bytes, lambda n, v: f"{n} peaked at {fmt_bytes(v)}{mean(n, mem, fmt_bytes)}",
         lambda b, o: _less(b, o, "less"),
         f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
         if len(kinds) > 1 else ""))
     tps = lambda v: f"{fmt_value(v, 0)} tokens/s"  # noqa: E731
     out.append(_finding(
-        "fastest", "Fastest training", cands(lambda r: r.get("tokens_per_s")), False, tps,
-        lambda n, v: f"{n} trained at {tps(v)}",
+        "fastest", "Fastest training", cands(speed), False, tps,
+        lambda n, v: f"{n} trained at {tps(v)}{mean(n, speed, tps)}",
         lambda b, o: _times(b, o, "the throughput of",
                             f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than")))
-    em = cands(lambda r: after[r["name"]].get("exact_match"))
+    em = cands(lambda r: (r.get("after") or {}).get("exact_match"))
     if em:
         out.append(quality_finding(ok, "exact"))
     elif ok:
@@ -223,14 +225,13 @@ def findings(runs: list[dict]) -> list[dict]:
         out.append(quality_finding(
             ok, "general", f" The base model scores {fmt_value(g0)} on the general set; a "
             "run above that lost ground outside its training data." if g0 else ""))
-    out.append(_pareto(ok))
+    out.append(_pareto(plots.param_points(ok)))
     return [f for f in out if f]
 
 
-def _pareto(ok: list[dict]) -> dict | None:
-    pts = {r["name"]: (p, y) for r in ok
-           if (p := num((r.get("params") or {}).get("trainable"))) is not None
-           and (y := num((r.get("after") or {}).get("perplexity"))) is not None}
+def _pareto(pts: dict[str, tuple[float, float]]) -> dict | None:
+    """The frontier over methods (seeds averaged): trainable parameters against
+    perplexity."""
     if not pts:
         return None
     front = sorted(plots.pareto_set(pts), key=lambda n: pts[n])
