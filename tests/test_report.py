@@ -247,6 +247,17 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert "<table" in dom and dom.count("<img") >= 4 and "Which method when" in dom
 
 
+def dumped_dom(page: Path, tmp_path: Path) -> str:
+    """The DOM headless Chromium builds from ``page`` (the test skips without Chromium)."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([*flags, "--dump-dom", page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=60, check=False).stdout
+
+
 def _scored(r: dict, general_ppl: float, shift: float) -> dict:
     """A row with per-record scores, a general-set score and an equal-compute curve."""
     nll = [math.log(general_ppl) + shift + 0.05 * (i % 5) for i in range(40)]
@@ -276,13 +287,7 @@ def test_forgetting_sweep_and_compute_sections_render_in_chromium(tmp_path):
     assert least["winners"] == ["ia3"]
     md = (out / "report.md").read_text()
     assert "## Forgetting: the general set" in md and "reference" in md
-    browser = chromium()
-    if browser is None:
-        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--dump-dom", (out / "report.html").resolve().as_uri()],
-                         capture_output=True, text=True, timeout=60, check=False).stdout
+    dom = dumped_dom(out / "report.html", tmp_path)
     assert "Forgetting: the general set" in dom and "Least forgetting" in dom
     assert 'alt="Parameter-efficiency curve"' in dom
     assert 'alt="Perplexity at equal compute"' in dom
@@ -304,11 +309,5 @@ def test_seed_rows_render_as_one_line_per_method_in_chromium(tmp_path):
     assert finding(s, "lowest_memory")["winners"] == ["ia3"]
     md = (out / "report.md").read_text()
     assert "## Over seeds: mean ± spread per method" in md
-    browser = chromium()
-    if browser is None:
-        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--dump-dom", (out / "report.html").resolve().as_uri()],
-                         capture_output=True, text=True, timeout=60, check=False).stdout
+    dom = dumped_dom(out / "report.html", tmp_path)
     assert "Over seeds: mean ± spread per method" in dom and "5.850 ± 0.071" in dom

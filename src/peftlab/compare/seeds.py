@@ -9,6 +9,8 @@ from .stats import spread
 
 COLUMNS = ["Method", "Seeds", "Perplexity after", "Exact match", "General-set perplexity",
            "Peak memory", "Tokens/s", "Wall time"]
+
+
 def _ppl(v: float) -> str:
     return f"{v:.3f}"
 
