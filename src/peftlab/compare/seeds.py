@@ -4,8 +4,9 @@ verdicts use, ± the sample standard deviation across seeds."""
 from __future__ import annotations
 
 from .fmt import DASH, fmt_bytes, fmt_seconds
-from .plots import group_of, num
+from .plots import num
 from .stats import spread
+from .verdicts import groups
 
 COLUMNS = ["Method", "Seeds", "Perplexity after", "Exact match", "General-set perplexity",
            "Peak memory", "Tokens/s", "Wall time"]
@@ -39,10 +40,7 @@ def cell(values: list[float], show) -> str:
 
 def table(runs: list[dict]) -> list[list[str]]:
     """The rows, or none when no method ran more than one seed."""
-    by: dict[str, list[dict]] = {}
-    for r in runs:
-        if r.get("status") == "ok" and r.get("method") != "base":
-            by.setdefault(group_of(r), []).append(r)
+    by = groups([r for r in runs if r.get("status") == "ok" and r.get("method") != "base"])
     if not any(len(rs) > 1 for rs in by.values()):
         return []
     return [[g, str(len(rs))] + [cell([v for r in rs if (v := num(get(r))) is not None], show)
