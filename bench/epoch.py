@@ -8,7 +8,8 @@ the very same token ids and response-only label masks (peftlab's tokenisation).
 
 - peftlab: its defaults (bf16 autocast where the CPU has native bf16, response-only
   output head, chunked cross-entropy, length-grouped batches with token-weighted loss,
-  micro-batches cut to a 2048-token budget); the allocator setting
+  micro-batches cut to a 2048-token budget, mimalloc as the ``peftlab`` command runs it:
+  ``PEFTLAB_MALLOC=system`` for glibc's); the allocator setting
   can be varied with ``PEFTLAB_BENCH_ALLOCATOR=trim|lean|default`` (default: auto), any
   other option with ``PEFTLAB_BENCH_SET='{"group_by_length": false}'`` (JSON).
 - Hugging Face: ``Trainer`` with its documented defaults on CPU (fp32, random batches
@@ -89,6 +90,7 @@ def run_peftlab(limit: int | None, work: Path) -> dict:
     return {"train_s": res["train_seconds"], "peak_rss": peak, "after_train_s":
             time.perf_counter() - t0, "real_tokens": res["train_tokens"],
             "steps": res["plan"]["total_steps"], "precision": res["precision"],
+            "phases": res.get("memory_phases"), "allocator": res.get("allocator"),
             "ppl": heldout_perplexity(model, ev, pad_id)}
 
 
@@ -152,8 +154,12 @@ def spawn(side: str, limit: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child", side] + (["--limit", str(limit)] if limit
                                                          else [])
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                                                  "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if side == "peftlab":  # the allocator the peftlab command runs on (core/malloc.py)
+        from peftlab.core import malloc
+        if malloc.wanted():
+            env = malloc.preload_env(env) or env
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not lines:
@@ -216,7 +222,10 @@ def main() -> None:
             runs[side].append(r)
             print(f"repeat {i + 1} {side}: train {r['train_s']:.0f} s, peak "
                   f"{r['peak_rss'] / 2**30:.2f} GiB, {r['tok_s']:.0f} tok/s, "
-                  f"ppl {r['ppl']:.3f}", file=sys.stderr, flush=True)
+                  f"ppl {r['ppl']:.3f}" + (f"; allocator {r['allocator']}, peak after "
+                  "each phase " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in
+                                             r["phases"].items()) if r.get("phases") else ""),
+                  file=sys.stderr, flush=True)
             if a.json:
                 Path(a.json).write_text(json.dumps(runs, indent=1))
     if all(runs.values()):

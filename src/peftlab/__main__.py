@@ -1,5 +1,15 @@
+"""``python -m peftlab`` and the ``peftlab`` command: the process is moved onto mimalloc
+first where it is installed (:mod:`peftlab.core.malloc`), before torch is imported."""
+
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def main() -> int:
+    from .core import malloc
+    malloc.reexec(sys.argv[1:])
+    from .cli import main as run
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

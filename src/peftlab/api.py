@@ -43,6 +43,17 @@ def train(config=None, **overrides: Any) -> dict:
     return _train(build_config(config, **overrides), memory=HOOKS)
 
 
+def plan(config=None, fit: str | None = None, methods: list[str] | None = None,
+         num_processes: int = 1, use_data: bool = True, **overrides: Any) -> dict:
+    """``peftlab plan`` from Python: the predicted peak memory of the run that
+    ``train(config, **overrides)`` would make, part by part (``methods[NAME]``), read
+    from the model's ``config.json`` alone; with ``fit`` (``"24GB"``, ``"a100"``) which
+    settings fit for every method (or ``methods``). ``text`` is the printed table."""
+    from .memory.cli import plan_config
+    return plan_config(build_config(config, **overrides), fit, methods, num_processes,
+                       use_data)
+
+
 def config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
     """Defaults, then the model/data settings the adapter was trained with, then overrides.
 

@@ -112,7 +112,7 @@ class TrainConfig:
     response_only_head: bool = option(True, "Apply the output head only where the next "
                                              "token carries loss (prompt positions skip "
                                              "the vocabulary projection)")
-    loss_chunk: int = option(1024, "Positions per cross-entropy chunk, logits recomputed "
+    loss_chunk: int = option(512, "Positions per cross-entropy chunk, logits recomputed "
                                    "in backward (0: all logits at once, more memory)")
     token_budget: int = option(2048, "Cut each micro-batch into pieces of at most this "
                                      "many tokens (rows x longest row, long rows "
@@ -126,11 +126,13 @@ class TrainConfig:
                                          "mean targets per step); step: each step's mean "
                                          "over its own targets, as Trainer does; auto: "
                                          "token with length-grouped batches, else step")
-    allocator: str = option("auto", "CPU memory allocator setting: lean (buffers of 1 MiB "
-                                    "and more straight from the OS and back: peak tracks "
-                                    "live tensors, steps ~1.5x slower), trim (free heap "
-                                    "pages returned after every step), default, or auto "
-                                    "(lean for memory-first methods: QLoRA; else default)")
+    allocator: str = option("auto", "CPU memory allocator setting: lean (freed buffers "
+                                    "go straight back to the OS: peak tracks live tensors, "
+                                    "steps slower), trim (free pages returned after every "
+                                    "step), default, or auto (lean for memory-first "
+                                    "methods: QLoRA; else default). The peftlab command "
+                                    "runs on mimalloc where installed (Linux), on glibc's "
+                                    "malloc with PEFTLAB_MALLOC=system")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     max_memory: str | None = option(None, "Keep the run's peak memory under this size "
                                           "(e.g. 3GiB, 20GB; GB counts as GiB): token "

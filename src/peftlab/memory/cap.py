@@ -94,8 +94,8 @@ def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
         if resident_bytes() > limit and not state["lean"]:
             state["lean"] = runtime.set_allocator("lean") == "lean"
             log(f"--max-memory: the heap keeps {describe_bytes(resident_bytes())} between "
-                f"steps, too close to {describe_bytes(cap)}: large buffers are mapped "
-                "fresh from now on (allocator lean)")
+                f"steps, too close to {describe_bytes(cap)}: freed buffers go back to "
+                "the OS at once from now on (allocator lean)")
     return check
 
 

@@ -133,7 +133,7 @@ class AdaLoraLinear(AdapterLayer):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """(alpha / ranknum) · P Λ Q dropout(x), in peft's order of operations; the
-        dropout keeps a 1-byte mask for backward, as LoRA's (:mod:`.lora_down`)."""
+        dropout keeps no separate mask for backward, as LoRA's (:mod:`.lora_down`)."""
         d = self.lora_dropout
         p = d.p if isinstance(d, nn.Dropout) and d.training else 0.0
         h = lora_down(x, self.lora_A * self.lora_E, p)  # in the autocast dtype, if any

@@ -105,7 +105,7 @@ class LoraLinear(AdapterLayer):
         return y.addmm_(h, bt.to(y.dtype), alpha=self.scaling).view(out.shape)
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
-        """A · dropout(x), keeping a 1-byte mask for backward (:mod:`.lora_down`)."""
+        """A · dropout(x), keeping no separate mask for backward (:mod:`.lora_down`)."""
         drop = self.lora_dropout
         p = drop.p if self.training and isinstance(drop, nn.Dropout) else 0.0
         return lora_down(x, self.lora_A.weight, p)

@@ -27,6 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, resolve_weighting
+from ..core import malloc
 from ..core.atomic import atomic_write_bytes, atomic_write_json
 from ..core.rundir import claim_run_dir, drop_aside, output_lock
 from ..core.runtime import (
@@ -129,7 +130,7 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         f"{len(s.eval_data.examples)} eval records; {plan.total_steps} steps; "
         f"precision {s.precision} on {s.device}{procs}; loss weighting "
         f"{resolve_weighting(t)}; token budget {t.token_budget or 'off'}; allocator "
-        f"{allocator}")
+        f"{allocator}" + (f" ({malloc.name()})" if device.type == "cpu" else ""))
     if t.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so it works with
         # the frozen embedding (the reentrant variant would silently drop adapter grads).
@@ -162,13 +163,15 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
         results["before"] = metrics.first_eval()
     end_phase(phases, "eval before", device)
     results["allocator"] = allocator
+    results["malloc"] = malloc.name() if device.type == "cpu" else None
     guard = memory.guard(cfg, planned, log) if memory and device.type == "cpu" else None
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
                          trim_heap if allocator == "trim" else guard))
     end_phase(phases, "train", device)
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
-    results["memory_phases"] = {**phases, "eval after": peak_memory_bytes(device)}
+    end_phase(phases, "eval after", device)  # the merge check starts from live tensors
+    results["memory_phases"] = phases
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
     predict = (lambda: memory.predict(cfg)) if memory and cfg.train.plan_memory else None
