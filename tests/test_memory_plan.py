@@ -178,6 +178,13 @@ def test_plan_command_json_and_fit(tmp_path, tiny_model_dir):
     est = res["methods"]["lora"]
     assert res["prediction"] is True and res["data"].endswith("toy.json")
     assert sum(est["parts"].values()) == est["peak_bytes"] > 0
+    import peftlab  # the same plan from Python
+    same = peftlab.plan(model=tiny_model_dir, dataset=data)
+    assert same["methods"]["lora"]["parts"] == est["parts"] and "predicted peak" in \
+        same["text"]
+    fit = peftlab.plan(model=tiny_model_dir, use_data=False, fit="1GiB",
+                       methods=["lora", "ia3"])
+    assert set(fit["methods"]) == {"lora", "ia3"} and fit["fit"]["asked"] == "1GiB"
     proc = subprocess.run([sys.executable, "-m", "peftlab", "plan", "--model",
                            tiny_model_dir, "--no-data", "--fit", "1GiB"],
                           capture_output=True, text=True, env=env)

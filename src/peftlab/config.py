@@ -112,7 +112,7 @@ class TrainConfig:
     response_only_head: bool = option(True, "Apply the output head only where the next "
                                              "token carries loss (prompt positions skip "
                                              "the vocabulary projection)")
-    loss_chunk: int = option(512, "Positions per cross-entropy chunk, logits recomputed "
+    loss_chunk: int = option(256, "Positions per cross-entropy chunk, logits recomputed "
                                    "in backward (0: all logits at once, more memory)")
     token_budget: int = option(2048, "Cut each micro-batch into pieces of at most this "
                                      "many tokens (rows x longest row, long rows "

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
+from .frozen import frozen_linear
 
 
 class AdapterLayer(nn.Module):
@@ -50,10 +51,15 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
+        out = self.base_out(x)
         if self.merged:
             return out
         return out + self.update(x).to(out.dtype)
+
+    def base_out(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen base layer's output, keeping no autocast copy of its weight for
+        backward (:mod:`.frozen`)."""
+        return frozen_linear(self.base_layer, x)
 
     def delta_weight(self) -> torch.Tensor:
         """The change this adapter makes to the base weight, in fp32, shaped like it."""

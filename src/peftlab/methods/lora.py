@@ -87,7 +87,7 @@ class LoraLinear(AdapterLayer):
         base's output) where the dtypes allow: no output-sized tensor beyond the base's
         instead of three more (B's output, its scaling, the sum), which on the CPU are
         fresh memory faulted in each time."""
-        out = self.base_layer(x)
+        out = self.base_out(x)
         if self.merged:
             return out
         b = self.lora_B.weight

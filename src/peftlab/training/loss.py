@@ -37,7 +37,7 @@ PLAIN_HEAD_MODEL_TYPES = frozenset(
 @dataclass(frozen=True)
 class LossOptions:
     response_only_head: bool = True
-    chunk: int = 512
+    chunk: int = 256
     """Positions per cross-entropy chunk; 0 materialises all logits at once."""
 
     def __post_init__(self):
