@@ -157,14 +157,14 @@ def render_one(cfg, est: Estimate) -> str:
     if s["allocator"] == "default" and malloc.name() == "mimalloc":
         lines += ["", "mimalloc keeps freed pages for 30 s: over an epoch of varying batch "
                   "shapes the resident set runs above this (one LoRA epoch of "
-                  "alpaca_en_demo: 4.4 GiB against a plan of 3.7); --max-memory bounds it, "
+                  "alpaca_en_demo: 4.1 GiB against a plan of 3.2); --max-memory bounds it, "
                   "--allocator trim or lean too (slower steps)"]
     elif s["allocator"] in ("default", "trim") and malloc.name() == "system":
         lines += ["", "glibc's default heap keeps freed activations: over a long run of "
                   "varying batch shapes the resident set grows past this (an epoch of "
                   "alpaca_en_demo: 8.3 GiB); --max-memory bounds it, --allocator lean too "
                   "(slower steps); mimalloc (cmeel-mimalloc installed, PEFTLAB_MALLOC not "
-                  "system) keeps it near 4.4 GiB"]
+                  "system) keeps it near 4.1 GiB"]
     if est.step_seconds:
         lines += ["", f"predicted step time: {est.step_seconds:.2f} s (this machine's "
                   "matmul rate at the efficiency measured for training steps)"]
