@@ -82,3 +82,9 @@ def test_the_command_reexecutes_onto_mimalloc(tmp_path, tiny_model_dir, choice, 
     res = json.loads((out / "results.json").read_text())
     assert res["malloc"] == expect and res["env"]["malloc"] == expect
     assert f"({expect})" in p.stderr + p.stdout
+
+
+def test_system_env_drops_the_preload_and_keeps_others():
+    env = malloc.system_env({"LD_PRELOAD": "/x/cmeel.prefix/lib/libmimalloc.so:/opt/a.so"})
+    assert env["LD_PRELOAD"] == "/opt/a.so" and env[malloc.CHOICE_ENV] == "system"
+    assert "LD_PRELOAD" not in malloc.system_env({"LD_PRELOAD": "/y/libmimalloc.so.3"})

@@ -90,6 +90,22 @@ def preload_env(env: dict | None = None) -> dict | None:
     return env
 
 
+def system_env(env: dict | None = None) -> dict:
+    """``env`` (default: this process's) without mimalloc: for processes that must run on
+    glibc's malloc. Distributed ranks do: on mimalloc a rank aborted at exit ("terminate
+    called without an active exception", torch's gloo threads) once its run was done."""
+    env = dict(os.environ if env is None else env)
+    lib = library()
+    kept = [p for p in env.get("LD_PRELOAD", "").split(":")
+            if p and "libmimalloc" not in Path(p).name and (lib is None or p != str(lib))]
+    if kept:
+        env["LD_PRELOAD"] = ":".join(kept)
+    else:
+        env.pop("LD_PRELOAD", None)
+    env[CHOICE_ENV] = "system"
+    return env
+
+
 def reexec(argv: list[str]) -> None:
     """Start this command again on mimalloc (``python -m peftlab ARGV``) when it is
     wanted, installed and not yet in use; otherwise return and run on as is."""
