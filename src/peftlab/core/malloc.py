@@ -12,8 +12,8 @@ The allocator has to be in place before Python or torch allocates anything, so t
 the ``cmeel-mimalloc`` wheel (a dependency on Linux), as Intel's PyTorch launcher does
 with jemalloc. ``PEFTLAB_MALLOC=system`` keeps glibc's malloc. The ``allocator``
 settings act on either (:func:`peftlab.core.runtime.set_allocator`). The preload is
-inherited by the processes a command starts (compare's runs, distributed ranks), which
-then need no re-execution.
+inherited by the processes a command starts (compare's runs), which then need no
+re-execution; distributed ranks are started on glibc (:func:`system_env`).
 Programs that import peftlab get it by starting under :func:`preload_env`'s environment.
 """
 
