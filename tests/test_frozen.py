@@ -14,6 +14,19 @@ from peftlab.methods.frozen import frozen_linear
 from peftlab.model.inject import inject
 
 
+def lora_census(dropout: float) -> dict:
+    """Bytes autograd saves by kind: a tiny Llama (2 layers, 2 x 31 tokens) with LoRA
+    r=4 on every linear layer, one bf16-autocast training forward."""
+    model = make_tiny_llama(hidden_size=64, intermediate_size=128)
+    inject(model, get_method("lora", r=4, dropout=dropout, target_modules="all-linear"))
+    model.train()
+    ids = torch.randint(3, 100, (2, 31))
+    with saved_tensor_census(model) as counts:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids).logits.float().sum()
+    return counts
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_same_values_and_input_gradient_as_linear_under_autocast(bias):
     torch.manual_seed(0)
@@ -43,13 +56,7 @@ def test_plain_path_where_nothing_is_saved_or_weights_train():
 
 
 def test_no_autocast_weight_copies_are_saved():
-    model = make_tiny_llama(hidden_size=64, intermediate_size=128)
-    inject(model, get_method("lora", r=4, dropout=0.0, target_modules="all-linear"))
-    model.train()
-    ids = torch.randint(3, 100, (2, 31))
-    with saved_tensor_census(model) as counts:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(input_ids=ids).logits.float().sum()
+    counts = lora_census(dropout=0.0)
     # the first layer's q/k/v see the frozen embedding's output (no gradient to carry):
     # neither path saves a weight there; every other adapted projection used to save
     # its bf16 weight copy

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from test_frozen import lora_census
 
-from peftlab.memory.measure import saved_tensor_census
-from peftlab.methods import get_method
 from peftlab.methods.lora_down import lora_down
-from peftlab.model.inject import inject
 
 
 def _reference(x, weight, p, dtype):
@@ -105,13 +102,7 @@ def test_adapters_save_the_dropped_input_only():
     """With every linear layer adapted, each adapter saves its dropped input in bf16 and
     nothing else (the mask is in its sign bits), not a mask in the input's dtype (fp32
     for q/k/v/gate/up) beside it."""
-    model = make_tiny_llama(hidden_size=64, intermediate_size=128)
-    inject(model, get_method("lora", r=4, dropout=0.1, target_modules="all-linear"))
-    model.train()
-    ids = torch.randint(3, 100, (2, 31))
-    with saved_tensor_census(model) as counts:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(input_ids=ids).logits.float().sum()
+    counts = lora_census(dropout=0.1)
     tokens, layers = 2 * 31, 2
     per_token_layer = counts["adapter"] / tokens / layers
     # 2 bytes per input value per projection (6 of width 64, down of 128) and the r-sized

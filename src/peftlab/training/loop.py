@@ -162,8 +162,7 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     else:  # the run being resumed evaluated at step 0; its metrics line is kept
         results["before"] = metrics.first_eval()
     end_phase(phases, "eval before", device)
-    results["allocator"] = allocator
-    results["malloc"] = malloc.name() if device.type == "cpu" else None
+    results.update(allocator=allocator, malloc=malloc.name() if device.type == "cpu" else None)
     guard = memory.guard(cfg, planned, log) if memory and device.type == "cpu" else None
     results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
                          trim_heap if allocator == "trim" else guard))
