@@ -114,6 +114,13 @@ class TrainConfig:
                                              "the vocabulary projection)")
     loss_chunk: int = option(256, "Positions per cross-entropy chunk, logits recomputed "
                                    "in backward (0: all logits at once, more memory)")
+    compute_dtype_weights: bool = option(True, "Under mixed precision, store the frozen "
+                                              "Linear weights that only matmuls read in "
+                                              "the compute dtype while training (the bits "
+                                              "autocast casts them to: same results, half "
+                                              "their memory); the originals are set aside "
+                                              "(a temporary file on CPU, host memory on "
+                                              "GPU) and restored after training")
     token_budget: int = option(2048, "Cut each micro-batch into pieces of at most this "
                                      "many tokens (rows x longest row, long rows "
                                      "together) and accumulate their gradients: the same "

@@ -90,6 +90,48 @@ def trim_heap() -> None:
         lib.malloc_trim(0)
 
 
+def file_mapped_ranges() -> list[tuple[int, int]]:
+    """Address ranges of this process's private file mappings (Linux; else none): where
+    safetensors leaves the weights it loads (``mmap``), so their pages count as resident
+    for as long as any tensor of the file lives, whatever happens to the others."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].endswith("p") and parts[4] != "0":
+            lo, hi = parts[0].split("-")
+            out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+def drop_mapped_pages(t: torch.Tensor, ranges: list[tuple[int, int]]) -> int:
+    """Release the whole pages of ``t``'s storage if they lie in one of ``ranges``
+    (:func:`file_mapped_ranges`) and ``t`` is the storage's only tensor; returns the bytes
+    released. For a tensor about to be dropped: a later read of those addresses would see
+    the file's bytes again, not the tensor's."""
+    storage = t.untyped_storage()
+    start, size = storage.data_ptr(), storage.nbytes()
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    lib = _glibc()
+    if lib is None or use_count is None or use_count(storage._cdata) > 2:
+        return 0  # (2: ``t`` and the ``storage`` object here)
+    if not any(lo <= start and start + size <= hi for lo, hi in ranges):
+        return 0
+    import ctypes
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = -(-start // page) * page, (start + size) // page * page
+    if last <= first:
+        return 0
+    lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if lib.madvise(first, last - first, 4) != 0:  # MADV_DONTNEED
+        return 0
+    return last - first
+
+
 def resolve_allocator(mode: str, memory_first: bool = False) -> str:
     """``auto`` → ``lean`` for memory-first methods (QLoRA), else ``default`` (fastest:
     on alpaca_en_demo, before the token budget, ``trim`` cut the epoch's peak from 13.7

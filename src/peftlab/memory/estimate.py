@@ -5,7 +5,8 @@ The parts (bytes), for the phase that peaks:
 - ``runtime``: the Python process with torch and transformers imported (CPU only; a
   GPU's ``max_memory_allocated`` does not count it), measured on this project's CPU;
 - ``frozen weights``, ``trainable parameters``: exact, from a meta-device skeleton of the
-  model with the method's adapter (:mod:`.shapes`);
+  model with the method's adapter (:mod:`.shapes`); while training under mixed precision,
+  the frozen Linear weights only matmuls read count in the compute dtype;
 - ``gradients + AdamW state``: three times the trainable bytes (gradient, two moments);
 - ``activations: KIND``: what autograd saves for backward for the largest micro-batch
   piece of the run, per decoder layer as measured by the probe (:mod:`.probe`), times
@@ -112,10 +113,11 @@ def eval_batch_bytes(census: LayerCensus, rows: int, seq: int, loss_positions: i
 
 def combine(*, runtime: int, frozen: int, trainable: int, acts: dict[str, int], head: int,
             eval_batch: int, generation: int, allocator: str | None, piece: Piece,
-            settings: dict) -> Estimate:
+            settings: dict, narrowed: int = 0) -> Estimate:
     """The two phases that can peak (a training step; the evaluation after training,
     when the optimiser state exists and generation keeps its weight copies) and the
-    larger one's parts."""
+    larger one's parts. ``narrowed``: bytes of frozen weights stored in the compute dtype
+    while training only (``training/residency.py``)."""
     fixed = {"runtime": runtime, "frozen weights": frozen, "trainable parameters": trainable,
              "gradients + AdamW state": 3 * trainable}
     slack = ALLOCATOR_SLACK.get(allocator, 0.0) if allocator else 0.0
@@ -123,7 +125,7 @@ def combine(*, runtime: int, frozen: int, trainable: int, acts: dict[str, int], 
     # The evaluation before training leaves its buffers in the heap (CPU): the steps'
     # activations, of other sizes, do not reuse them (lean: the large ones go back).
     kept = (eval_batch + generation) * KEPT_AFTER_EVAL.get(allocator, 0.0) if allocator else 0
-    train = {**fixed, **acts, "output head and loss": head,
+    train = {**fixed, "frozen weights": frozen - narrowed, **acts, "output head and loss": head,
              "allocator": int(slack * step_dynamic + kept)}
     evaluation = {**fixed, "evaluation batch": eval_batch,
                   "generation weight copies": generation,

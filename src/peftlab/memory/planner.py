@@ -132,10 +132,18 @@ def largest_piece(cfg: RunConfig, data: DataShape | None, processes: int = 1,
 
 def _census_for(config, cfg: RunConfig, precision: str):
     method_opts = tuple(sorted((k, repr(v)) for k, v in cfg.adapter.items()))
-    key = (config.to_json_string(), cfg.method, method_opts, cfg.model.dtype, precision)
+    narrow = _narrows(cfg, precision)
+    key = (config.to_json_string(), cfg.method, method_opts, cfg.model.dtype, precision,
+           narrow)
     return cached_census(key, lambda: layer_census(
         config, get_method(cfg.method, **cfg.adapter), parse_dtype(cfg.model.dtype),
-        _autocast(precision)))
+        _autocast(precision), narrow=narrow))
+
+
+def _narrows(cfg: RunConfig, precision: str) -> bool:
+    """Whether the run stores its frozen projections in the compute dtype while training
+    (``training/residency.py``; not under FSDP, which the planner does not model)."""
+    return cfg.train.compute_dtype_weights and precision in ("bf16", "fp16")
 
 
 def generation_bytes(shape, precision: str, budget: int) -> int:
@@ -208,7 +216,8 @@ def estimate_run(cfg: RunConfig, data: DataShape | None = None, device: str | No
     est = combine(runtime=runtime,
                   frozen=shape.frozen_bytes, trainable=shape.trainable_bytes, acts=acts,
                   head=head, eval_batch=ev, generation=gen, allocator=allocator,
-                  piece=piece, settings=settings)
+                  piece=piece, settings=settings,
+                  narrowed=shape.narrowable_bytes if _narrows(cfg, precision) else 0)
     if with_time and device == "cpu":
         est.step_seconds = _step_seconds(cfg, shape, data, precision)
     return est

@@ -44,7 +44,8 @@ class LayerCensus:
                 for k in set(self.const) | set(self.linear) | set(self.square)}
 
 
-def _probe_model(config, method, dtype: torch.dtype, device: torch.device):
+def _probe_model(config, method, dtype: torch.dtype, device: torch.device,
+                 narrow: torch.dtype | None = None):
     from transformers import AutoModelForCausalLM
 
     from ..model.inject import inject
@@ -64,6 +65,11 @@ def _probe_model(config, method, dtype: torch.dtype, device: torch.device):
         for p in model.parameters():
             p.fill_(0.02)
     inject(model, method)
+    if narrow is not None:  # as training stores them (training/residency.py)
+        from ..methods.frozen import castable_linears
+        with torch.no_grad():
+            for m in castable_linears(model, narrow).values():
+                m.weight.data = m.weight.data.to(narrow)
     model.train()
     model.config.use_cache = False
     return model
@@ -94,10 +100,15 @@ def _census(model, rows: int, seq: int, autocast) -> dict[str, int]:
 
 
 def layer_census(config, method, dtype: torch.dtype, autocast,
-                 device: torch.device | str = "cpu") -> LayerCensus:
-    """Measure one decoder layer of ``config`` with ``method`` (a fresh Method object)."""
+                 device: torch.device | str = "cpu", narrow: bool = False) -> LayerCensus:
+    """Measure one decoder layer of ``config`` with ``method`` (a fresh Method object);
+    ``narrow``: with the frozen projections stored in the autocast dtype, as training
+    stores them."""
     device = torch.device(device)
-    model = _probe_model(config, method, dtype, device)
+    with autocast():
+        fast = torch.get_autocast_dtype(device.type) \
+            if torch.is_autocast_enabled(device.type) else None
+    model = _probe_model(config, method, dtype, device, fast if narrow else None)
     counts = [_census(model, r, s, autocast) for r, s in PROBES]
     const, shared, linear, square = {}, {}, {}, {}
     xs = torch.tensor([[1.0, s, r * s, r * s * s] for r, s in PROBES], dtype=torch.float64)

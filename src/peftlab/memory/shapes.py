@@ -103,6 +103,9 @@ class Shape:
     linear_numel: dict[str, int]
     """Weights of every Linear (head and adapters included) by stored dtype, and
     ``"nf4"`` for 4-bit ones: what generation may keep compute-dtype copies of."""
+    narrowable_bytes: int = 0
+    """Bytes a 2-byte compute dtype saves while training by storing the frozen Linear
+    weights that only matmuls read in it (``train.compute_dtype_weights``)."""
 
 
 def _config_dims(config) -> dict[str, int]:
@@ -141,6 +144,7 @@ def _quiet():
 def shape_of(config, method, dtype: torch.dtype) -> Shape:
     """Exact parameter and byte counts of ``config``'s model with ``method`` injected."""
     from ..methods.base import AdapterLayer
+    from ..methods.frozen import castable_linears
     from ..model.inject import count_parameters
     from ..quant.linear4bit import Linear4bit
     model = skeleton(config, method, dtype)
@@ -171,7 +175,9 @@ def shape_of(config, method, dtype: torch.dtype) -> Shape:
             linear += m.weight_numel
     embed = model.get_input_embeddings()
     tied = head is not None and head.weight is embed.weight
+    narrow = sum(m.weight.numel() * (m.weight.element_size() - 2)
+                 for m in castable_linears(model, torch.bfloat16).values())
     return Shape(**_config_dims(config), total_params=int(counts["total"]),
                  trainable=int(counts["trainable"]), frozen_bytes=int(frozen),
                  trainable_bytes=int(trainable), linear_params=int(linear), head_tied=tied,
-                 linear_numel=by_dtype)
+                 linear_numel=by_dtype, narrowable_bytes=int(narrow))

@@ -35,6 +35,11 @@ class AdapterLayer(nn.Module):
     and does nothing, whatever the method.
     """
 
+    reads_base_weight: ClassVar[bool] = False
+    """Whether the training forward reads the base weight other than through the base
+    layer's own forward (DoRA's row norms): if so, it stays in its stored dtype while
+    training (:func:`~peftlab.methods.frozen.castable_linears`)."""
+
     def __init__(self, base_layer: nn.Module):
         super().__init__()
         self.base_layer = base_layer

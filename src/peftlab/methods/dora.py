@@ -98,6 +98,8 @@ class DoraLinear(LoraLinear):
     so its local name is exactly the key peft writes into ``adapter_model.safetensors``.
     """
 
+    reads_base_weight = True  # ‖W0 + sBA‖_row reads W0 itself
+
     def low_rank_factors(self) -> None:
         """DoRA rescales every row after adding s·B A: not a plain low-rank update."""
         return None

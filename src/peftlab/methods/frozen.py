@@ -6,6 +6,11 @@ the fp32 parameter is alive anyway, so :class:`FrozenLinear` keeps only a refere
 it and casts again in backward: on SmolLM2-135M with every linear layer adapted, 0.17 GiB
 less at a training step's peak, for one more cast of each weight per backward (about 2%
 of a step). The values and gradients are those of ``F.linear`` under autocast.
+
+:func:`castable_linears` names the frozen Linear layers whose weight only their own
+forward reads: while training under autocast such a weight can be *stored* in the compute
+dtype (the bits autocast would cast it to anyway), which halves it
+(:mod:`peftlab.training.residency`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..core.modules import output_head
 
 
 class FrozenLinear(torch.autograd.Function):
@@ -46,3 +53,29 @@ def frozen_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     dtype = torch.get_autocast_dtype(t)
     with torch.autocast(t, enabled=False):
         return FrozenLinear.apply(x, w, layer.bias, dtype)
+
+
+def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linear]:
+    """Frozen ``nn.Linear`` layers (by name) whose weight, stored wider than ``dtype``,
+    could be stored in ``dtype`` without changing any value computed under autocast in
+    ``dtype``: only the layer's own forward reads it. Left out: the output head (the
+    chunked loss reads its weight, which may be tied to the embedding), a weight shared
+    with any other module, and the base layer of an adapter that reads its base weight
+    itself (``reads_base_weight``: DoRA's row norms)."""
+    width = torch.empty((), dtype=dtype).element_size()
+    owners: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    excluded = {id(output_head(model))}
+    for m in model.modules():
+        if getattr(m, "reads_base_weight", False):
+            excluded.update(id(sub) for sub in m.base_layer.modules())
+    out = {}
+    for name, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if (type(m) is nn.Linear and id(m) not in excluded and not w.requires_grad
+                and w.is_floating_point() and w.element_size() > width
+                and owners.get(id(w)) == 1):
+            out[name] = m
+    return out

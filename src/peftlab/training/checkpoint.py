@@ -2,9 +2,9 @@
 
 A checkpoint directory holds the adapter (PEFT format), every trained parameter
 (``adapter_params.safetensors``: the adapter's, or all of a full fine-tune's), the
-optimiser state, the scheduler state, every RNG state and the step. It is written into a hidden temporary
-directory and renamed into place, so an interruption or a full disk never leaves a
-half-written checkpoint where ``--resume`` would find it.
+optimiser state, the scheduler state, every RNG state and the step. It is written into
+a hidden temporary directory and renamed into place, so an interruption or a full disk
+never leaves a half-written checkpoint where ``--resume`` would find it.
 
 With several processes every one of them calls :func:`save_checkpoint` (the RNG states
 of all ranks are gathered, and under FSDP the sharded tensors) and the main process

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, resolve_weighting
 from ..core import malloc
-from ..core.atomic import atomic_write_bytes, atomic_write_json
+from ..core.atomic import atomic_write_bytes
 from ..core.rundir import claim_run_dir, drop_aside, output_lock
 from ..core.runtime import (
     end_phase,
@@ -46,7 +46,6 @@ from ..data.alpaca import (
     target_count,
     token_pieces,
 )
-from ..formats.saved import save_trained
 from ..methods import METHODS
 from ..model.inference import budget_limit
 from .checkpoint import (
@@ -56,13 +55,15 @@ from .checkpoint import (
     load_training_state,
     save_checkpoint,
 )
-from .distributed import Dist, check_sharding, full_params, is_sharded
+from .distributed import Dist, check_sharding, is_sharded
 from .distributed import start as start_processes
-from .evaluate import exact_match, merge_check, merge_within, perplexity
+from .evaluate import exact_match, perplexity
+from .finish import finish
 from .loss import response_nll
 from .metrics import MetricsLog, scalars
 from .plan import Plan, make_plan, warmup_cosine
-from .session import Session, log, open_session
+from .residency import compute_dtype_weights
+from .session import AUTOCAST_DTYPES, Session, log, open_session
 
 
 def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
@@ -164,8 +165,12 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     end_phase(phases, "eval before", device)
     results.update(allocator=allocator, malloc=malloc.name() if device.type == "cpu" else None)
     guard = memory.guard(cfg, planned, log) if memory and device.type == "cpu" else None
-    results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out, dist,
-                         trim_heap if allocator == "trim" else guard))
+    narrow = AUTOCAST_DTYPES.get(s.precision) if t.compute_dtype_weights and not \
+        dist.sharded else None
+    with compute_dtype_weights(s.model, narrow, out, log if dist.is_main else None) as saved:
+        results["compute_dtype_weights_bytes"] = saved
+        results.update(_loop(s, cfg, plan, acc, model, opt, sched, start, metrics, out,
+                             dist, trim_heap if allocator == "trim" else guard))
     end_phase(phases, "train", device)
     s.model.eval()
     results["after"] = evaluate_session(s, cfg, True, dist)
@@ -174,46 +179,8 @@ def _train(cfg: RunConfig, acc, dist: Dist, device, run_id: str | None,
     metrics.write(step=plan.total_steps, **scalars(results["after"]))
     _print_eval("after", results["after"])
     predict = (lambda: memory.predict(cfg)) if memory and cfg.train.plan_memory else None
-    _finish(s, out, results, dist, planned, predict)
+    finish(s, out, results, dist, planned, predict)
     return results
-
-
-def _finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
-            predict=None) -> None:
-    """Save the adapter (or whole model) and results.json (the main process; the others
-    wait), with the planner's prediction (``--max-memory``'s or ``plan_memory``'s, made
-    after the measured peak is read) beside the measured peak."""
-    with full_params(s.model):  # FSDP: every process takes part in the gathering
-        if dist.is_main:
-            results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
-    if dist.is_main:
-        results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
-        if planned is None and predict is not None:
-            planned = predict()  # only now: the planner's own memory stays out of the peak
-        if planned is not None:
-            results["predicted_memory"] = planned
-        results["merge_check"] = _merge_check(s) if not dist.sharded else {
-            "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
-            "`peftlab merge` checks the merged model"}
-        atomic_write_json(out / "results.json", results)
-    dist.barrier()
-
-
-def _merge_check(s: Session) -> dict:
-    """Merged vs unmerged logits; a method that cannot merge in place reports why."""
-    try:
-        res = merge_check(s.model, s.eval_data.examples, s.tokenizer.pad_token_id, s.device)
-    except (NotImplementedError, RuntimeError, ValueError) as e:
-        return {"max_logit_diff": None, "error": f"{type(e).__name__}: {e}"}
-    res["tolerance"] = s.adapter.method.merge_tolerance
-    if res["max_logit_diff"] is None:
-        log(f"merge check skipped: {res['skipped']}")
-        return res
-    res["ok"] = merge_within(res["max_logit_diff"], res["max_abs_logit"], res["tolerance"])
-    if not res["ok"]:
-        log(f"warning: merged and unmerged logits differ by {res['max_logit_diff']:.2e} "
-            f"(tolerance {res['tolerance']:.0e})")
-    return res
 
 
 def _checkpoint_to_resume(t, out: Path, run_id: str | None) -> Path | None:

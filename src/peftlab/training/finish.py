@@ -1,0 +1,51 @@
+"""The end of a training run: the trained adapter (or model) saved, the measured peak
+beside the planner's prediction, and the merge check (merged against unmerged logits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.atomic import atomic_write_json
+from ..core.runtime import peak_memory_bytes
+from ..formats.saved import save_trained
+from .distributed import Dist, full_params
+from .evaluate import merge_check, merge_within
+from .session import Session, log
+
+
+def finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
+            predict=None) -> None:
+    """Save the adapter (or whole model) and results.json (the main process; the others
+    wait), with the planner's prediction (``--max-memory``'s or ``plan_memory``'s, made
+    after the measured peak is read) beside the measured peak."""
+    with full_params(s.model):  # FSDP: every process takes part in the gathering
+        if dist.is_main:
+            results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
+    if dist.is_main:
+        results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
+        if planned is None and predict is not None:
+            planned = predict()  # only now: the planner's own memory stays out of the peak
+        if planned is not None:
+            results["predicted_memory"] = planned
+        results["merge_check"] = _merge_check(s) if not dist.sharded else {
+            "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
+            "`peftlab merge` checks the merged model"}
+        atomic_write_json(out / "results.json", results)
+    dist.barrier()
+
+
+def _merge_check(s: Session) -> dict:
+    """Merged vs unmerged logits; a method that cannot merge in place reports why."""
+    try:
+        res = merge_check(s.model, s.eval_data.examples, s.tokenizer.pad_token_id, s.device)
+    except (NotImplementedError, RuntimeError, ValueError) as e:
+        return {"max_logit_diff": None, "error": f"{type(e).__name__}: {e}"}
+    res["tolerance"] = s.adapter.method.merge_tolerance
+    if res["max_logit_diff"] is None:
+        log(f"merge check skipped: {res['skipped']}")
+        return res
+    res["ok"] = merge_within(res["max_logit_diff"], res["max_abs_logit"], res["tolerance"])
+    if not res["ok"]:
+        log(f"warning: merged and unmerged logits differ by {res['max_logit_diff']:.2e} "
+            f"(tolerance {res['tolerance']:.0e})")
+    return res
