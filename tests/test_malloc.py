@@ -3,6 +3,7 @@ re-executes onto it, and that the allocator settings act on it."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,7 +74,10 @@ def test_the_command_reexecutes_onto_mimalloc(tmp_path, tiny_model_dir, choice, 
     if choice:
         env[malloc.CHOICE_ENV] = choice
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "peftlab", "train", "--model", tiny_model_dir,
+    # -X importtime: the interpreter's flags reach the re-executed process (its imports,
+    # torch's among them, are timed on stderr)
+    cmd = [sys.executable, "-X", "importtime", "-m", "peftlab", "train", "--model",
+           tiny_model_dir,
            "--max-steps", "1", "--max-length", "64", "--max-eval-records", "4",
            "--exact-match-limit", "0", "--output", str(out)]
     p = subprocess.run(cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True,
@@ -82,6 +86,7 @@ def test_the_command_reexecutes_onto_mimalloc(tmp_path, tiny_model_dir, choice, 
     res = json.loads((out / "results.json").read_text())
     assert res["malloc"] == expect and res["env"]["malloc"] == expect
     assert f"({expect})" in p.stderr + p.stdout
+    assert re.search(r"^import time: .*\|\s+torch$", p.stderr, re.M)
 
 
 def test_system_env_drops_the_preload_and_keeps_others():

@@ -4,6 +4,7 @@ computes exactly what it computes with fp32 weights."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -18,7 +19,7 @@ from peftlab.methods import get_method
 from peftlab.methods.frozen import castable_linears
 from peftlab.model.inject import inject
 from peftlab.model.load import load_model
-from peftlab.training.residency import compute_dtype_weights
+from peftlab.training.residency import _HostStash, compute_dtype_weights
 
 
 def adapted(method: str, **options):
@@ -29,6 +30,11 @@ def adapted(method: str, **options):
 
 def fp32_weights(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def evals(run_dir) -> dict[int, float]:
+    lines = [json.loads(x) for x in open(run_dir / "metrics.jsonl")]
+    return {r["step"]: r["eval_loss"] for r in lines if "eval_loss" in r}
 
 
 def test_every_frozen_projection_but_the_head_qualifies():
@@ -109,6 +115,7 @@ def test_training_is_the_same_with_narrow_weights(tmp_path, tiny_model_dir, meth
     for flag in (True, False):
         res[flag] = train(build_config(
             method=method, model=tiny_model_dir, dataset=data, max_steps=3, save_every=2,
+            eval_every=2,
             batch_size=4, lr=5e-3, mixed_precision="bf16", exact_match_limit=2,
             max_new_tokens=4, max_length=64, seed=11, progress=False,
             output=str(tmp_path / str(flag)), compute_dtype_weights=flag, **options))
@@ -116,6 +123,7 @@ def test_training_is_the_same_with_narrow_weights(tmp_path, tiny_model_dir, meth
     assert res[True]["compute_dtype_weights_bytes"] > 0
     assert res[False]["compute_dtype_weights_bytes"] == 0
     assert losses(on) == losses(off) and len(losses(on)) == 3
+    assert evals(on) == evals(off) and sorted(evals(on)) == [0, 2, 3]
     wa = load_file(on / "adapter_model.safetensors")
     wb = load_file(off / "adapter_model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -155,3 +163,14 @@ def test_pages_left_in_the_safetensors_mapping_are_released(tmp_path):
         assert before - _rss_file() >= 4 * 2**20 and saved > 0
         assert torch.equal(kept[1], kept[0])
     assert torch.equal(up.weight[:4], kept[0])
+
+
+def test_a_gpu_run_sets_the_originals_aside_in_host_memory():
+    w = torch.randn(64, 32)
+    stash = _HostStash()
+    stash.put("w", w)
+    w.zero_()  # a copy, not a reference, is kept
+    back = stash.get("w")
+    assert back.device.type == "cpu" and back.abs().sum() > 0
+    stash.close()
+    assert stash.kept == {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -118,7 +119,9 @@ def reexec(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "peftlab", *argv], env)
+        # the interpreter's own flags (-X, -W, -O, ...) as the command was started with
+        flags = getattr(subprocess, "_args_from_interpreter_flags", list)()
+        os.execve(sys.executable, [sys.executable, *flags, "-m", "peftlab", *argv], env)
     except OSError:  # cannot exec (odd interpreter): run on glibc
         return
 
