@@ -215,11 +215,12 @@ def test_vectors_stay_fp32_on_bf16_base(tiny_inputs):
                for _, l in adapter_layers(model))
 
 
-def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("precision", ["no", "bf16"])  # bf16: frozen weights narrowed
+def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch, precision):
     import importlib
 
     from peftlab import build_config, train
-    train_mod = importlib.import_module("peftlab.training.loop")
+    train_mod = importlib.import_module("peftlab.training.finish")
     captured = {}
     real_save = train_mod.save_trained
 
@@ -231,7 +232,7 @@ def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch
     cfg = build_config(method="ia3", model=tiny_model_dir,
                        dataset=write_toy_dataset(tmp_path / "toy.json"),
                        output=str(tmp_path / "run"), max_steps=5, batch_size=4, lr=5e-2,
-                       mixed_precision="no", save_every=0, exact_match_limit=2,
+                       mixed_precision=precision, save_every=0, exact_match_limit=2,
                        max_new_tokens=4, progress=False, max_length=64, seed=3)
     res = train(cfg)
     assert res["method"]["method"] == "ia3"

@@ -237,3 +237,27 @@ def test_heap_guard_trims_then_maps_fresh(monkeypatch):
     assert calls == ["trim", "lean", "log"]
     guard()  # already lean: only the trim
     assert calls == ["trim", "lean", "log", "trim"]
+
+
+
+def test_frozen_projections_in_the_compute_dtype_count_while_training(tiny_model_dir):
+    """``compute_dtype_weights``: the training phase counts the 14 narrowed projections of
+    the tiny Llama at 2 bytes, the evaluation after training (weights restored) at 4;
+    fp32 runs: no change."""
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.methods.frozen import castable_linears
+    from peftlab.model.inject import inject
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    inject(model, get_method("lora"))
+    narrow = sum(2 * m.weight.numel()
+                 for m in castable_linears(model, torch.bfloat16).values())
+    assert narrow > 0
+    base = dict(model=tiny_model_dir, max_length=128, batch_size=8, device="cpu")
+    phases = {(precision, flag): estimate_run(build_config(
+        **base, mixed_precision=precision, compute_dtype_weights=flag),
+        with_time=False).phases for precision in ("bf16", "no") for flag in (True, False)}
+    on, off = phases["bf16", True], phases["bf16", False]
+    assert off["train"] - on["train"] == narrow
+    assert on["eval"] == off["eval"]
+    assert phases["no", True] == phases["no", False]
