@@ -68,7 +68,8 @@ ALLOCATOR_MODES = ("auto", "lean", "trim", "default")
 
 @lru_cache(maxsize=1)
 def _glibc():
-    """glibc, for ``mallopt`` and ``malloc_trim`` (None elsewhere: musl, macOS, Windows)."""
+    """glibc, for ``mallopt``, ``malloc_trim`` and ``madvise`` (None elsewhere: musl,
+    macOS, Windows)."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
@@ -77,7 +78,10 @@ def _glibc():
         lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+    if not all(hasattr(lib, f) for f in ("malloc_trim", "mallopt", "madvise")):
+        return None
+    lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return lib
 
 
 def trim_heap() -> None:
@@ -121,12 +125,10 @@ def drop_mapped_pages(t: torch.Tensor, ranges: list[tuple[int, int]]) -> int:
         return 0  # (2: ``t`` and the ``storage`` object here)
     if not any(lo <= start and start + size <= hi for lo, hi in ranges):
         return 0
-    import ctypes
     page = os.sysconf("SC_PAGE_SIZE")
     first, last = -(-start // page) * page, (start + size) // page * page
     if last <= first:
         return 0
-    lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     if lib.madvise(first, last - first, 4) != 0:  # MADV_DONTNEED
         return 0
     return last - first

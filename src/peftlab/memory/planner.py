@@ -137,7 +137,7 @@ def _census_for(config, cfg: RunConfig, precision: str):
            narrow)
     return cached_census(key, lambda: layer_census(
         config, get_method(cfg.method, **cfg.adapter), parse_dtype(cfg.model.dtype),
-        _autocast(precision), narrow=narrow))
+        _autocast(precision), narrow=torch.bfloat16 if narrow else None))
 
 
 def _narrows(cfg: RunConfig, precision: str) -> bool:

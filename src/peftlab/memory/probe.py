@@ -100,15 +100,13 @@ def _census(model, rows: int, seq: int, autocast) -> dict[str, int]:
 
 
 def layer_census(config, method, dtype: torch.dtype, autocast,
-                 device: torch.device | str = "cpu", narrow: bool = False) -> LayerCensus:
+                 device: torch.device | str = "cpu",
+                 narrow: torch.dtype | None = None) -> LayerCensus:
     """Measure one decoder layer of ``config`` with ``method`` (a fresh Method object);
-    ``narrow``: with the frozen projections stored in the autocast dtype, as training
-    stores them."""
+    ``narrow``: the compute dtype the frozen projections are stored in while training
+    (``training/residency.py``), None: as loaded."""
     device = torch.device(device)
-    with autocast():
-        fast = torch.get_autocast_dtype(device.type) \
-            if torch.is_autocast_enabled(device.type) else None
-    model = _probe_model(config, method, dtype, device, fast if narrow else None)
+    model = _probe_model(config, method, dtype, device, narrow)
     counts = [_census(model, r, s, autocast) for r, s in PROBES]
     const, shared, linear, square = {}, {}, {}, {}
     xs = torch.tensor([[1.0, s, r * s, r * s * s] for r, s in PROBES], dtype=torch.float64)

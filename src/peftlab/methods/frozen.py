@@ -62,7 +62,6 @@ def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linea
     chunked loss reads its weight, which may be tied to the embedding), a weight shared
     with any other module, and the base layer of an adapter that reads its base weight
     itself (``reads_base_weight``: DoRA's row norms)."""
-    width = torch.empty((), dtype=dtype).element_size()
     owners: dict[int, int] = {}
     for _, m in model.named_modules(remove_duplicate=False):
         for p in m.parameters(recurse=False):
@@ -75,7 +74,7 @@ def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linea
     for name, m in model.named_modules():
         w = getattr(m, "weight", None)
         if (type(m) is nn.Linear and id(m) not in excluded and not w.requires_grad
-                and w.is_floating_point() and w.element_size() > width
+                and w.is_floating_point() and w.element_size() > dtype.itemsize
                 and owners.get(id(w)) == 1):
             out[name] = m
     return out
