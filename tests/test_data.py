@@ -14,15 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftlab.data.alpaca import (
-    IGNORE,
-    Example,
-    collate,
-    encode,
-    epoch_batches,
-    format_prompt,
-    target_count,
-)
+from peftlab.data.alpaca import encode, format_prompt
+from peftlab.data.batching import IGNORE, Example, collate, epoch_batches, target_count
 from peftlab.data.sources import (
     BadRecordError,
     bundled_dir,

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from peftlab import build_config, train
 from peftlab.cli import _drop_option
-from peftlab.data.alpaca import IGNORE, Example
+from peftlab.data.batching import IGNORE, Example
 from peftlab.training.distributed import Dist
 from peftlab.training.loop import _step_batches, make_plan
 

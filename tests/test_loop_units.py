@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from conftest import make_tiny_llama
 
 from peftlab.config import TrainConfig
-from peftlab.data.alpaca import Example, collate, target_count, token_pieces
+from peftlab.data.batching import Example, collate, target_count, token_pieces
 from peftlab.methods import get_method
 from peftlab.model.inject import inject
 from peftlab.training.distributed import Dist

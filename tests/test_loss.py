@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_llama
 
-from peftlab.data.alpaca import Example, collate
+from peftlab.data.batching import Example, collate
 from peftlab.methods import get_method
 from peftlab.model.inject import inject
 from peftlab.training.loss import ChunkedHeadNLL, LossOptions, response_nll

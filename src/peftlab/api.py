@@ -26,7 +26,7 @@ from .config import (
 from .core.atomic import atomic_write_json, staged_dir
 from .core.rundir import check_new_output, output_lock
 from .core.runtime import environment, parse_dtype, peak_memory_bytes
-from .data.alpaca import collate
+from .data.batching import collate
 from .data.records import check_conversation
 from .formats.saved import is_model_dir
 from .model.inject import merge_and_unload

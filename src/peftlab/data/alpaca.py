@@ -1,4 +1,4 @@
-"""Alpaca prompt format, tokenisation with a response-only label mask, and batching.
+"""Alpaca prompt format and tokenisation with a response-only label mask.
 
 The label mask is built from positions (where the prompt ends), never from the pad id:
 the embedded model's pad and EOS share id 2, and the EOS after the response must be
@@ -7,12 +7,8 @@ learned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .batching import Encoded, Example
 
-import torch
-
-IGNORE = -100
-"""Label value that PyTorch's cross-entropy skips (``ignore_index``)."""
 
 # The Stanford Alpaca prompt template (Taori et al., 2023), with and without input.
 PROMPT_WITH_INPUT = (
@@ -25,50 +21,11 @@ PROMPT_NO_INPUT = (
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 )
 
-LENGTH_GROUP_CHUNK = 32
-"""Batches per shuffled chunk whose records are sorted by length before batching: long
-enough to keep padding small, short enough to keep batches random across the epoch."""
-
 
 def format_prompt(instruction: str, input: str = "") -> str:
     if input.strip():
         return PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
     return PROMPT_NO_INPUT.format(instruction=instruction)
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    n_prompt: int
-    """Leading positions that are prompt (no loss)."""
-    truncated: bool = False
-    mask: list[bool] | None = None
-    """Per-position loss flags where targets are not one tail (a conversation's
-    assistant turns); None: every position from ``n_prompt`` on."""
-
-    @property
-    def n_targets(self) -> int:
-        if self.mask is not None:
-            return sum(self.mask)
-        return len(self.input_ids) - self.n_prompt
-
-    @property
-    def n_loss(self) -> int:
-        """Positions that carry loss once collated (``target_count``: labels from position
-        1 on; position 0 has no preceding token to predict it)."""
-        if self.mask is not None:
-            return sum(self.mask[1:])
-        return len(self.input_ids) - max(self.n_prompt, 1)
-
-
-@dataclass
-class Encoded:
-    examples: list[Example]
-    records: list[dict]
-    """The records kept, aligned with ``examples``."""
-    truncated: int = 0
-    dropped: int = 0
-    """Records whose prompt alone filled ``max_length`` (no response token left)."""
 
 
 def prompt_ids(tokenizer, rec: dict) -> list[int]:
@@ -93,71 +50,3 @@ def encode(tokenizer, records: list[dict], max_length: int) -> Encoded:
         out.examples.append(Example(ids[:max_length], len(p), truncated))
         out.records.append(rec)
     return out
-
-
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                  shuffle: bool = True, group: bool = True) -> list[list[int]]:
-    """Index batches for one epoch, a pure function of (lengths, seed, epoch).
-
-    Length-grouped: shuffle, cut into chunks of ``LENGTH_GROUP_CHUNK`` batches, sort each
-    chunk by length, batch it, then shuffle the batches. Padding then costs little while
-    the order stays random. Without ``shuffle`` the batches are sorted by length (eval);
-    without ``group`` they are consecutive records of the shuffled order.
-    """
-    n = len(lengths)
-    if not shuffle:
-        order = sorted(range(n), key=lambda i: -lengths[i])
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    if not group:
-        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-    chunk = batch_size * LENGTH_GROUP_CHUNK
-    batches = []
-    for start in range(0, n, chunk):
-        part = sorted(perm[start:start + chunk], key=lambda i: -lengths[i])
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[i] for i in order]
-
-
-def token_pieces(examples: list[Example], budget: int) -> list[list[Example]]:
-    """One micro-batch's rows regrouped into pieces of at most ``budget`` tokens (rows x
-    the piece's longest row), longest rows first, for gradient accumulation inside the
-    batch. Rows are independent, so the summed loss and its gradient are the whole
-    batch's; only one piece's activations are alive at a time, and each piece pads to its
-    own longest row. A row longer than the budget is a piece of its own. A batch within
-    the budget (or ``budget`` 0) stays whole and in its order."""
-    width = max((len(e.input_ids) for e in examples), default=0)
-    if budget <= 0 or len(examples) * width <= budget:
-        return [examples]
-    pieces: list[list[Example]] = []
-    for e in sorted(examples, key=lambda e: -len(e.input_ids)):
-        if pieces and (len(pieces[-1]) + 1) * len(pieces[-1][0].input_ids) <= budget:
-            pieces[-1].append(e)
-        else:
-            pieces.append([e])
-    return pieces
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; labels are IGNORE on prompt and padding."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        if e.mask is not None:
-            keep = torch.tensor(e.mask, dtype=torch.bool)
-            labels[row, :n] = torch.where(keep, ids[row, :n], IGNORE)
-        else:
-            labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def target_count(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens that carry loss: labels at positions 1.. that are not IGNORE."""
-    return int((batch["labels"][:, 1:] != IGNORE).sum())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .alpaca import Encoded, Example
+from .batching import Encoded, Example
 from .records import BadRecordError, as_conversation
 
 CHATML = (

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .alpaca import Encoded, encode, format_prompt
+from .alpaca import encode, format_prompt
+from .batching import Encoded
 from .chat import (
     encode_chat,
     end_of_turn_ids,

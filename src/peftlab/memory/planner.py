@@ -97,7 +97,7 @@ def largest_piece(cfg: RunConfig, data: DataShape | None, processes: int = 1,
                   weigh=None) -> Piece:
     """The micro-batch piece of the run's steps with the most memory by ``weigh(piece)``
     (default: its tokens): the batches ``train`` takes, cut by the token budget."""
-    from ..data.alpaca import Example, epoch_batches, token_pieces
+    from ..data.batching import Example, epoch_batches, token_pieces
     from ..training.plan import make_plan
     t = cfg.train
     weigh = weigh or (lambda p: p.rows * p.seq)

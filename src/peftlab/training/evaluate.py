@@ -14,7 +14,7 @@ import string
 import torch
 from torch import nn
 
-from ..data.alpaca import Example, collate, epoch_batches
+from ..data.batching import Example, collate, epoch_batches
 from ..data.prompting import PromptFormat
 from ..model.inference import inference_weights
 from .distributed import Dist
@@ -182,3 +182,18 @@ def merge_within(diff: float, max_abs_logit: float, tolerance: float) -> bool:
     logits up to 1 and relative above (fp32 rounding grows with the logits' size and the
     depth; a 30-layer model's logits of ~20 differ by ~1e-4 from summation order alone)."""
     return diff <= tolerance * max(1.0, max_abs_logit)
+
+
+def evaluate_session(s, cfg, with_exact: bool,
+                     dist: Dist | None = None) -> dict:
+    """Perplexity over the whole eval set (sharded over the processes, sums reduced) and,
+    with ``with_exact``, exact match: on the main process only, or on every process under
+    FSDP, where each forward is a collective."""
+    t, dist = cfg.train, dist or Dist()
+    out = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
+                     t.eval_batch_size, s.device, s.autocast(), s.loss_options, dist=dist)
+    if with_exact and (dist.is_main or dist.sharded):
+        out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
+                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast(),
+                               s.prompt))
+    return out

@@ -38,14 +38,7 @@ from ..core.runtime import (
     set_allocator,
     trim_heap,
 )
-from ..data.alpaca import (
-    IGNORE,
-    Example,
-    collate,
-    epoch_batches,
-    target_count,
-    token_pieces,
-)
+from ..data.batching import IGNORE, Example, collate, epoch_batches, target_count, token_pieces
 from ..methods import METHODS
 from ..model.inference import budget_limit
 from .checkpoint import (
@@ -57,28 +50,13 @@ from .checkpoint import (
 )
 from .distributed import Dist, check_sharding, is_sharded
 from .distributed import start as start_processes
-from .evaluate import exact_match, perplexity
+from .evaluate import evaluate_session
 from .finish import finish
 from .loss import response_nll
 from .metrics import MetricsLog, scalars
 from .plan import Plan, make_plan, warmup_cosine
 from .residency import compute_dtype_weights
 from .session import AUTOCAST_DTYPES, Session, log, open_session
-
-
-def evaluate_session(s: Session, cfg: RunConfig, with_exact: bool,
-                     dist: Dist | None = None) -> dict:
-    """Perplexity over the whole eval set (sharded over the processes, sums reduced) and,
-    with ``with_exact``, exact match: on the main process only, or on every process under
-    FSDP, where each forward is a collective."""
-    t, dist = cfg.train, dist or Dist()
-    out = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
-                     t.eval_batch_size, s.device, s.autocast(), s.loss_options, dist=dist)
-    if with_exact and (dist.is_main or dist.sharded):
-        out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
-                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast(),
-                               s.prompt))
-    return out
 
 
 def train(cfg: RunConfig, memory=None) -> dict:

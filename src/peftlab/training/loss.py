@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.modules import output_head
-from ..data.alpaca import IGNORE
+from ..data.batching import IGNORE
 from .distributed import is_parallel_wrapper, unwrap_parallel, wrapper_logits
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit

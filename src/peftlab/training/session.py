@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..core.runtime import parse_dtype, pick_device, pick_precision
-from ..data.alpaca import Encoded
+from ..data.batching import Encoded
 from ..data.prompting import PromptFormat, make_prompt_format, template_spec_to_save
 from ..data.sources import Splits, load_splits
 from ..formats.peft import load_adapter_into, read_adapter_config
