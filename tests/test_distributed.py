@@ -23,7 +23,8 @@ from peftlab import build_config, train
 from peftlab.cli import _drop_option
 from peftlab.data.batching import IGNORE, Example
 from peftlab.training.distributed import Dist
-from peftlab.training.loop import _step_batches, make_plan
+from peftlab.training.loop import _step_batches
+from peftlab.training.plan import make_plan
 
 TOL = 1e-5
 LAUNCH_TIMEOUT_S = 300

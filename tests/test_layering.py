@@ -15,20 +15,21 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "peftlab"
 _BELOW_TRAINING = {"core", "quant", "methods", "model", "data", "formats", "config"}
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
+    "host": {"core"},
     "quant": {"core"},
     "methods": {"core", "quant"},
     "data": {"core"},
     "model": {"core", "quant", "methods"},
     "formats": {"core", "quant", "methods", "model", "data"},
     "config": {"core", "methods"},
-    "training": _BELOW_TRAINING,
-    "memory": _BELOW_TRAINING | {"training"},
+    "training": _BELOW_TRAINING | {"host"},
+    "memory": _BELOW_TRAINING | {"training", "host"},
     "compare": _BELOW_TRAINING | {"training"},
     "export": _BELOW_TRAINING | {"training", "api"},
     "api": _BELOW_TRAINING | {"training", "memory"},
     "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory"},
     "__init__": {"api", "config", "formats", "methods", "model", "export"},
-    "__main__": {"cli", "core"},  # core.malloc: the allocator, before torch loads
+    "__main__": {"cli", "host"},  # host.malloc: the allocator, before torch loads
 }
 
 

@@ -17,22 +17,24 @@ from peftlab.methods import get_method
 from peftlab.model.inject import inject
 from peftlab.training.distributed import Dist
 from peftlab.training.loss import LossOptions, response_nll
+from peftlab.training.metrics import MetricsLog
+from peftlab.training.plan import Plan, make_plan, warmup_cosine
 
 train_mod = importlib.import_module("peftlab.training.loop")
 
 
 def test_plan_counts_steps_and_partial_last_step():
     t = TrainConfig(batch_size=4, grad_accum=3, epochs=2)
-    plan = train_mod.make_plan(50, t)  # 13 micro-batches -> 5 steps per epoch
+    plan = make_plan(50, t)  # 13 micro-batches -> 5 steps per epoch
     assert (plan.micro_per_epoch, plan.steps_per_epoch, plan.total_steps) == (13, 5, 10)
     assert plan.micro_batches(4) == (0, slice(12, 13))  # last step of an epoch: 1 micro
     assert plan.micro_batches(5) == (1, slice(0, 3))
-    assert train_mod.make_plan(50, TrainConfig(batch_size=4, max_steps=7)).total_steps == 7
+    assert make_plan(50, TrainConfig(batch_size=4, max_steps=7)).total_steps == 7
 
 
 def test_warmup_then_cosine_to_zero():
-    plan = train_mod.Plan(1, 1, 100, 100, 100, 10)
-    f = train_mod.warmup_cosine(plan)
+    plan = Plan(1, 1, 100, 100, 100, 10)
+    f = warmup_cosine(plan)
     ramp = [f(i) for i in range(10)]
     assert ramp == sorted(ramp) and ramp[0] > 0 and ramp[-1] < 1
     assert f(10) == pytest.approx(1.0)
@@ -164,7 +166,7 @@ def test_response_nll_equals_full_logits_loss():
 def test_metrics_log_survives_a_line_cut_short(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 0, "eval_loss": 2.0}\n{"step": 1, "loss": 1.5}\n{"step": 2, "lo')
-    log = train_mod.MetricsLog(path, resume_step=1)
+    log = MetricsLog(path, resume_step=1)
     assert [r["step"] for r in log.records()] == [0, 1]
     assert log.first_eval() == {"eval_loss": 2.0}
 
@@ -191,7 +193,7 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_pat
 
 
 def test_allocator_option_values_and_auto_choice():
-    from peftlab.core.runtime import resolve_allocator, set_allocator
+    from peftlab.host.heap import resolve_allocator, set_allocator
     with pytest.raises(ValueError, match="allocator"):
         set_allocator("fast")
     assert resolve_allocator("auto", memory_first=True) == "lean"

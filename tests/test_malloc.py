@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from peftlab.core import malloc
+from peftlab.host import malloc
 
 needs_lib = pytest.mark.skipif(malloc.library() is None,
                                reason="cmeel-mimalloc is not installed (Linux only)")
@@ -41,14 +41,14 @@ def test_preload_env_puts_the_library_first_and_keeps_the_rest(monkeypatch, tmp_
 
 PROBE = """
 import json, torch
-from peftlab.core import malloc, runtime
-from peftlab.memory.measure import resident_bytes
+from peftlab.core.runtime import resident_bytes
+from peftlab.host import heap, malloc
 x = torch.ones(64 << 20)  # 256 MiB
 held = resident_bytes()
 del x
-runtime.trim_heap()
+heap.trim_heap()
 freed = held - resident_bytes()
-print(json.dumps({"malloc": malloc.name(), "lean": runtime.set_allocator("lean"),
+print(json.dumps({"malloc": malloc.name(), "lean": heap.set_allocator("lean"),
                   "freed": freed}))
 """
 
@@ -89,7 +89,31 @@ def test_the_command_reexecutes_onto_mimalloc(tmp_path, tiny_model_dir, choice, 
     assert re.search(r"^import time: .*\|\s+torch$", p.stderr, re.M)
 
 
-def test_system_env_drops_the_preload_and_keeps_others():
-    env = malloc.system_env({"LD_PRELOAD": "/x/cmeel.prefix/lib/libmimalloc.so:/opt/a.so"})
-    assert env["LD_PRELOAD"] == "/opt/a.so" and env[malloc.CHOICE_ENV] == "system"
-    assert "LD_PRELOAD" not in malloc.system_env({"LD_PRELOAD": "/y/libmimalloc.so.3"})
+def test_without_preload_drops_mimalloc_and_keeps_other_preloads():
+    env = malloc.without_preload({"LD_PRELOAD": "/x/cmeel.prefix/lib/libmimalloc.so:/opt/a.so"})
+    assert env["LD_PRELOAD"] == "/opt/a.so"
+    assert "LD_PRELOAD" not in malloc.without_preload({"LD_PRELOAD": "/y/libmimalloc.so.3"})
+
+
+def test_distributed_ranks_are_not_moved_onto_mimalloc(monkeypatch):
+    """On mimalloc a rank aborted at exit (torch's gloo threads); torch's launcher sets
+    LOCAL_RANK in every rank."""
+    monkeypatch.delenv(malloc.CHOICE_ENV, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert not malloc.wanted()
+
+
+@needs_lib
+def test_a_process_on_mimalloc_starts_its_children_clean():
+    """The re-executed command takes the preload out of its environment: a peftlab
+    command it starts re-executes itself, a distributed rank stays on glibc."""
+    env = malloc.preload_env({**os.environ})
+    env["PEFTLAB_MALLOC_TRIED"] = "1"  # as the re-executed process has it
+    script = ("import os; from peftlab.host import malloc; malloc.reexec([]); "
+              "print(malloc.name(), repr(os.environ.get('LD_PRELOAD', '')), "
+              "os.environ.get('PEFTLAB_MALLOC_TRIED'))")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    name, preload, tried = out.stdout.split()
+    assert name == "mimalloc" and "libmimalloc" not in preload and tried == "None"

@@ -216,28 +216,32 @@ def test_report_shows_predicted_beside_measured():
 
 def test_heap_guard_trims_then_maps_fresh(monkeypatch):
     """Between steps, a resident set that leaves less room than a step needs makes the
-    guard return the heap's free pages, then switch to the lean setting."""
-    import peftlab.core.runtime as runtime
-    import peftlab.memory.measure as measure
-    from peftlab.memory.cap import heap_guard
+    CPU host return the heap's free pages, then switch to the lean setting."""
+    import peftlab.host.seam as seam
+    from peftlab.memory.cap import step_room
     calls, rss = [], [3 * GiB]
-    monkeypatch.setattr(measure, "resident_bytes", lambda: rss[0])
-    monkeypatch.setattr(runtime, "trim_heap", lambda: calls.append("trim"))
-    monkeypatch.setattr(runtime, "set_allocator",
+    monkeypatch.setattr(seam, "resident_bytes", lambda: rss[0])
+    monkeypatch.setattr(seam, "trim_heap", lambda: calls.append("trim"))
+    monkeypatch.setattr(seam, "set_allocator",
                         lambda mode, memory_first=False: calls.append(mode) or mode)
     cfg = build_config(max_memory="4GiB")
     planned = {"parts": {"runtime": GiB, "frozen weights": GiB, "activations: x": GiB // 2,
                          "output head and loss": GiB // 4}}
-    assert heap_guard(build_config(), planned, print) is None  # no cap, no guard
-    guard = heap_guard(cfg, planned, lambda msg: calls.append("log"))
-    guard()  # 3 GiB + a 0.75 GiB step fits under 4 GiB: nothing done
+    assert step_room(build_config(), planned) is None  # no cap, no room to keep
+    cap, room = step_room(cfg, planned)
+    assert (cap, room) == (4 * GiB, GiB // 2 + GiB // 4)
+    host = seam.for_run(torch.device("cpu"), "default", cap=cap, room=room,
+                        log=lambda msg: calls.append("log"))
+    host.start()
+    assert calls == ["trim", "default"]
+    calls.clear()
+    host.after_step()  # 3 GiB + a 0.75 GiB step fits under 4 GiB: nothing done
     assert calls == []
     rss[0] = int(3.5 * GiB)
-    guard()
-    assert calls == ["trim", "lean", "log"]
-    guard()  # already lean: only the trim
+    host.after_step()
+    assert calls == ["trim", "lean", "log"] and host.allocator == "lean"
+    host.after_step()  # already lean: only the trim
     assert calls == ["trim", "lean", "log", "trim"]
-
 
 
 def test_frozen_projections_in_the_compute_dtype_count_while_training(tiny_model_dir):

@@ -25,7 +25,7 @@ from peftlab.model.inject import adapter_layers, count_parameters, inject
 from peftlab.quant.linear4bit import Linear4bit, dequantize_linears
 from peftlab.quant.nf4 import dequantize_nf4, quantize_nf4
 
-train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
+setup_mod = importlib.import_module("peftlab.training.setup")
 
 
 def dense_twin(layer: Linear4bit) -> nn.Linear:
@@ -172,9 +172,9 @@ def trained_qlora(tmp_path_factory, tiny_model_dir):
         seen["before"] = {k: v.clone() for k, v in s.model.state_dict().items()}
         return s
 
-    real = train_mod.open_session
+    real = setup_mod.open_session
     mp = pytest.MonkeyPatch()
-    mp.setattr(train_mod, "open_session", spy)
+    mp.setattr(setup_mod, "open_session", spy)
     try:
         res = train(toy_config(tmp, tiny_model_dir, method="qlora", max_steps=4,
                                dropout=0.0, save_every=0, lr=2e-2))

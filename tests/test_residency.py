@@ -14,12 +14,18 @@ from safetensors.torch import load_file
 from test_train import losses
 
 from peftlab import build_config, train
-from peftlab.core.runtime import drop_mapped_pages, file_mapped_ranges
+from peftlab.host.heap import drop_mapped_pages, file_mapped_ranges
 from peftlab.methods import get_method
 from peftlab.methods.frozen import castable_linears
 from peftlab.model.inject import inject
 from peftlab.model.load import load_model
-from peftlab.training.residency import _HostStash, compute_dtype_weights
+from peftlab.host.stash import _HostStash, narrowed
+
+
+def compute_dtype_weights(model, dtype, folder, log=None):
+    """The stash as the training loop uses it: the castable layers, narrowed on CPU."""
+    layers = castable_linears(model, dtype) if dtype is not None else {}
+    return narrowed(layers, dtype, folder, log, spill=True)
 
 
 def adapted(method: str, **options):

@@ -36,8 +36,8 @@ def train_interrupted_after(step_n: int, cfg, monkeypatch) -> None:
     periodic work (evaluation, checkpoint), as an interrupted run would."""
     real_periodic = train_mod._periodic
 
-    def crash(s, c, step, *a, **k):
-        real_periodic(s, c, step, *a, **k)
+    def crash(run, step, *a, **k):
+        real_periodic(run, step, *a, **k)
         if step == step_n:
             raise KeyboardInterrupt("simulated interruption")
 

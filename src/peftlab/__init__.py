@@ -2,7 +2,7 @@
 format, with one training loop for every method.
 
 The names below are imported on first use, so that ``python -m peftlab`` can choose the
-process's memory allocator before torch loads (:mod:`peftlab.core.malloc`)."""
+process's memory allocator before torch loads (:mod:`peftlab.host.malloc`)."""
 
 from importlib import import_module
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from ..core import runtime
 from ..core.sizes import describe_bytes, parse_size
 
 
@@ -29,7 +28,6 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
     except (OSError, ValueError):
         data = None  # the run itself will report a bad dataset
     chosen, est = fit_settings(cfg, cap, data, device)
-    runtime.trim_heap()  # the probes' and the dataset scan's freed buffers, before the model loads
     if chosen is None:
         s, need = est.settings, est.peak / FIT_MARGIN
         raise MemoryCapError(
@@ -71,39 +69,21 @@ def predicted_peak(cfg) -> dict | None:
 FIXED_PARTS = ("runtime", "frozen weights", "trainable parameters", "gradients + AdamW state")
 
 
-def heap_guard(cfg, planned: dict | None, log: Callable[[str], None]):
-    """Under ``--max-memory`` on CPU: a check to run after every step. glibc's heap keeps
-    freed activations and, over a long run of varying batch shapes, fragments (an epoch of
-    alpaca_en_demo: 8.7 GiB against ~4 GiB of live tensors), which no prediction of live
-    memory covers. When the resident set between steps leaves less room than a step needs
-    (the planned peak's step parts), the heap's free pages go back to the OS; if that is
-    not enough, buffers of 1 MiB and more are mapped fresh from then on (the lean setting,
-    slower steps). None when there is no cap or no plan."""
+def step_room(cfg, planned: dict | None) -> tuple[int, int] | None:
+    """Under ``--max-memory``: (the cap, the room a training step needs below it: the
+    planned peak's step parts), for the run's host memory to keep free between steps
+    (:class:`peftlab.host.CpuHost`); None when there is no cap or no plan."""
     if not planned or not cfg.train.max_memory or "parts" not in planned:
         return None
-    from .measure import resident_bytes
-    cap = parse_size(cfg.train.max_memory)
     step = sum(v for k, v in planned["parts"].items() if k not in FIXED_PARTS)
-    limit = cap - step
-    state = {"lean": cfg.train.allocator == "lean"}
-
-    def check() -> None:
-        if resident_bytes() <= limit:
-            return
-        runtime.trim_heap()
-        if resident_bytes() > limit and not state["lean"]:
-            state["lean"] = runtime.set_allocator("lean") == "lean"
-            log(f"--max-memory: the heap keeps {describe_bytes(resident_bytes())} between "
-                f"steps, too close to {describe_bytes(cap)}: freed buffers go back to "
-                "the OS at once from now on (allocator lean)")
-    return check
+    return parse_size(cfg.train.max_memory), step
 
 
 class _Hooks:
     """What the training loop calls (it may not import this package: it sits below)."""
 
     fit = staticmethod(apply_max_memory)
-    guard = staticmethod(heap_guard)
+    room = staticmethod(step_room)
     predict = staticmethod(predicted_peak)
 
 

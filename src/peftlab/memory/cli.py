@@ -7,7 +7,7 @@ import copy
 import json
 from typing import Any
 
-from ..core import malloc
+from ..host import malloc_name
 from .estimate import Estimate, GiB
 from .planner import (
     FIT_MARGIN,
@@ -79,8 +79,7 @@ def plan_config(cfg, fit: str | None = None, methods: list[str] | None = None,
     else:
         cap = fit_cap(fit, device)
         out["fit"] = {"asked": fit, "usable_bytes": cap}
-        names = methods or [
-            m for m in METHODS if m in ("lora", "qlora", "dora", "adalora", "ia3", "full")]
+        names = methods or list(METHODS)  # every registered method, in registry order
         out["methods"] = {}
         for name in names:
             trial = copy.deepcopy(cfg)
@@ -154,12 +153,12 @@ def render_one(cfg, est: Estimate) -> str:
     width = max(len(k) for k in est.parts)
     for k, v in sorted(est.parts.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {k:<{width}}  {describe_bytes(v):>9}")
-    if s["allocator"] == "default" and malloc.name() == "mimalloc":
+    if s["allocator"] == "default" and malloc_name() == "mimalloc":
         lines += ["", "mimalloc keeps freed pages for 30 s: over an epoch of varying batch "
                   "shapes the resident set runs above this (one LoRA epoch of "
                   "alpaca_en_demo: 4.1 GiB against a plan of 3.2); --max-memory bounds it, "
                   "--allocator trim or lean too (slower steps)"]
-    elif s["allocator"] in ("default", "trim") and malloc.name() == "system":
+    elif s["allocator"] in ("default", "trim") and malloc_name() == "system":
         lines += ["", "glibc's default heap keeps freed activations: over a long run of "
                   "varying batch shapes the resident set grows past this (an epoch of "
                   "alpaca_en_demo: 8.3 GiB); --max-memory bounds it, --allocator lean too "

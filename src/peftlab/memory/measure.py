@@ -97,17 +97,6 @@ def saved_tensor_census(model: nn.Module):
             h.remove()
 
 
-def resident_bytes() -> int:
-    """The process's resident set now (Linux ``/proc/self/statm``; 0 elsewhere)."""
-    import os
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def tensor_bytes(model: nn.Module) -> dict[str, int]:
     """Frozen weights (parameters and buffers that do not train) and trainable parameters,
     in bytes as stored."""

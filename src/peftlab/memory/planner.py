@@ -15,7 +15,8 @@ import dataclasses
 import torch
 
 from ..config import RunConfig
-from ..core.runtime import parse_dtype, resolve_allocator
+from ..core.runtime import parse_dtype
+from ..host import resolve_allocator
 from ..core.sizes import describe_bytes, parse_size
 from ..methods import METHODS, get_method
 from .estimate import (

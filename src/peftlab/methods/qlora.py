@@ -85,11 +85,11 @@ class QLoRA(LoRA):
         if not self.config.stream_load:
             return None
 
-        def load(path, dtype, device=None, trust_remote_code=False):
+        def load(path, dtype, device=None, trust_remote_code=False, reclaim=None):
             try:
                 return load_quantized(path, dtype, self._compute_dtype(),
                                       self.config.double_quant, device or "cpu",
-                                      trust_remote_code)
+                                      trust_remote_code, reclaim)
             except ValueError as e:
                 raise ValueError(f"{e} (QLoRA option stream_load: false loads the whole "
                                  "model with transformers, then quantizes it)") from None

@@ -322,11 +322,15 @@ def load_base(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     loader: Any = None,
+    reclaim: Any = None,
 ):
     """Resolve, then load model and tokenizer.
 
     ``loader``: a callable ``(path, dtype=, device=, trust_remote_code=) -> model`` used
-    instead of :func:`load_model` (QLoRA's quantize-while-loading; ``Method.base_loader``).
+    instead of :func:`load_model` (QLoRA's quantize-while-loading; ``Method.base_loader``);
+    ``reclaim``: passed to it, called between the tensors it loads (freed memory back to
+    the OS: without it glibc's heap kept the holes, and a streaming QLoRA load grew to
+    ~3x the 4-bit model).
 
     Returns ``(model, tokenizer, model_id)`` where ``model_id`` is what should
     be recorded as the base model: :data:`EMBEDDED_MODEL_ID` for the embedded
@@ -335,8 +339,12 @@ def load_base(
     """
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    model = (loader or load_model)(path, dtype=dtype, device=device,
-                                   trust_remote_code=trust_remote_code)
+    if loader is not None:
+        model = loader(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                       reclaim=reclaim)
+    else:
+        model = load_model(path, dtype=dtype, device=device,
+                           trust_remote_code=trust_remote_code)
     # Many hub models lack a pad id; generate() warns and batching breaks without one.
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -71,7 +71,8 @@ _GRID_BINS = 65536
 # straddles two chunks). 1M elements: ~4 MB per temporary, as fast as larger chunks.
 _CHUNK = 1 << 20
 # Elements per dequantization step: its temporaries (~4 bytes per element) stay in the
-# CPU's cache and under the lean allocator's 1 MiB map threshold; GPUs want big launches.
+# CPU's cache and below 1 MiB (small buffers a malloc reuses without mapping fresh pages);
+# GPUs want big launches.
 _DEQUANT_CHUNK = 1 << 16
 _DEQUANT_CHUNK_GPU = 1 << 22
 

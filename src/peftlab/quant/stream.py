@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..core.modules import linear_names_but_head, set_submodule
-from ..core.runtime import trim_heap
 from .linear4bit import Linear4bit
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -127,11 +127,14 @@ def _place(model: nn.Module, key: str, t: torch.Tensor, dtype, device, file: Pat
 
 def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
                    compute_dtype: torch.dtype | None = None, double_quant: bool = True,
-                   device: str | torch.device = "cpu", trust_remote_code: bool = False):
+                   device: str | torch.device = "cpu", trust_remote_code: bool = False,
+                   reclaim: Callable[[], None] | None = None):
     """A causal LM from the safetensors checkpoint in ``path``, every Linear but the
     output head in NF4 (as ``QLoRA.prepare_model`` would make it), quantized while it
     loads. ``dtype``: the other weights' dtype (embeddings, norms, head) and what the
-    4-bit layers compute in unless ``compute_dtype`` says otherwise."""
+    4-bit layers compute in unless ``compute_dtype`` says otherwise. ``reclaim``: called
+    after each tensor, when its full-precision buffer and the quantizer's temporaries
+    are free, so the caller can give that memory back to the OS before the next one."""
     path = Path(path)
     model = _skeleton(path, dtype, trust_remote_code)
     _swap_in_4bit(model, compute_dtype or dtype, dtype, double_quant)
@@ -139,10 +142,8 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
         for key, t in iter_safetensors(file):
             _place(model, key, t, dtype, device, file)
             del t  # one full-precision tensor alive at a time
-            # Each tensor's buffer and the quantizer's temporaries are freed between
-            # long-lived packed tensors; glibc keeps such holes, and without trimming the
-            # process grew by ~3x the 4-bit model while loading one (measured).
-            trim_heap()
+            if reclaim is not None:
+                reclaim()
     model.tie_weights()  # an output head tied to the embeddings is not stored twice
     _check_complete(model, path)
     if (path / "generation_config.json").is_file():  # from_config does not read it

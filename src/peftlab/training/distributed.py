@@ -27,7 +27,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..core import malloc
 from ..core.runtime import pick_device
 
 LAUNCH_FLAGS = ("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
@@ -56,7 +55,7 @@ def relaunch(num_processes: int, argv: list[str]) -> int:
                          f"{launched_world_size()} processes; drop the option")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH_FLAGS,
            "--num_processes", str(num_processes), "-m", "peftlab", *argv]
-    return subprocess.call(cmd, env=malloc.system_env())  # ranks on glibc (core/malloc.py)
+    return subprocess.call(cmd)
 
 
 @dataclass

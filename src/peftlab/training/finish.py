@@ -1,36 +1,44 @@
-"""The end of a training run: the trained adapter (or model) saved, the measured peak
-beside the planner's prediction, and the merge check (merged against unmerged logits)."""
+"""The end of a training run: the evaluation after training, the trained adapter (or
+model) saved, the measured peak beside the planner's prediction, and the merge check
+(merged against unmerged logits)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from ..core.atomic import atomic_write_json
 from ..core.runtime import peak_memory_bytes
 from ..formats.saved import save_trained
-from .distributed import Dist, full_params
-from .evaluate import merge_check, merge_within
+from .distributed import full_params
+from .evaluate import evaluate_session, merge_check, merge_within
+from .metrics import scalars
 from .session import Session, log
+from .setup import Run, print_eval
 
 
-def finish(s: Session, out: Path, results: dict, dist: Dist, planned: dict | None = None,
-            predict=None) -> None:
-    """Save the adapter (or whole model) and results.json (the main process; the others
-    wait), with the planner's prediction (``--max-memory``'s or ``plan_memory``'s, made
-    after the measured peak is read) beside the measured peak."""
+def finish(run: Run) -> None:
+    """Evaluate, then save the adapter (or whole model) and results.json (the main
+    process; the others wait), with the planner's prediction (``--max-memory``'s, or
+    ``plan_memory``'s, made after the measured peak is read) beside the measured peak."""
+    s, dist, results = run.session, run.dist, run.results
+    s.model.eval()
+    results["after"] = evaluate_session(s, run.cfg, True, dist)
+    run.host.end_phase("eval after")  # the merge check starts from live tensors
+    results.update(run.host.summary())
+    run.metrics.write(step=run.plan.total_steps, **scalars(results["after"]))
+    print_eval("after", results["after"])
     with full_params(s.model):  # FSDP: every process takes part in the gathering
         if dist.is_main:
-            results["adapter_bytes"] = save_trained(s.model, s.tokenizer, out)
+            results["adapter_bytes"] = save_trained(s.model, s.tokenizer, run.out)
     if dist.is_main:
         results["peak_memory_bytes"] = peak_memory_bytes(s.device)  # before the merge check
-        if planned is None and predict is not None:
-            planned = predict()  # only now: the planner's own memory stays out of the peak
+        planned = run.planned
+        if planned is None and run.predict is not None:
+            planned = run.predict()  # only now: the planner's own memory stays out of the peak
         if planned is not None:
             results["predicted_memory"] = planned
         results["merge_check"] = _merge_check(s) if not dist.sharded else {
             "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
             "`peftlab merge` checks the merged model"}
-        atomic_write_json(out / "results.json", results)
+        atomic_write_json(run.out / "results.json", results)
     dist.barrier()
 
 

@@ -23,6 +23,7 @@ from ..data.prompting import PromptFormat, make_prompt_format, template_spec_to_
 from ..data.sources import Splits, load_splits
 from ..formats.peft import load_adapter_into, read_adapter_config
 from ..formats.saved import is_model_dir
+from ..host import reclaim
 from ..methods import METHODS, Method, get_method, method_for_peft_config
 from ..model.inject import AdapterInfo, count_parameters, inject
 from ..model.load import load_base
@@ -47,14 +48,6 @@ class Session:
     loss_options: LossOptions = DEFAULT_LOSS
     prompt: PromptFormat | None = None
     """How records and user messages become model input (Alpaca prompt or chat template)."""
-    run_id: str | None = None
-    """The training run's id (its directory's marker): checkpoints carry it, and pruning
-    and resuming touch only this run's."""
-    aside: Path | None = None
-    """Where an overwritten output's old contents wait until the first checkpoint."""
-    progress: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0,
-                                                    "resumes": 0})
-    """Training seconds and tokens of the run's earlier parts (before a resume)."""
 
     def data_info(self) -> dict:
         """What the data were and how they were rendered (for results.json, reports)."""
@@ -129,11 +122,11 @@ def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adap
     loader = method.base_loader() if method is not None else None
     model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
                                      trust_remote_code=cfg.model.trust_remote_code,
-                                     loader=loader)
+                                     loader=loader, reclaim=reclaim)
     s = Session(model, tok, model_id, device, precision,
                 loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk))
     if new_adapter:
-        s.adapter = inject(model, method, base_model=model_id)
+        s.adapter = inject(model, method, model_id, lean_layers=cfg.train.lean_layers)
     elif adapter_dir is not None:
         s.adapter = load_adapter_into(model, adapter_dir, **adapter_method_hint(cfg))
     model.to(device)

@@ -3,8 +3,8 @@
 Under bf16 autocast every fp32 frozen projection is cast to bf16 at each use, so the
 fp32 bits serve no computation of a training step; they only matter afterwards, when an
 adapter is merged into the base (in fp32) or the model runs without autocast. While the
-loop runs, :func:`compute_dtype_weights` therefore keeps each frozen Linear weight that
-only its own forward reads (:func:`~peftlab.methods.frozen.castable_linears`) in the
+loop runs, :func:`narrowed` therefore keeps each frozen Linear weight that only its own
+forward reads (the training loop names them: ``methods.frozen.castable_linears``) in the
 compute dtype, and sets the fp32 weights aside: in a temporary file beside the run on
 CPU (the memory being saved is the host's), in host memory for a GPU run. They are put
 back bit for bit when the loop ends, however it ends. Every value a step computes is the
@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.runtime import drop_mapped_pages, file_mapped_ranges, trim_heap
-from ..methods.frozen import castable_linears
+from .heap import drop_mapped_pages, file_mapped_ranges, trim_heap
 
 
 class _FileStash:
@@ -78,35 +77,28 @@ class _HostStash:
 
 
 @contextlib.contextmanager
-def compute_dtype_weights(model: nn.Module, dtype: torch.dtype | None, folder: Path,
-                          log=None):
-    """Within the block, castable frozen Linear weights of ``model`` are stored in
-    ``dtype`` (None: nothing changes); yields the bytes saved. The originals are set
-    aside under ``folder`` (CPU) or in host memory (GPU) and restored on exit. If they
-    cannot be set aside (a full disk), the weights stay as they are and ``log`` says so."""
-    layers = castable_linears(model, dtype) if dtype is not None else {}
-    if not layers:
+def narrowed(layers: dict[str, nn.Module], dtype: torch.dtype | None, folder: Path,
+             log=None, spill: bool = True):
+    """Within the block, the weights of ``layers`` (by name) are stored in ``dtype``
+    (None, or no layers: nothing changes); yields the bytes saved. The originals are set
+    aside (``spill``: in a temporary file under ``folder``, and the pages they held go
+    back to the OS; else copied to host memory) and restored bit for bit on exit, however
+    the block ends. If they cannot be set aside (a full disk), the weights stay as they
+    are and ``log`` says so."""
+    if dtype is None or not layers:
         yield 0
         return
     device = next(iter(layers.values())).weight.device
-    stash = None
-    try:
-        stash = _HostStash() if device.type != "cpu" else _FileStash(Path(folder))
-        for name, m in layers.items():
-            stash.put(name, m.weight.data)
-        stash.ready()
-    except OSError as e:
-        if stash is not None:
-            stash.close()
-        if log is not None:
-            log(f"warning: frozen weights stay in {next(iter(layers.values())).weight.dtype}"
-                f" while training: could not set them aside under {folder} ({e})")
+    spill = spill and device.type == "cpu"
+    make = (lambda: _FileStash(Path(folder))) if spill else _HostStash
+    stash = _set_aside(layers, make, folder, log)
+    if stash is None:
         yield 0
         return
     saved = 0
     # Weights that safetensors left in its file mapping: their pages stay resident while
     # the other weights keep the mapping, unless released by hand.
-    mapped = file_mapped_ranges() if device.type == "cpu" else []
+    mapped = file_mapped_ranges() if spill else []
     try:
         with torch.no_grad():
             for m in layers.values():
@@ -116,7 +108,8 @@ def compute_dtype_weights(model: nn.Module, dtype: torch.dtype | None, folder: P
                 if mapped:
                     drop_mapped_pages(w, mapped)
                 del w
-        trim_heap()  # the fp32 weights' pages back to the OS, not kept in the heap
+        if spill:
+            trim_heap()  # the fp32 weights' pages back to the OS, not kept in the heap
         if log is not None:
             where = stash.path if isinstance(stash, _FileStash) else "host memory"
             log(f"frozen weights of {len(layers)} Linear layers stored in "
@@ -130,4 +123,23 @@ def compute_dtype_weights(model: nn.Module, dtype: torch.dtype | None, folder: P
                     m.weight.data = stash.get(name).to(device)
         finally:
             stash.close()
-            trim_heap()
+            if spill:
+                trim_heap()
+
+
+def _set_aside(layers: dict[str, nn.Module], make_stash, folder: Path, log):
+    """The stash holding every layer's weight, or None (logged) when it cannot."""
+    stash = None
+    try:
+        stash = make_stash()
+        for name, m in layers.items():
+            stash.put(name, m.weight.data)
+        stash.ready()
+        return stash
+    except OSError as e:
+        if stash is not None:
+            stash.close()
+        if log is not None:
+            log(f"warning: frozen weights stay in {next(iter(layers.values())).weight.dtype}"
+                f" while training: could not set them aside under {folder} ({e})")
+        return None

@@ -11,10 +11,11 @@ The allocator has to be in place before Python or torch allocates anything, so t
 ``peftlab`` command re-executes itself once with ``LD_PRELOAD`` naming the library of
 the ``cmeel-mimalloc`` wheel (a dependency on Linux), as Intel's PyTorch launcher does
 with jemalloc. ``PEFTLAB_MALLOC=system`` keeps glibc's malloc. The ``allocator``
-settings act on either (:func:`peftlab.core.runtime.set_allocator`). The preload is
-inherited by the processes a command starts (compare's runs), which then need no
-re-execution; distributed ranks are started on glibc (:func:`system_env`).
-Programs that import peftlab get it by starting under :func:`preload_env`'s environment.
+settings act on either (:func:`peftlab.host.heap.set_allocator`). The re-executed
+process takes the preload out of its own environment again, so the processes it starts
+begin clean: a ``peftlab`` command among them (compare's runs) re-executes itself, and
+distributed ranks stay on glibc (:func:`wanted`). Programs that import peftlab get
+mimalloc by starting under :func:`preload_env`'s environment.
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ def name() -> str:
 
 
 def wanted() -> bool:
-    """Whether the command should run on mimalloc (unless ``PEFTLAB_MALLOC=system``)."""
+    """Whether the command should run on mimalloc: unless ``PEFTLAB_MALLOC=system``, and
+    never in a rank of a distributed launch (``LOCAL_RANK`` set by torch's launcher): on
+    mimalloc a rank aborted at exit ("terminate called without an active exception",
+    torch's gloo threads) once its run was done."""
+    if "LOCAL_RANK" in os.environ:
+        return False
     return os.environ.get(CHOICE_ENV, "mimalloc").lower() not in (
         "system", "glibc", "0", "off", "no")
 
@@ -91,11 +97,9 @@ def preload_env(env: dict | None = None) -> dict | None:
     return env
 
 
-def system_env(env: dict | None = None) -> dict:
-    """``env`` (default: this process's) without mimalloc: for processes that must run on
-    glibc's malloc. Distributed ranks do: on mimalloc a rank aborted at exit ("terminate
-    called without an active exception", torch's gloo threads) once its run was done."""
-    env = dict(os.environ if env is None else env)
+def without_preload(env: dict) -> dict:
+    """``env`` without mimalloc in ``LD_PRELOAD`` (other preloads kept)."""
+    env = dict(env)
     lib = library()
     kept = [p for p in env.get("LD_PRELOAD", "").split(":")
             if p and "libmimalloc" not in Path(p).name and (lib is None or p != str(lib))]
@@ -103,14 +107,22 @@ def system_env(env: dict | None = None) -> dict:
         env["LD_PRELOAD"] = ":".join(kept)
     else:
         env.pop("LD_PRELOAD", None)
-    env[CHOICE_ENV] = "system"
     return env
 
 
 def reexec(argv: list[str]) -> None:
     """Start this command again on mimalloc (``python -m peftlab ARGV``) when it is
-    wanted, installed and not yet in use; otherwise return and run on as is."""
-    if loaded() is not None or os.environ.get(_DONE_ENV) or not wanted():
+    wanted, installed and not yet in use; otherwise return and run on as is. A process
+    that runs on it takes the preload out of its own environment (its children start
+    clean, see the module's docstring)."""
+    tried = os.environ.pop(_DONE_ENV, None)
+    if loaded() is not None:  # loaded already: the preload is not needed any more
+        clean = without_preload(dict(os.environ))
+        if "LD_PRELOAD" not in clean:
+            os.environ.pop("LD_PRELOAD", None)
+        else:
+            os.environ["LD_PRELOAD"] = clean["LD_PRELOAD"]
+    if tried or loaded() is not None or not wanted():
         return
     env = preload_env()
     if env is None:
