@@ -54,6 +54,7 @@ _PEAK_SCRIPT = """
 import sys, torch
 from peftlab.model.load import load_model
 from peftlab.methods import get_method
+from peftlab.host import reclaim
 from peftlab.quant.stream import _skeleton, load_quantized
 
 def status(key):  # KiB
@@ -64,7 +65,7 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM): imports peak above what they keep
 before = status("VmRSS")
 if sys.argv[2] == "stream":
-    load_quantized(sys.argv[1], dtype=torch.float32)
+    load_quantized(sys.argv[1], dtype=torch.float32, reclaim=reclaim)  # as the session loads
 else:
     get_method("qlora", stream_load=False).prepare_model(load_model(sys.argv[1]))
 print((status("VmHWM") - before) * 1024)
