@@ -155,8 +155,8 @@ def spawn(side: str, limit: int | None) -> dict:
                                                          else [])
     t0 = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if side == "peftlab":  # the allocator the peftlab command runs on (core/malloc.py)
-        from peftlab.core import malloc
+    if side == "peftlab":  # the allocator the peftlab command runs on (host/malloc.py)
+        from peftlab.host import malloc
         if malloc.wanted():
             env = malloc.preload_env(env) or env
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)

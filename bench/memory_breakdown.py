@@ -44,7 +44,7 @@ def one(attn: str, allocator: str, method: str) -> dict:
     import torch
 
     from peftlab.config import build_config
-    from peftlab.core.runtime import set_allocator, trim_heap
+    from peftlab.host.heap import set_allocator, trim_heap
     from peftlab.memory.measure import saved_tensor_census, tensor_bytes
     from peftlab.training.loss import response_nll
     from peftlab.training.session import open_session

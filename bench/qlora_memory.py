@@ -145,7 +145,7 @@ def child(config: str, model_name: str, path: Path) -> dict:
     import torch
     run = RUN[model_name]
     if config.startswith("peftlab"):  # what `peftlab train` does with allocator: auto
-        from peftlab.core.runtime import set_allocator
+        from peftlab.host.heap import set_allocator
         from peftlab.methods import METHODS
         set_allocator("auto", METHODS[config.split("-")[1]].memory_first)
     if config.endswith("bnbkernel"):
