@@ -69,7 +69,7 @@ def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu"
     if impl == "peftlab":
         from peftlab.methods import get_method
         from peftlab.model.inject import inject
-        from peftlab.training.loop import Plan
+        from peftlab.training.plan import Plan
         m = get_method(method, **ours)
         inject(model, m)
         plan = Plan(batch, 1, 10**6, 10**6, 1000, 0)
