@@ -26,11 +26,16 @@ from .config import (
 from .core.atomic import atomic_write_json, staged_dir
 from .core.rundir import check_new_output, output_lock
 from .core.runtime import environment, parse_dtype, peak_memory_bytes
-from .data.batching import collate
 from .data.records import check_conversation
 from .formats.saved import is_model_dir
 from .model.inject import merge_and_unload
-from .training.evaluate import exact_match, merge_within, perplexity
+from .training.evaluate import (
+    batch_logits,
+    evaluate_session,
+    first_batches,
+    logit_drift,
+    merge_within,
+)
 from .training.evaluate import generate as _generate
 from .training.loop import train as _train
 from .training.session import log, open_session
@@ -89,11 +94,7 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     """Perplexity, eval loss, exact match and token count (base model without adapter)."""
     cfg = config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
-    t = cfg.train
-    res = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
-                     t.eval_batch_size, s.device, s.autocast(), s.loss_options)
-    res.update(exact_match(s.model, s.tokenizer, s.eval_data.records, t.exact_match_limit,
-                           t.max_new_tokens, s.device, s.autocast(), s.prompt))
+    res = evaluate_session(s, cfg, with_exact=True)
     res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
                 "dataset": s.splits.source, "data": s.data_info(),
                 "eval_records": len(s.eval_data.examples),
@@ -197,16 +198,13 @@ def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: 
     cfg.train.mixed_precision = "no"
     s = open_session(cfg, adapter_dir=adapter_dir, train_data=False)
     s.model.eval()
-    batches = [collate(s.eval_data.examples[i:i + 4], s.tokenizer.pad_token_id)
-               for i in range(0, 4 * check_batches, 4) if i < len(s.eval_data.examples)]
-    with torch.no_grad():
-        before = [s.model(**_inputs(b, s.device)).logits for b in batches]
-        tolerance = s.adapter.method.merge_tolerance
-        model = merge_and_unload(s.model)
-        masks = [b["attention_mask"].to(s.device)[..., None] for b in batches]
-        diff = max(((model(**_inputs(b, s.device)).logits - ref) * m).abs().max().item()
-                   for b, ref, m in zip(batches, before, masks))
-        scale = max((ref * m).abs().max().item() for ref, m in zip(before, masks))
+    batches = first_batches(s.eval_data.examples, s.tokenizer.pad_token_id,
+                            check_batches)
+    before = [batch_logits(s.model, b, s.device) for b in batches]
+    tolerance = s.adapter.method.merge_tolerance
+    model = merge_and_unload(s.model)
+    drift = logit_drift(model, batches, before, s.device)
+    diff, scale = drift["max_logit_diff"], drift["max_abs_logit"]
     ok = merge_within(diff, scale, tolerance)
     res = {"output": str(output_dir), "max_logit_diff": diff, "max_abs_logit": scale,
            "tolerance": tolerance, "ok": ok, "dtype": dtype, "base_model": s.model_id}
@@ -215,8 +213,7 @@ def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: 
     if not ok:
         log("warning: the merged model differs from the adapter model more than expected")
     if requantize:
-        res["requantize_max_logit_diff"] = _requantize(model, batches, before, masks,
-                                                       s.device)
+        res["requantize_max_logit_diff"] = _requantize(model, batches, before, s.device)
         log(f"re-quantized to NF4: largest logit difference vs the adapter model "
             f"{res['requantize_max_logit_diff']:.2e} (the merge alone: {diff:.2e})")
         _save_quantized_atomic(model, s.tokenizer, Path(output_dir), parse_dtype(dtype))
@@ -227,19 +224,13 @@ def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: 
 
 
 @torch.no_grad()
-def _requantize(model: nn.Module, batches, before, masks, device) -> float:
+def _requantize(model: nn.Module, batches, before, device) -> float:
     """NF4 again for every decoder Linear, in place; the largest logit difference to the
     adapter model's ``before`` logits (computed in fp32)."""
     from .core.modules import linear_names_but_head
     from .quant.linear4bit import quantize_linears
     quantize_linears(model, linear_names_but_head(model), torch.float32, double_quant=True)
-    return max(((model(**_inputs(b, device)).logits - ref) * m).abs().max().item()
-               for b, ref, m in zip(batches, before, masks))
-
-
-def _inputs(batch: dict, device) -> dict:
-    return {"input_ids": batch["input_ids"].to(device),
-            "attention_mask": batch["attention_mask"].to(device)}
+    return logit_drift(model, batches, before, device)["max_logit_diff"]
 
 
 def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path,

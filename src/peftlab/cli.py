@@ -20,6 +20,7 @@ from . import api
 from .config import (
     DataConfig,
     ModelConfig,
+    RunConfig,
     TrainConfig,
     check_method_options,
     parse_override,
@@ -76,7 +77,8 @@ def _add_common(p: argparse.ArgumentParser, train_fields: bool) -> None:
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     from .methods import METHODS
     p.add_argument("--method", default=argparse.SUPPRESS,
-                   help=f"one of: {', '.join(sorted(METHODS))} (default lora)")
+                   help=f"one of: {', '.join(sorted(METHODS))} (default "
+                   f"{RunConfig.method})")
     for name, cls in sorted(METHODS.items()):
         g = p.add_argument_group(f"{name} options")
         for f in dataclasses.fields(cls.config_cls):

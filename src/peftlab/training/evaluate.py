@@ -140,12 +140,44 @@ MERGE_CHECK_EXTRA_BYTES = 2 * 2**30
 check is skipped rather than risk running out of memory on a large model."""
 
 
+def first_batches(examples: list[Example], pad_id: int, n_batches: int = 2,
+                  batch_size: int = 4) -> list[dict]:
+    """The first ``n_batches`` eval batches of ``batch_size`` records (in eval order), on
+    which a changed model's logits are compared with the model's before the change."""
+    return [collate(examples[i:i + batch_size], pad_id)
+            for i in range(0, min(len(examples), n_batches * batch_size), batch_size)]
+
+
+@torch.no_grad()
+def batch_logits(model: nn.Module, batch: dict, device) -> torch.Tensor:
+    """The model's logits on ``batch``, in fp32."""
+    return model(input_ids=batch["input_ids"].to(device),
+                 attention_mask=batch["attention_mask"].to(device)).logits.float()
+
+
+@torch.no_grad()
+def logit_drift(model: nn.Module, batches: list[dict], refs: list[torch.Tensor],
+                device) -> dict[str, float]:
+    """How far the model's logits are from ``refs`` (one per batch, the logits before a
+    change such as a merge): ``max_logit_diff``, the largest |logit - ref|, and
+    ``max_abs_logit``, the largest |ref|, both over real positions only (padding's
+    logits are never used, so they may differ freely)."""
+    worst = scale = 0.0
+    for batch, ref in zip(batches, refs):
+        got = batch_logits(model, batch, device)
+        mask = batch["attention_mask"].to(device)[..., None].bool()
+        worst = max(worst, float(((got - ref).abs() * mask).max()))
+        scale = max(scale, float((ref.abs() * mask).max()))
+    return {"max_logit_diff": worst, "max_abs_logit": scale}
+
+
 @torch.no_grad()
 def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="cpu",
                 n_batches: int = 2, batch_size: int = 4) -> dict:
     """Largest logit difference (real positions only) between the model with its adapter
     merged into the base weights and unmerged, on a few eval batches; merges in place and
-    unmerges again, so it needs no second copy of the model."""
+    unmerges again, so it needs no second copy of the model (and, batch by batch, holds
+    one batch's reference logits at a time)."""
     from ..model.inject import adapter_layers, merge, unmerge
     if next(adapter_layers(model), None) is None:  # full fine-tuning trains W itself
         return {"max_logit_diff": None, "skipped": "nothing to merge (no adapter layers)"}
@@ -156,25 +188,19 @@ def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="
                 "`peftlab merge` writes the merged model instead"}
     was_training = model.training
     model.eval()
-    batches = [collate(examples[i:i + batch_size], pad_id)
-               for i in range(0, min(len(examples), n_batches * batch_size), batch_size)]
-    worst, scale = 0.0, 0.0
+    res = {"max_logit_diff": 0.0, "max_abs_logit": 0.0}
     try:
-        for b in batches:
-            inputs = {"input_ids": b["input_ids"].to(device),
-                      "attention_mask": b["attention_mask"].to(device)}
-            ref = model(**inputs).logits.float()
+        for batch in first_batches(examples, pad_id, n_batches, batch_size):
+            ref = batch_logits(model, batch, device)
             merge(model)
             try:
-                got = model(**inputs).logits.float()
+                one = logit_drift(model, [batch], [ref], device)
             finally:
                 unmerge(model)
-            mask = inputs["attention_mask"][..., None].bool()
-            worst = max(worst, float(((got - ref).abs() * mask).max()))
-            scale = max(scale, float((ref.abs() * mask).max()))
+            res = {k: max(v, one[k]) for k, v in res.items()}
     finally:
         model.train(was_training)
-    return {"max_logit_diff": worst, "max_abs_logit": scale}
+    return res
 
 
 def merge_within(diff: float, max_abs_logit: float, tolerance: float) -> bool:
