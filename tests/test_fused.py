@@ -1,5 +1,6 @@
-"""SwiGLU without SiLU's output kept for backward (model/fused.py): the same loss and
-gradients, bit for bit, as the MLP's own three ops, and a third less saved by the MLP."""
+"""SwiGLU without SiLU's output kept for backward (the lean ``silu_mul``, applied by
+model/fused.py): the same loss and gradients, bit for bit, as the MLP's own three ops, and
+a third less saved by the MLP."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from conftest import make_tiny_llama
 
 from peftlab.memory.measure import saved_tensor_census
 from peftlab.methods import get_method
-from peftlab.model.fused import fuse_swiglu
+from peftlab.model.fused import fuse_swiglu, unfuse_swiglu
 from peftlab.model.inject import inject
 
 
@@ -20,9 +21,7 @@ def _mlps(model):
 
 
 def _unfuse(model):
-    for m in _mlps(model):
-        if "forward" in vars(m):
-            del m.forward
+    assert unfuse_swiglu(model) == len(_mlps(model))  # their own forward again
     return model
 
 

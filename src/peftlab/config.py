@@ -121,6 +121,12 @@ class TrainConfig:
                                               "their memory); the originals are set aside "
                                               "(a temporary file on CPU, host memory on "
                                               "GPU) and restored after training")
+    lean_layers: bool = option(True, "Adapter layers and SwiGLU MLPs keep less for "
+                                     "backward: no autocast copies of frozen weights, "
+                                     "dropout masks in the dropped input's sign bits, the "
+                                     "update summed in place, SiLU recomputed (the same "
+                                     "equations, equal up to rounding); off: computed as "
+                                     "plain PyTorch modules (and peft) do")
     token_budget: int = option(2048, "Cut each micro-batch into pieces of at most this "
                                      "many tokens (rows x longest row, long rows "
                                      "together) and accumulate their gradients: the same "

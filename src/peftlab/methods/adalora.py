@@ -26,7 +26,6 @@ from torch import nn
 from ..core.options import make_config, option
 from .adalora_alloc import ImportanceEMA, Schedule, keep_masks, triplet_scores
 from .base import AdapterLayer, Method, MethodConfig, check_rank
-from .lora_down import lora_down
 
 INIT_STD = 0.02
 """Std of P and Q at initialisation (peft's ``reset_lora_parameters`` and the authors'
@@ -132,11 +131,9 @@ class AdaLoraLinear(AdapterLayer):
         nn.init.normal_(self.lora_B, mean=0.0, std=INIT_STD)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        """(alpha / ranknum) · P Λ Q dropout(x), in peft's order of operations; the
-        dropout keeps no separate mask for backward, as LoRA's (:mod:`.lora_down`)."""
-        d = self.lora_dropout
-        p = d.p if isinstance(d, nn.Dropout) and d.training else 0.0
-        h = lora_down(x, self.lora_A * self.lora_E, p)  # in the autocast dtype, if any
+        """(alpha / ranknum) · P Λ Q dropout(x), in peft's order of operations (the
+        layer's forward adds it to W0 x: :meth:`AdapterLayer.forward`)."""
+        h = self.ops.dropout_linear(x, self.lora_A * self.lora_E, self.lora_dropout)
         return (h @ self.lora_B.T) * self.alpha / (self.ranknum + RANKNUM_EPS)
 
     def delta_weight(self) -> torch.Tensor:

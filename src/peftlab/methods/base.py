@@ -23,7 +23,7 @@ from torch import nn
 
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
-from .frozen import frozen_linear
+from .lean import LeanOps, PlainOps
 
 
 class AdapterLayer(nn.Module):
@@ -34,6 +34,11 @@ class AdapterLayer(nn.Module):
     too. The base class owns the ``merged`` flag so that a second merge warns
     and does nothing, whatever the method.
     """
+
+    ops: type[PlainOps] = LeanOps
+    """The ops the forward is written with (:mod:`.lean`): :class:`~.lean.LeanOps`, the
+    same values keeping less for backward, unless the lean-layers switch
+    (:func:`peftlab.model.inject.use_lean_layers`) set :class:`~.lean.PlainOps`."""
 
     reads_base_weight: ClassVar[bool] = False
     """Whether the training forward reads the base weight other than through the base
@@ -56,15 +61,15 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """h = W0 x + update(x)."""
         out = self.base_out(x)
         if self.merged:
             return out
         return out + self.update(x).to(out.dtype)
 
     def base_out(self, x: torch.Tensor) -> torch.Tensor:
-        """The frozen base layer's output, keeping no autocast copy of its weight for
-        backward (:mod:`.frozen`)."""
-        return frozen_linear(self.base_layer, x)
+        """W0 x + b, the frozen base layer's output."""
+        return self.ops.frozen_linear(self.base_layer, x)
 
     def delta_weight(self) -> torch.Tensor:
         """The change this adapter makes to the base weight, in fp32, shaped like it."""
@@ -230,9 +235,8 @@ class Method:
     directory instead of a PEFT adapter: there are no adapter layers, nothing to merge,
     and the directory loads as a model on its own."""
     memory_first: ClassVar[bool] = False
-    """Whether the method exists to save memory (QLoRA): ``allocator: auto`` then picks
-    the lean allocator setting (:func:`peftlab.core.runtime.set_allocator`), trading some
-    speed for a peak that tracks live memory."""
+    """Whether the method exists to save memory (QLoRA): where a run has a choice
+    between memory and speed, it then favours memory."""
     compare_by_default: ClassVar[bool] = True
     """Whether ``peftlab compare`` runs the method when no method list is given; one that
     is not (full fine-tuning: far more memory and time) is added with its own flag,

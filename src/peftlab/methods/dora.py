@@ -168,12 +168,12 @@ class DoraLinear(LoraLinear):
         With dropout in training (as peft): y = W0 x + b + f ⊙ (W0 x_d + s·B A x_d) − W0 x_d,
         x_d = dropout(x), whose expectation is the formula above.
 
-        Without dropout, autograd keeps only the layer's output y = f ⊙ z (z = W0 x + sBA x)
-        and recovers z = y / f for m's gradient (:class:`_ScaleRows`): where the next op
-        saves y anyway (attention's q, k, v; the MLP's gate and up) DoRA then costs no
-        activation memory beyond LoRA's. With dropout one batch×out tensor z is saved.
-        f stays fp32 in the product (bf16 would round f ≈ 1.003 to 1 and erase a trained
-        magnitude); the fp32 product is transient, cast back to the activation dtype.
+        Without dropout the product f ⊙ z (z = W0 x + sBA x) is the layer's ``scale_rows``
+        op, f fp32 in it (bf16 would round f ≈ 1.003 to 1 and erase a trained magnitude).
+        The lean one keeps only y = f ⊙ z for m's gradient (:class:`~.lean.ScaleRows`):
+        where the next op saves y anyway (attention's q, k, v; the MLP's gate and up) DoRA
+        then costs no activation memory beyond LoRA's. With dropout one batch×out tensor
+        z is saved.
         """
         out = self.base_layer(x)
         if self.merged:
@@ -190,7 +190,7 @@ class DoraLinear(LoraLinear):
             z = base_d + self._low_rank(x_d).to(out.dtype)
             return out + (f * z - base_d).to(out.dtype)
         base = out - bias if bias is not None else out  # the magnitude never scales b
-        y = _ScaleRows.apply(base + self._low_rank(x).to(out.dtype), f)
+        y = self.ops.scale_rows(base + self._low_rank(x).to(out.dtype), f)
         return y + bias if bias is not None else y
 
     # -- merging ----------------------------------------------------------------------------
@@ -235,33 +235,6 @@ class DoraLinear(LoraLinear):
         w.copy_(self._original_weight_fp32().to(w.dtype))
         self._merge_factor = self._merge_lost_rows = None
         self._w0_sq_cache = self._factor_cache = None
-
-
-class _ScaleRows(torch.autograd.Function):
-    """y = f ⊙ z over the last dimension, saving y instead of z for f's gradient.
-
-    ∂L/∂z = f ⊙ ∂L/∂y and ∂L/∂f = Σ_tokens ∂L/∂y ⊙ z with z = y / f recovered in backward.
-    Saving the output lets autograd share it with the next op, which usually saves it too.
-    Rows where f = 0 lose z (y = 0 there); their magnitude gradient is then taken as 0.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        y = (f * z).to(z.dtype)  # f stays fp32 in the product (see DoraLinear.forward)
-        ctx.save_for_backward(y, f)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy: torch.Tensor):
-        y, f = ctx.saved_tensors
-        gz = (gy * f).to(gy.dtype) if ctx.needs_input_grad[0] else None
-        gf = None
-        if ctx.needs_input_grad[1]:
-            # Σ gy ⊙ y, reduced in fp32, then / f: one transient in the activation dtype.
-            gyy = (gy * y).reshape(-1, f.shape[-1]).sum(0, dtype=torch.float32)
-            safe = torch.where(f == 0, torch.ones_like(f), f)
-            gf = torch.where(f == 0, torch.zeros_like(gyy), gyy / safe)
-        return gz, gf
 
 
 def _no_autocast(w: torch.Tensor):

@@ -3,14 +3,15 @@
 Under autocast, ``F.linear`` casts the fp32 weight to bf16 and autograd keeps that copy
 until backward (it needs the weight for the input's gradient). For a frozen base layer
 the fp32 parameter is alive anyway, so :class:`FrozenLinear` keeps only a reference to
-it and casts again in backward: on SmolLM2-135M with every linear layer adapted, 0.17 GiB
-less at a training step's peak, for one more cast of each weight per backward (about 2%
-of a step). The values and gradients are those of ``F.linear`` under autocast.
+it and casts again in backward: no bf16 copy of any adapted layer's weight is held from
+forward to backward, for one more cast of each weight per backward. The values and
+gradients are those of ``F.linear`` under autocast, bit for bit. It is the lean form of
+``frozen_linear`` (:mod:`.lean`).
 
 :func:`castable_linears` names the frozen Linear layers whose weight only their own
 forward reads: while training under autocast such a weight can be *stored* in the compute
-dtype (the bits autocast would cast it to anyway), which halves it
-(:mod:`peftlab.training.residency`).
+dtype (the bits autocast would cast it to anyway), which halves it; the host-memory seam
+(``peftlab.host``) stores them so and keeps the originals.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def frozen_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return layer(x)
     dtype = torch.get_autocast_dtype(t)
     with torch.autocast(t, enabled=False):
-        return FrozenLinear.apply(x, w, layer.bias, dtype)
+        # On rows: F.linear with a bias returns a 3-D result as a view of its 2-D one, and
+        # a view made inside a custom Function may not be written in place (the lean sum
+        # of an adapter writes into this output). The same matmul either way.
+        y = FrozenLinear.apply(x.reshape(-1, x.shape[-1]), w, layer.bias, dtype)
+    return y.view(*x.shape[:-1], y.shape[-1])
 
 
 def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linear]:

@@ -1,9 +1,13 @@
 """LoRA: low-rank adaptation (Hu et al., 2021, arXiv 2106.09685).
 
-    h = W0 x + s · B A x,   s = alpha / r   (rsLoRA, Kalajdzievski 2023, arXiv 2312.03732:
-                                             s = alpha / sqrt(r))
+    h = W0 x + s · B A dropout(x),   s = alpha / r   (rsLoRA, Kalajdzievski 2023,
+                                                      arXiv 2312.03732: s = alpha / sqrt(r))
+
+    x ─┬─ W0 (frozen, out×in) ──────────────────────────┐
+       └─ dropout ── A (r×in) ── B (out×r) ── × s ──── (+) ── h
 
 A (r×in) starts random and B (out×r) starts at zero, so a fresh adapter is the identity.
+The dropout acts on the adapter's input only, as in peft.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from torch import nn
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer, Method, MethodConfig, check_rank
-from .lora_down import lora_down
 
 # PEFT keys we understand; anything else in an adapter_config.json must be at its default
 # (a LoRA adapter using layer-wise ranks or trained biases would otherwise load wrongly).
@@ -78,37 +81,19 @@ class LoraLinear(AdapterLayer):
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
-    def update(self, x: torch.Tensor) -> torch.Tensor:
-        """s · B A x (the low-rank path alone)."""
-        return self.lora_B(self._down(x)) * self.scaling
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """base(x) + s · B A x, the addition fused into B's matmul (one addmm into the
-        base's output) where the dtypes allow: no output-sized tensor beyond the base's
-        instead of three more (B's output, its scaling, the sum), which on the CPU are
-        fresh memory faulted in each time."""
-        out = self.base_out(x)
+        """h = W0 x + s · B A dropout(x), with the layer's ops (:mod:`.lean`)."""
+        ops = self.ops
+        out = ops.frozen_linear(self.base_layer, x)  # W0 x + b
         if self.merged:
             return out
-        b = self.lora_B.weight
-        t = x.device.type
-        fused = (out.dtype == torch.get_autocast_dtype(t) if torch.is_autocast_enabled(t)
-                 else out.dtype == b.dtype)
-        if not fused:
-            return out + self.update(x).to(out.dtype)
-        h = self._down(x)
-        y, h, bt = out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.t()
-        if out.requires_grad and out.grad_fn is None:  # a leaf: never written in place
-            return torch.addmm(y, h, bt, alpha=self.scaling).view(out.shape)
-        # In place: the base's output is this layer's own temporary (its backward does
-        # not need it), so the sum needs no new output-sized buffer at all.
-        return y.addmm_(h, bt.to(y.dtype), alpha=self.scaling).view(out.shape)
+        h = ops.dropout_linear(x, self.lora_A.weight, self.lora_dropout)  # A dropout(x)
+        return ops.add_scaled_linear(out, h, self.lora_B.weight, self.scaling)  # + s B h
 
-    def _down(self, x: torch.Tensor) -> torch.Tensor:
-        """A · dropout(x), keeping no separate mask for backward (:mod:`.lora_down`)."""
-        drop = self.lora_dropout
-        p = drop.p if self.training and isinstance(drop, nn.Dropout) else 0.0
-        return lora_down(x, self.lora_A.weight, p)
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """s · B A dropout(x) (the low-rank path alone)."""
+        h = self.ops.dropout_linear(x, self.lora_A.weight, self.lora_dropout)
+        return self.lora_B(h) * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling

@@ -1,21 +1,18 @@
-"""LoRA's first factor with its dropout, keeping no separate mask for backward.
+"""A low-rank adapter's first factor with its dropout, keeping no separate mask.
 
 ``h = dropout_p(x) · Aᵀ`` written as ``nn.Dropout`` then ``nn.Linear`` makes autograd
 keep, per adapted projection, the dropout mask in the input's dtype (fp32 on the residual
-stream: 4 bytes per value) and, under autocast, the bf16 cast of the dropped input: on a
-Llama block with every linear layer adapted, 25.7 KB per token per layer for
-SmolLM2-135M, more than half of everything a training step saves.
+stream: 4 bytes per value) and, under autocast, the bf16 cast of the dropped input.
 
-:class:`DropoutDown` keeps the dropped input in the compute dtype (which the matmul's
-weight gradient needs anyway) and the mask as booleans, drawn once by
-``torch.native_dropout`` as ``nn.Dropout`` draws it: 3 bytes per value instead of 6, no
-extra work. The mask itself is then kept inside the dropped input: a dropped value is
+:class:`DropoutDown` keeps only the dropped input, in the compute dtype (which the
+matmul's weight gradient needs anyway), with the mask drawn once by
+``torch.native_dropout`` as ``nn.Dropout`` draws it and kept inside it: a dropped value is
 stored as −0.0 and a kept zero as +0.0, so backward reads the mask back from the sign
-bits (:func:`_hide_mask`, :func:`_mask_of`): 2 bytes per value, with the same products
-(±0 contribute nothing to a matmul). (Saving the input once for q, k and v with a seed,
-and drawing the mask again in backward, saved a little more memory but cost ~40% of a
-step: random numbers cost ~5 ns per value on this CPU, and recomputing the dropped input
-adds passes over it.)
+bits (:func:`_hide_mask`, :func:`_mask_of`): 2 bytes per value instead of 6, with the
+same products (±0 contribute nothing to a matmul). It is the lean form of
+``dropout_linear`` (:mod:`.lean`). (Saving the input once for q, k and v with a seed and
+drawing the mask again in backward would save a little more, but costs a second random
+draw and more passes over the input per step.)
 """
 
 from __future__ import annotations

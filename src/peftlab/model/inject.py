@@ -1,4 +1,5 @@
-"""Find target modules, swap in adapter layers, freeze the base, merge and unload.
+"""Find target modules, swap in adapter layers, freeze the base, switch the lean layers,
+merge and unload.
 
 Target matching follows Hugging Face PEFT: a list of names matches a module whose full
 name equals a name or ends with ``"." + name``; a string is a regular expression that
@@ -16,8 +17,9 @@ from torch import nn
 
 from ..core.modules import output_head, set_submodule
 from ..methods.base import AdapterLayer, Method
+from ..methods.lean import layer_ops
 from ..quant.linear4bit import Linear4bit, dequantize_linears
-from .fused import fuse_swiglu
+from .fused import fuse_swiglu, unfuse_swiglu
 
 ALL_LINEAR = "all-linear"
 
@@ -106,7 +108,8 @@ def saved_target_spec(spec: Any, targets: list[str]) -> Any:
     return spec if isinstance(spec, str) else list(spec)
 
 
-def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInfo:
+def inject(model: nn.Module, method: Method, base_model: str = "",
+           lean_layers: bool = True) -> AdapterInfo:
     """Freeze ``model`` and wrap the method's target modules with its adapter layers.
 
     The targets are resolved and checked first, so a bad spec leaves the model untouched;
@@ -114,6 +117,7 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
     targets are resolved again on the prepared model before wrapping. A method that
     targets nothing (``target_modules()`` is None) wraps nothing; the base parameters it
     names in ``trainable_base_parameters`` stay trainable (full fine-tuning).
+    ``lean_layers``: the setting of :func:`use_lean_layers` for the model.
 
     Returns the :class:`AdapterInfo`, also stored as ``model.peftlab_adapter``.
     """
@@ -135,10 +139,22 @@ def inject(model: nn.Module, method: Method, base_model: str = "") -> AdapterInf
         for p in layer.adapter_params().values():
             p.requires_grad_(True)
         set_submodule(model, name, layer)
-    fuse_swiglu(model)  # SwiGLU MLPs keep less for backward (same numbers)
+    use_lean_layers(model, lean_layers)
     info = AdapterInfo(method, targets, saved_target_spec(spec, targets), base_model)
     model.peftlab_adapter = info
     return info
+
+
+def use_lean_layers(model: nn.Module, lean: bool = True) -> None:
+    """The lean-layers switch (:mod:`peftlab.methods.lean`) for a whole model: its adapter
+    layers compute with the lean ops and its SwiGLU MLPs keep less for backward (on), or
+    both compute as plain PyTorch modules do (off). The same equations either way."""
+    for _, layer in adapter_layers(model):
+        layer.ops = layer_ops(lean)
+    if lean:
+        fuse_swiglu(model)
+    else:
+        unfuse_swiglu(model)
 
 
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
