@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.peftlab-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: setup demo demo-lora test test-fast clean
+.PHONY: setup demo demo-lora test test-fast lint format clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,15 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# ruff, configured in pyproject.toml: lint and formatting, checked (CI runs it).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,12 +38,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "alpaca_en_demo.json"
-SETTINGS = dict(batch_size=8, lr=3e-4, r=16, alpha=32, dropout=0.05, max_length=512,
-                warmup_ratio=0.05, max_grad_norm=1.0, seed=42)
+SETTINGS = dict(
+    batch_size=8,
+    lr=3e-4,
+    r=16,
+    alpha=32,
+    dropout=0.05,
+    max_length=512,
+    warmup_ratio=0.05,
+    max_grad_norm=1.0,
+    seed=42,
+)
 
 
 def peak_rss_bytes() -> int:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -54,6 +64,7 @@ def load_data(limit: int | None):
     from peftlab.data.alpaca import encode
     from peftlab.data.sources import load_splits
     from peftlab.model.load import resolve_model_path
+
     model_dir = resolve_model_path(None)
     tok = AutoTokenizer.from_pretrained(model_dir)
     splits = load_splits(str(DATA), 0.1)
@@ -65,33 +76,55 @@ def load_data(limit: int | None):
 
 def heldout_perplexity(model, ev, pad_id) -> float:
     from peftlab.training.evaluate import perplexity
+
     return perplexity(model, ev, pad_id, batch_size=16, device="cpu")["perplexity"]
 
 
 def run_peftlab(limit: int | None, work: Path) -> dict:
     import peftlab
     from peftlab.api import load_adapter
+
     _, ev, pad_id, _, _ = load_data(limit)
     s = SETTINGS
     # A quick look (--limit) trains for as many steps as the HF side's subset takes.
     overrides = {"max_steps": -(-limit // s["batch_size"])} if limit else {}
     overrides.update(json.loads(os.environ.get("PEFTLAB_BENCH_SET", "{}")))
     t0 = time.perf_counter()
-    res = peftlab.train(method="lora", dataset=str(DATA), output=str(work / "run"), epochs=1,
-                        batch_size=s["batch_size"], lr=s["lr"], r=s["r"], alpha=s["alpha"],
-                        dropout=s["dropout"], target_modules="all-linear",
-                        max_length=s["max_length"], warmup_ratio=s["warmup_ratio"],
-                        max_grad_norm=s["max_grad_norm"], seed=s["seed"], eval_every=0,
-                        save_every=0, exact_match_limit=0, progress=False,
-                        allocator=os.environ.get("PEFTLAB_BENCH_ALLOCATOR", "auto"),
-                        **overrides)
+    res = peftlab.train(
+        method="lora",
+        dataset=str(DATA),
+        output=str(work / "run"),
+        epochs=1,
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        r=s["r"],
+        alpha=s["alpha"],
+        dropout=s["dropout"],
+        target_modules="all-linear",
+        max_length=s["max_length"],
+        warmup_ratio=s["warmup_ratio"],
+        max_grad_norm=s["max_grad_norm"],
+        seed=s["seed"],
+        eval_every=0,
+        save_every=0,
+        exact_match_limit=0,
+        progress=False,
+        allocator=os.environ.get("PEFTLAB_BENCH_ALLOCATOR", "auto"),
+        **overrides,
+    )
     peak = peak_rss_bytes()
     model = load_adapter(work / "run")
-    return {"train_s": res["train_seconds"], "peak_rss": peak, "after_train_s":
-            time.perf_counter() - t0, "real_tokens": res["train_tokens"],
-            "steps": res["plan"]["total_steps"], "precision": res["precision"],
-            "phases": res.get("memory_phases"), "allocator": res.get("allocator"),
-            "ppl": heldout_perplexity(model, ev, pad_id)}
+    return {
+        "train_s": res["train_seconds"],
+        "peak_rss": peak,
+        "after_train_s": time.perf_counter() - t0,
+        "real_tokens": res["train_tokens"],
+        "steps": res["plan"]["total_steps"],
+        "precision": res["precision"],
+        "phases": res.get("memory_phases"),
+        "allocator": res.get("allocator"),
+        "ppl": heldout_perplexity(model, ev, pad_id),
+    }
 
 
 def run_hf(limit: int | None, work: Path) -> dict:
@@ -106,38 +139,64 @@ def run_hf(limit: int | None, work: Path) -> dict:
         Trainer,
         TrainingArguments,
     )
+
     s = SETTINGS
     t0 = time.perf_counter()
     tr, ev, pad_id, model_dir, tok = load_data(limit)
     torch.manual_seed(s["seed"])
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=s["r"], lora_alpha=s["alpha"],
-                                             lora_dropout=s["dropout"],
-                                             target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=s["r"],
+            lora_alpha=s["alpha"],
+            lora_dropout=s["dropout"],
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+    )
     rows = {"input_ids": [], "attention_mask": [], "labels": []}
     for e in tr:
         rows["input_ids"].append(e.input_ids)
         rows["attention_mask"].append([1] * len(e.input_ids))
-        rows["labels"].append([-100] * e.n_prompt + e.input_ids[e.n_prompt:])
+        rows["labels"].append([-100] * e.n_prompt + e.input_ids[e.n_prompt :])
     steps = math.ceil(len(tr) / s["batch_size"])
     args = TrainingArguments(
-        output_dir=str(work / "hf"), per_device_train_batch_size=s["batch_size"],
-        learning_rate=s["lr"], num_train_epochs=1, lr_scheduler_type="cosine",
-        warmup_steps=int(round(steps * s["warmup_ratio"])), max_grad_norm=s["max_grad_norm"],
-        weight_decay=0.0, seed=s["seed"], save_strategy="no", report_to=[], use_cpu=True,
-        disable_tqdm=True, logging_steps=max(1, steps // 10))
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
-                      data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=-100,
-                                                           padding=True))
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=s["batch_size"],
+        learning_rate=s["lr"],
+        num_train_epochs=1,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(round(steps * s["warmup_ratio"])),
+        max_grad_norm=s["max_grad_norm"],
+        weight_decay=0.0,
+        seed=s["seed"],
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=max(1, steps // 10),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(rows),
+        data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True),
+    )
     ts = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - ts
     peak = peak_rss_bytes()
     after = time.perf_counter() - t0
-    return {"train_s": train_s, "peak_rss": peak, "after_train_s": after,
-            "real_tokens": sum(len(e.input_ids) for e in tr), "steps": steps,
-            "precision": "fp32", "ppl": heldout_perplexity(model.base_model.model, ev, pad_id)}
+    return {
+        "train_s": train_s,
+        "peak_rss": peak,
+        "after_train_s": after,
+        "real_tokens": sum(len(e.input_ids) for e in tr),
+        "steps": steps,
+        "precision": "fp32",
+        "ppl": heldout_perplexity(model.base_model.model, ev, pad_id),
+    }
 
 
 def child(side: str, limit: int | None) -> None:
@@ -151,12 +210,12 @@ def child(side: str, limit: int | None) -> None:
 
 
 def spawn(side: str, limit: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", side] + (["--limit", str(limit)] if limit
-                                                         else [])
+    cmd = [sys.executable, __file__, "--child", side] + (["--limit", str(limit)] if limit else [])
     t0 = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if side == "peftlab":  # the allocator the peftlab command runs on (host/malloc.py)
         from peftlab.host import malloc
+
         if malloc.wanted():
             env = malloc.preload_env(env) or env
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -171,37 +230,50 @@ def spawn(side: str, limit: int | None) -> dict:
 
 def fmt(vals: list[float], unit: str = "", scale: float = 1.0, digits: int = 1) -> str:
     v = [x / scale for x in vals]
-    return (f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-"
-            f"{max(v):.{digits}f})")
+    return f"{statistics.median(v):.{digits}f}{unit} ({min(v):.{digits}f}-{max(v):.{digits}f})"
 
 
 def table(runs: dict[str, list[dict]]) -> str:
     p, h = runs["peftlab"], runs["hf"]
     gib = 2**30
-    rows = [("epoch training wall time", "train_s", " s", 1, 0),
-            ("whole process (load, train, save, eval)", "wall_s", " s", 1, 0),
-            ("peak RSS", "peak_rss", " GiB", gib, 2),
-            ("real tokens / s (training)", "tok_s", "", 1, 0),
-            ("held-out perplexity (fp32)", "ppl", "", 1, 3)]
-    out = ["| | peftlab | transformers Trainer + peft | ratio (peftlab ÷ HF) |",
-           "|---|---|---|---|"]
+    rows = [
+        ("epoch training wall time", "train_s", " s", 1, 0),
+        ("whole process (load, train, save, eval)", "wall_s", " s", 1, 0),
+        ("peak RSS", "peak_rss", " GiB", gib, 2),
+        ("real tokens / s (training)", "tok_s", "", 1, 0),
+        ("held-out perplexity (fp32)", "ppl", "", 1, 3),
+    ]
+    out = [
+        "| | peftlab | transformers Trainer + peft | ratio (peftlab ÷ HF) |",
+        "|---|---|---|---|",
+    ]
     for label, key, unit, scale, digits in rows:
         ratio = statistics.median(x[key] for x in p) / statistics.median(x[key] for x in h)
-        out.append(f"| {label} | {fmt([x[key] for x in p], unit, scale, digits)} | "
-                   f"{fmt([x[key] for x in h], unit, scale, digits)} | {ratio:.2f} |")
+        out.append(
+            f"| {label} | {fmt([x[key] for x in p], unit, scale, digits)} | "
+            f"{fmt([x[key] for x in h], unit, scale, digits)} | {ratio:.2f} |"
+        )
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--limit", type=int, default=None,
-                    help="train on only the first N training records (a quick look)")
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="train on only the first N training records (a quick look)",
+    )
     ap.add_argument("--child", choices=["peftlab", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write every run's figures to this file")
     ap.add_argument("--only", choices=["peftlab", "hf"], help="run one side only")
-    ap.add_argument("--table", nargs="+", metavar="JSON",
-                    help="print the table of runs saved by --json (files merged)")
+    ap.add_argument(
+        "--table",
+        nargs="+",
+        metavar="JSON",
+        help="print the table of runs saved by --json (files merged)",
+    )
     a = ap.parse_args()
     if a.child:
         return child(a.child, a.limit)
@@ -220,12 +292,20 @@ def main() -> None:
         for side in order:
             r = spawn(side, a.limit)
             runs[side].append(r)
-            print(f"repeat {i + 1} {side}: train {r['train_s']:.0f} s, peak "
-                  f"{r['peak_rss'] / 2**30:.2f} GiB, {r['tok_s']:.0f} tok/s, "
-                  f"ppl {r['ppl']:.3f}" + (f"; allocator {r['allocator']}, peak after "
-                  "each phase " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in
-                                             r["phases"].items()) if r.get("phases") else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"repeat {i + 1} {side}: train {r['train_s']:.0f} s, peak "
+                f"{r['peak_rss'] / 2**30:.2f} GiB, {r['tok_s']:.0f} tok/s, "
+                f"ppl {r['ppl']:.3f}"
+                + (
+                    f"; allocator {r['allocator']}, peak after "
+                    "each phase "
+                    + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in r["phases"].items())
+                    if r.get("phases")
+                    else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
             if a.json:
                 Path(a.json).write_text(json.dumps(runs, indent=1))
     if all(runs.values()):

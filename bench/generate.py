@@ -49,9 +49,24 @@ def ensure_adapters() -> None:
     for m in METHODS[1:]:
         d = adapter_dir(m)
         if d is not None and not (d / "adapter_config.json").is_file():
-            subprocess.run([sys.executable, "-m", "peftlab", "train", "--method", m,
-                            "--max-steps", "1", "--output", str(d), "--max-eval-records", "8"],
-                           check=True, cwd=ROOT)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "peftlab",
+                    "train",
+                    "--method",
+                    m,
+                    "--max-steps",
+                    "1",
+                    "--output",
+                    str(d),
+                    "--max-eval-records",
+                    "8",
+                ],
+                check=True,
+                cwd=ROOT,
+            )
 
 
 def child(method: str, with_exact: bool) -> None:
@@ -61,6 +76,7 @@ def child(method: str, with_exact: bool) -> None:
     from peftlab import api
     from peftlab.training import evaluate
     from peftlab.training.session import open_session
+
     adapter = adapter_dir(method)
     t0 = time.perf_counter()
     cfg = api.config_for_adapter(adapter)
@@ -68,8 +84,12 @@ def child(method: str, with_exact: bool) -> None:
     load = time.perf_counter() - t0
     prompts = [s.prompt.prompt(r) for r in s.eval_data.records[:BATCH]]
     s.model.generate = functools.partial(s.model.generate, min_new_tokens=NEW_TOKENS)
-    kw = dict(device=s.device, autocast=s.autocast(),
-              add_special_tokens=s.prompt.add_special_tokens, stop_ids=s.prompt.stop_ids())
+    kw = dict(
+        device=s.device,
+        autocast=s.autocast(),
+        add_special_tokens=s.prompt.add_special_tokens,
+        stop_ids=s.prompt.stop_ids(),
+    )
     t0 = time.perf_counter()
     evaluate.generate(s.model, s.tokenizer, prompts, NEW_TOKENS, **kw)
     gen = time.perf_counter() - t0
@@ -77,20 +97,43 @@ def child(method: str, with_exact: bool) -> None:
     em, em_time = {"exact_n": 0}, float("nan")
     if with_exact:
         t0 = time.perf_counter()
-        em = evaluate.exact_match(s.model, s.tokenizer, s.eval_data.records, 64,
-                                  NEW_TOKENS, s.device, s.autocast(), s.prompt)
+        em = evaluate.exact_match(
+            s.model,
+            s.tokenizer,
+            s.eval_data.records,
+            64,
+            NEW_TOKENS,
+            s.device,
+            s.autocast(),
+            s.prompt,
+        )
         em_time = time.perf_counter() - t0
     n = sum(m.weight.numel() for m in s.model.modules() if isinstance(m, torch.nn.Linear))
-    n += sum(getattr(m, "weight_numel", 0) for m in s.model.modules()
-             if not isinstance(m, torch.nn.Linear))
-    print(json.dumps({"load": load, "generate": gen, "exact_match_time": em_time,
-                      "exact_n": em["exact_n"], "matmul_params": n}))
+    n += sum(
+        getattr(m, "weight_numel", 0)
+        for m in s.model.modules()
+        if not isinstance(m, torch.nn.Linear)
+    )
+    print(
+        json.dumps(
+            {
+                "load": load,
+                "generate": gen,
+                "exact_match_time": em_time,
+                "exact_n": em["exact_n"],
+                "matmul_params": n,
+            }
+        )
+    )
 
 
 def bf16_rate() -> float:
     import torch
-    a, b = torch.randn(768, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048,
-                                                                     dtype=torch.bfloat16)
+
+    a, b = (
+        torch.randn(768, 2048, dtype=torch.bfloat16),
+        torch.randn(2048, 2048, dtype=torch.bfloat16),
+    )
     ts = []
     for _ in range(7):
         t0 = time.perf_counter()
@@ -101,12 +144,19 @@ def bf16_rate() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tree", action="append", default=None,
-                    help="NAME=PATH of a src directory (default: new=src)")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        default=None,
+        help="NAME=PATH of a src directory (default: new=src)",
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--exact-match", action="store_true",
-                    help="also time the exact-match evaluation of 64 records")
+    ap.add_argument(
+        "--exact-match",
+        action="store_true",
+        help="also time the exact-match evaluation of 64 records",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -121,34 +171,41 @@ def main() -> None:
         for m in methods:
             for name, path in trees.items():
                 e = {**env, "PYTHONPATH": str((ROOT / path).resolve())}
-                cmd = [sys.executable, __file__, "--child", m] + \
-                    (["--exact-match"] if args.exact_match else [])
-                out = subprocess.run(cmd, env=e,
-                                     cwd=ROOT, capture_output=True, text=True)
+                cmd = [sys.executable, __file__, "--child", m] + (
+                    ["--exact-match"] if args.exact_match else []
+                )
+                out = subprocess.run(cmd, env=e, cwd=ROOT, capture_output=True, text=True)
                 if out.returncode:
                     sys.exit(f"{name}/{m} failed:\n{out.stderr[-3000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results.setdefault((name, m), []).append(r)
-                print(f"rep {rep} {name:>5} {m:>8}: load {r['load']:.1f} s, generate "
-                      f"{r['generate']:.2f} s, exact match {r['exact_match_time']:.1f} s",
-                      flush=True)
+                print(
+                    f"rep {rep} {name:>5} {m:>8}: load {r['load']:.1f} s, generate "
+                    f"{r['generate']:.2f} s, exact match {r['exact_match_time']:.1f} s",
+                    flush=True,
+                )
     print(f"\nbf16 matmul rate {rate / 1e9:.0f} GFLOP/s; {BATCH} x {NEW_TOKENS} tokens\n")
-    print("| method | tree | tokens/s median (min–max) | ÷ compute limit | load s | "
-          "exact match (64) s |")
+    print(
+        "| method | tree | tokens/s median (min–max) | ÷ compute limit | load s | "
+        "exact match (64) s |"
+    )
     print("|---|---|---|---|---|---|")
     toks = BATCH * NEW_TOKENS
 
     def med(xs):
         return f"{statistics.median(xs):.0f} ({min(xs):.0f}–{max(xs):.0f})"
+
     for m in methods:
         for name in trees:
             rs = results[(name, m)]
             tps = [toks / r["generate"] for r in rs]
             limit = rate / (2 * rs[0]["matmul_params"])
             em = [r["exact_match_time"] for r in rs]
-            print(f"| {m} | {name} | {med(tps)} | {statistics.median(tps) / limit:.2f} | "
-                  f"{statistics.median(r['load'] for r in rs):.1f} | "
-                  f"{statistics.median(em):.1f} ({min(em):.1f}–{max(em):.1f}) |")
+            print(
+                f"| {m} | {name} | {med(tps)} | {statistics.median(tps) / limit:.2f} | "
+                f"{statistics.median(r['load'] for r in rs):.1f} | "
+                f"{statistics.median(em):.1f} ({min(em):.1f}–{max(em):.1f}) |"
+            )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 def build_random_model(assets: Path, target: Path) -> str:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     torch.manual_seed(0)
     config = AutoConfig.from_pretrained(assets)
     model = AutoModelForCausalLM.from_config(config)
@@ -49,23 +50,40 @@ def main() -> None:
         t0 = time.perf_counter()
         row = {"method": method, "precision": precision, "gradient_checkpointing": ckpt}
         try:
-            res = peftlab.train(method=method, model=model_dir, mixed_precision=precision,
-                                gradient_checkpointing=ckpt, max_steps=a.steps,
-                                batch_size=16, lr=1e-3, save_every=20, eval_every=20,
-                                exact_match_limit=16, max_new_tokens=8, progress=False,
-                                output=f"{a.work}/{method}-{precision}-{int(ckpt)}")
-            losses = [json.loads(x).get("loss") for x in
-                      open(f"{a.work}/{method}-{precision}-{int(ckpt)}/metrics.jsonl")]
+            res = peftlab.train(
+                method=method,
+                model=model_dir,
+                mixed_precision=precision,
+                gradient_checkpointing=ckpt,
+                max_steps=a.steps,
+                batch_size=16,
+                lr=1e-3,
+                save_every=20,
+                eval_every=20,
+                exact_match_limit=16,
+                max_new_tokens=8,
+                progress=False,
+                output=f"{a.work}/{method}-{precision}-{int(ckpt)}",
+            )
+            losses = [
+                json.loads(x).get("loss")
+                for x in open(f"{a.work}/{method}-{precision}-{int(ckpt)}/metrics.jsonl")
+            ]
             losses = [x for x in losses if x is not None]
-            row.update(ok=True, first_loss=losses[0], last_loss=losses[-1],
-                       tokens_per_s=res["tokens_per_s"],
-                       peak_gpu_gib=res["peak_memory_bytes"] / 2**30,
-                       trainable=res["params"]["trainable"],
-                       eval_loss_before=res["before"]["eval_loss"],
-                       eval_loss_after=res["after"]["eval_loss"])
+            row.update(
+                ok=True,
+                first_loss=losses[0],
+                last_loss=losses[-1],
+                tokens_per_s=res["tokens_per_s"],
+                peak_gpu_gib=res["peak_memory_bytes"] / 2**30,
+                trainable=res["params"]["trainable"],
+                eval_loss_before=res["before"]["eval_loss"],
+                eval_loss_after=res["after"]["eval_loss"],
+            )
         except Exception as e:  # record and go on: one failing method must not hide others
-            row.update(ok=False, error=f"{type(e).__name__}: {e}",
-                       trace=traceback.format_exc()[-2000:])
+            row.update(
+                ok=False, error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-2000:]
+            )
         row["wall_s"] = time.perf_counter() - t0
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)

@@ -48,9 +48,16 @@ def one(attn: str, allocator: str, method: str) -> dict:
     from peftlab.memory.measure import saved_tensor_census, tensor_bytes
     from peftlab.training.loss import response_nll
     from peftlab.training.session import open_session
+
     set_allocator(allocator)
-    cfg = build_config(method=method, r=16, alpha=32, dropout=0.05,
-                       target_modules="all-linear", output="/tmp/unused")
+    cfg = build_config(
+        method=method,
+        r=16,
+        alpha=32,
+        dropout=0.05,
+        target_modules="all-linear",
+        output="/tmp/unused",
+    )
     s = open_session(cfg, new_adapter=True, device=torch.device("cpu"), with_data=False)
     s.model.set_attn_implementation(attn)
     s.model.train()
@@ -60,7 +67,7 @@ def one(attn: str, allocator: str, method: str) -> dict:
     labels[:, : SEQ // 4] = -100
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     out = {}
-    for rep in range(2):  # the first touches every weight page; the second is measured
+    for _rep in range(2):  # the first touches every weight page; the second is measured
         trim_heap()
         before = _status("VmRSS:")
         _reset_peak()
@@ -73,10 +80,17 @@ def one(attn: str, allocator: str, method: str) -> dict:
         bwd_peak = _status("VmHWM:")
         del nll
         s.model.zero_grad(set_to_none=True)
-        out = {"attn": attn, "allocator": allocator, "method": method, "rss_before": before,
-               "saved": dict(census), "fwd_growth": fwd_end - before,
-               "fwd_peak": fwd_peak - before, "bwd_peak": bwd_peak - before,
-               **tensor_bytes(s.model)}
+        out = {
+            "attn": attn,
+            "allocator": allocator,
+            "method": method,
+            "rss_before": before,
+            "saved": dict(census),
+            "fwd_growth": fwd_end - before,
+            "fwd_peak": fwd_peak - before,
+            "bwd_peak": bwd_peak - before,
+            **tensor_bytes(s.model),
+        }
     return out
 
 
@@ -93,20 +107,36 @@ def main() -> None:
     rows = []
     for attn in ("sdpa", "eager"):
         env = dict(os.environ, HF_HUB_OFFLINE="1")
-        proc = subprocess.run([sys.executable, __file__, "--one", "--attn", attn,
-                               "--allocator", args.allocator, "--method", args.method],
-                              capture_output=True, text=True, env=env, check=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                "--attn",
+                attn,
+                "--allocator",
+                args.allocator,
+                "--method",
+                args.method,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    kinds = sorted({k for r in rows for k in r["saved"]},
-                   key=lambda k: -rows[0]["saved"].get(k, 0))
-    print(f"| part ({ROWS} x {SEQ} tokens, {args.method}, allocator {args.allocator}) | "
-          + " | ".join(f"{r['attn']} attention" for r in rows) + " |")
+    kinds = sorted({k for r in rows for k in r["saved"]}, key=lambda k: -rows[0]["saved"].get(k, 0))
+    print(
+        f"| part ({ROWS} x {SEQ} tokens, {args.method}, allocator {args.allocator}) | "
+        + " | ".join(f"{r['attn']} attention" for r in rows)
+        + " |"
+    )
     print("|---|" + "---|" * len(rows))
 
     def line(label, values):
         print(f"| {label} | " + " | ".join(f"{v / GiB:.3f} GiB" for v in values) + " |")
-    line("resident set before the step (runtime, weights, caches)",
-         [r["rss_before"] for r in rows])
+
+    line("resident set before the step (runtime, weights, caches)", [r["rss_before"] for r in rows])
     line("frozen weights (as stored)", [r["frozen weights"] for r in rows])
     line("trainable parameters", [r["trainable parameters"] for r in rows])
     for k in kinds:

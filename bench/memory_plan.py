@@ -28,12 +28,27 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = dict(max_steps=4, batch_size=8, max_length=512, max_eval_records=32,
-                exact_match_limit=8, max_new_tokens=16, save_every=0, eval_every=0,
-                progress=False)
-SMALL190 = dict(vocab_size=49152, hidden_size=1024, intermediate_size=2048,
-                num_hidden_layers=14, num_attention_heads=16, num_key_value_heads=4,
-                max_position_embeddings=2048, tie_word_embeddings=True)
+SETTINGS = dict(
+    max_steps=4,
+    batch_size=8,
+    max_length=512,
+    max_eval_records=32,
+    exact_match_limit=8,
+    max_new_tokens=16,
+    save_every=0,
+    eval_every=0,
+    progress=False,
+)
+SMALL190 = dict(
+    vocab_size=49152,
+    hidden_size=1024,
+    intermediate_size=2048,
+    num_hidden_layers=14,
+    num_attention_heads=16,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
 
 
 def small190_dir(cache: Path) -> Path:
@@ -45,11 +60,17 @@ def small190_dir(cache: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from peftlab.model.load import load_tokenizer, resolve_model_path
+
     tok = load_tokenizer(resolve_model_path(None))
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**SMALL190, pad_token_id=tok.pad_token_id,
-                                         eos_token_id=tok.eos_token_id,
-                                         bos_token_id=tok.bos_token_id))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            **SMALL190,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
+    )
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -67,23 +88,33 @@ def case_config(model: str | None, method: str, ckpt: bool, out: str) -> dict:
 def measure(cfg: dict, work: Path) -> dict:
     path = work / "config.json.yaml"
     import yaml
+
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "peftlab", "train", "--config", str(path),
-                           "--overwrite"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftlab", "train", "--config", str(path), "--overwrite"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     res = json.loads((Path(cfg["output"]) / "results.json").read_text())
     phases = res["memory_phases"]
     peak = res["peak_memory_bytes"]
     phase = next(k for k, v in phases.items() if v >= peak) if phases else "?"
-    return {"peak": peak, "phase": phase, "phases": phases,
-            "step_seconds": res["train_seconds"] / max(1, res["plan"]["total_steps"])}
+    return {
+        "peak": peak,
+        "phase": phase,
+        "phases": phases,
+        "step_seconds": res["train_seconds"] / max(1, res["plan"]["total_steps"]),
+    }
 
 
 def predict(cfg: dict) -> dict:
     from peftlab.config import build_config
     from peftlab.memory.planner import data_shape, estimate_run
+
     c = build_config(**{k: v for k, v in cfg.items() if k != "output"})
     est = estimate_run(c, data_shape(c))
     return est.to_dict()
@@ -96,11 +127,13 @@ def main() -> None:
     ap.add_argument("--ckpt", default="off,on")
     ap.add_argument("--json", help="append each case as a JSON line to this file")
     args = ap.parse_args()
-    cache = Path(os.environ.get("PEFTLAB_BENCH_CACHE", Path.home() / ".cache" /
-                                "peftlab-bench"))
+    cache = Path(os.environ.get("PEFTLAB_BENCH_CACHE", Path.home() / ".cache" / "peftlab-bench"))
     rows = []
-    print("| model | method | checkpointing | predicted peak | measured peak (phase) | "
-          "error |\n|---|---|---|---|---|---|", flush=True)
+    print(
+        "| model | method | checkpointing | predicted peak | measured peak (phase) | "
+        "error |\n|---|---|---|---|---|---|",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for model in args.models.split(","):
@@ -111,15 +144,24 @@ def main() -> None:
                     pred = predict(cfg)
                     meas = measure(cfg, work)
                     err = pred["peak_bytes"] / meas["peak"] - 1
-                    row = {"model": model, "method": method, "checkpointing": ck,
-                           "predicted": pred, "measured": meas, "error": err}
+                    row = {
+                        "model": model,
+                        "method": method,
+                        "checkpointing": ck,
+                        "predicted": pred,
+                        "measured": meas,
+                        "error": err,
+                    }
                     rows.append(row)
                     if args.json:
                         with open(args.json, "a") as f:
                             f.write(json.dumps(row) + "\n")
-                    print(f"| {model} | {method} | {ck} | {pred['peak_bytes'] / 2**30:.2f} "
-                          f"GiB ({pred['peak_phase']}) | {meas['peak'] / 2**30:.2f} GiB "
-                          f"({meas['phase']}) | {err:+.1%} |", flush=True)
+                    print(
+                        f"| {model} | {method} | {ck} | {pred['peak_bytes'] / 2**30:.2f} "
+                        f"GiB ({pred['peak_phase']}) | {meas['peak'] / 2**30:.2f} GiB "
+                        f"({meas['phase']}) | {err:+.1%} |",
+                        flush=True,
+                    )
     worst = max(abs(r["error"]) for r in rows)
     print(f"\n{len(rows)} cases; largest error {worst:.1%}")
 

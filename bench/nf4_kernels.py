@@ -32,7 +32,7 @@ SHAPES = {"191M ffn (2048x1024)": (2048, 1024), "7B ffn (14336x4096)": (14336, 4
 
 
 def nibble(q, dtype):
-    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).view(-1)[:q.numel].long()
+    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).view(-1)[: q.numel].long()
     vals = nf4_levels()[codes].view(-1, q.blocksize)
     return (vals * block_absmax(q)[:, None]).to(dtype).view(q.shape)
 
@@ -41,6 +41,7 @@ def compiled_fn():
     def core(packed, absmax, levels, dtype: torch.dtype):
         hi, lo = levels[(packed >> 4).long()], levels[(packed & 15).long()]
         return (torch.stack([hi, lo], -1).view(-1, 64) * absmax[:, None]).to(dtype)
+
     return torch.compile(core, dynamic=True)
 
 
@@ -61,29 +62,32 @@ def main() -> None:
     comp = compiled_fn() if args.compile else None
     print("| shape | dtype | kernel | weights/s median (min–max) |\n|---|---|---|---|")
     for label, shape in SHAPES.items():
-        q = quantize_nf4(torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-                         * 0.02)
+        q = quantize_nf4(torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 0.02)
         for dtype in (torch.float32, torch.bfloat16):
             ref = dequantize_nf4(q, dtype)
             buf = kernels.workspace(q.shape, dtype, torch.device("cpu"))
-            cands = {"nibble": lambda: nibble(q, dtype),
-                     "pairs": lambda: dequantize_nf4(q, dtype),
-                     "pairs+buffer": lambda: dequantize_nf4(q, dtype, out=buf)}
+            cands = {
+                "nibble": lambda: nibble(q, dtype),
+                "pairs": lambda: dequantize_nf4(q, dtype),
+                "pairs+buffer": lambda: dequantize_nf4(q, dtype, out=buf),
+            }
             if kernels.resolve_kernel("bitsandbytes", torch.device("cpu")) == "bitsandbytes":
                 cands["bitsandbytes+buffer"] = lambda: kernels.dequantize(
-                    q, dtype, "bitsandbytes", out=buf)
+                    q, dtype, "bitsandbytes", out=buf
+                )
             if comp is not None:
                 t0 = time.perf_counter()
                 comp(q.packed, block_absmax(q), nf4_levels(), dtype)
                 print(f"(compile, first call: {time.perf_counter() - t0:.1f} s)")
-                cands["compiled"] = lambda: comp(q.packed, block_absmax(q), nf4_levels(),
-                                                 dtype)
+                cands["compiled"] = lambda: comp(q.packed, block_absmax(q), nf4_levels(), dtype)
             for name, fn in cands.items():
                 assert torch.equal(fn().reshape(q.shape), ref), name
                 rates = [q.numel / t / 1e6 for t in timed(fn)]
-                print(f"| {label} | {str(dtype).split('.')[1]} | {name} | "
-                      f"{statistics.median(rates):.0f} M ({min(rates):.0f}–{max(rates):.0f}) |",
-                      flush=True)
+                print(
+                    f"| {label} | {str(dtype).split('.')[1]} | {name} | "
+                    f"{statistics.median(rates):.0f} M ({min(rates):.0f}–{max(rates):.0f}) |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,16 @@ from types import SimpleNamespace
 
 import torch
 
-LLAMA_191M = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2048,
-                  num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=16,
-                  max_position_embeddings=512, tie_word_embeddings=False)
+LLAMA_191M = dict(
+    vocab_size=32000,
+    hidden_size=1024,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+)
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -60,15 +67,17 @@ def matmul_peak(dtype: torch.dtype, shapes) -> tuple[float, str]:
 def build(model_name: str):
     from peftlab.methods import get_method
     from peftlab.model.inject import inject
+
     if model_name == "smollm2-135m":
         from peftlab.model.load import load_base
+
         model, _, _ = load_base(None)
     else:
         from transformers import LlamaConfig, LlamaForCausalLM
+
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(**LLAMA_191M))
-    inject(model, get_method("lora", r=16, alpha=32, dropout=0.0,
-                             target_modules="all-linear"))
+    inject(model, get_method("lora", r=16, alpha=32, dropout=0.0, target_modules="all-linear"))
     model.config.use_cache = False
     return model
 
@@ -77,8 +86,11 @@ def step_flops(model, batch: int, seq: int) -> float:
     c = model.config
     # Frozen matmul weights: every nn.Linear (the projections inside adapter layers and
     # the output head, tied to the embedding or not); the adapter's: its trainable ones.
-    base = sum(m.weight.numel() for m in model.modules()
-               if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad)
+    base = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad
+    )
     adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tokens = batch * seq
     d = c.num_attention_heads * (c.hidden_size // c.num_attention_heads)
@@ -91,15 +103,18 @@ def lora_step_rate(model_name: str, precision: str, batch: int, seq: int, steps:
 
     from peftlab.methods import get_method
     from peftlab.training.loss import LossOptions
+
     train_mod = importlib.import_module("peftlab.training.loop")
     model = build(model_name).train()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, model.config.vocab_size, (batch, seq), generator=g)
     b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" \
+    ac = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if precision == "bf16"
         else contextlib.nullcontext
-    s = SimpleNamespace(device=torch.device("cpu"), autocast=lambda: ac,
-                        loss_options=LossOptions())
+    )
+    s = SimpleNamespace(device=torch.device("cpu"), autocast=lambda: ac, loss_options=LossOptions())
     acc = Accelerator(cpu=True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -122,26 +137,40 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     threads = torch.get_num_threads()
-    shapes = [(2048, 2048, 2048), (4096, 4096, 4096), (a.batch * a.seq, 576, 1536),
-              (a.batch * a.seq, 1024, 2048)]
+    shapes = [
+        (2048, 2048, 2048),
+        (4096, 4096, 4096),
+        (a.batch * a.seq, 576, 1536),
+        (a.batch * a.seq, 1024, 2048),
+    ]
     peaks = {}
     for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peaks[name], where = matmul_peak(dt, shapes)
-        print(f"peak {name}: {peaks[name]:.0f} GFLOP/s ({where}, {threads} threads)",
-              file=sys.stderr, flush=True)
-    rows = ["| model | precision | step (median, min-max) | model TFLOP/step | achieved "
-            "GFLOP/s | matmul peak | MFU |", "|---|---|---|---|---|---|---|"]
+        print(
+            f"peak {name}: {peaks[name]:.0f} GFLOP/s ({where}, {threads} threads)",
+            file=sys.stderr,
+            flush=True,
+        )
+    rows = [
+        "| model | precision | step (median, min-max) | model TFLOP/step | achieved "
+        "GFLOP/s | matmul peak | MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model_name in ("smollm2-135m", "llama-191m"):
         for prec in ("fp32", "bf16"):
             flops, t = lora_step_rate(model_name, prec, a.batch, a.seq, a.steps)
             med = statistics.median(t)
             rate = flops / med / 1e9
-            rows.append(f"| {model_name} | {prec} | {med:.2f} s ({min(t):.2f}-{max(t):.2f}) "
-                        f"| {flops / 1e12:.2f} | {rate:.0f} | {peaks[prec]:.0f} | "
-                        f"{rate / peaks[prec]:.0%} |")
+            rows.append(
+                f"| {model_name} | {prec} | {med:.2f} s ({min(t):.2f}-{max(t):.2f}) "
+                f"| {flops / 1e12:.2f} | {rate:.0f} | {peaks[prec]:.0f} | "
+                f"{rate / peaks[prec]:.0%} |"
+            )
             print(rows[-1], file=sys.stderr, flush=True)
-    print(f"\nbatch {a.batch} x {a.seq} tokens, LoRA r=16 all-linear, {threads} threads, "
-          f"torch {torch.__version__}\n")
+    print(
+        f"\nbatch {a.batch} x {a.seq} tokens, LoRA r=16 all-linear, {threads} threads, "
+        f"torch {torch.__version__}\n"
+    )
     print("\n".join(rows))
 
 

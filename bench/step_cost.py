@@ -23,53 +23,111 @@ import subprocess
 import sys
 import time
 
-SHAPE = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2048,
-             num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=16,
-             max_position_embeddings=512, tie_word_embeddings=False)
+SHAPE = dict(
+    vocab_size=32000,
+    hidden_size=1024,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+)
 BATCH, SEQ = 4, 256
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Same options on both sides (peft's names on the right).
 OPTIONS = {
-    "lora": ({"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ALL_LINEAR},
-             {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-              "target_modules": ALL_LINEAR}),
-    "dora": ({"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ALL_LINEAR},
-             {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-              "target_modules": ALL_LINEAR, "use_dora": True}),
-    "ia3": ({}, {"peft_type": "IA3", "target_modules": ["k_proj", "v_proj", "down_proj"],
-                 "feedforward_modules": ["down_proj"]}),
-    "adalora": ({"init_r": 16, "target_r": 8, "alpha": 32, "dropout": 0.0,
-                 "target_modules": ALL_LINEAR, "tinit": 0, "tfinal": 0, "deltaT": 1},
-                {"peft_type": "ADALORA", "init_r": 16, "target_r": 8, "lora_alpha": 32,
-                 "lora_dropout": 0.0, "target_modules": ALL_LINEAR, "tinit": 0,
-                 "tfinal": 0, "deltaT": 1, "total_step": 1000}),
+    "lora": (
+        {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ALL_LINEAR},
+        {
+            "peft_type": "LORA",
+            "r": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "target_modules": ALL_LINEAR,
+        },
+    ),
+    "dora": (
+        {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ALL_LINEAR},
+        {
+            "peft_type": "LORA",
+            "r": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "target_modules": ALL_LINEAR,
+            "use_dora": True,
+        },
+    ),
+    "ia3": (
+        {},
+        {
+            "peft_type": "IA3",
+            "target_modules": ["k_proj", "v_proj", "down_proj"],
+            "feedforward_modules": ["down_proj"],
+        },
+    ),
+    "adalora": (
+        {
+            "init_r": 16,
+            "target_r": 8,
+            "alpha": 32,
+            "dropout": 0.0,
+            "target_modules": ALL_LINEAR,
+            "tinit": 0,
+            "tfinal": 0,
+            "deltaT": 1,
+        },
+        {
+            "peft_type": "ADALORA",
+            "init_r": 16,
+            "target_r": 8,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "target_modules": ALL_LINEAR,
+            "tinit": 0,
+            "tfinal": 0,
+            "deltaT": 1,
+            "total_step": 1000,
+        },
+    ),
 }
 
 
 def peak_rss_bytes() -> int:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def build_model():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(**SHAPE)).train()
 
 
-def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu",
-            batch: int = BATCH, seq: int = SEQ) -> dict:
+def run_one(
+    method: str,
+    impl: str,
+    steps: int,
+    warmup: int,
+    device: str = "cpu",
+    batch: int = BATCH,
+    seq: int = SEQ,
+) -> dict:
     """One configuration in this process: returns times and peak memory."""
     import contextlib
 
     import torch
+
     ours, theirs = OPTIONS[method]
     model = build_model().to(device)
     if impl == "peftlab":
         from peftlab.methods import get_method
         from peftlab.model.inject import inject
         from peftlab.training.plan import Plan
+
         m = get_method(method, **ours)
         inject(model, m)
         plan = Plan(batch, 1, 10**6, 10**6, 1000, 0)
@@ -77,11 +135,16 @@ def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu"
         hook = lambda step: m.on_step_end(model, step, plan)  # noqa: E731
     else:
         import peft
-        model = peft.get_peft_model(model, peft.get_peft_config({**theirs,
-                                                                 "task_type": "CAUSAL_LM"}))
+
+        model = peft.get_peft_model(
+            model, peft.get_peft_config({**theirs, "task_type": "CAUSAL_LM"})
+        )
         extra = lambda: None  # noqa: E731  (peft adds AdaLoRA's orth loss in forward)
-        hook = (lambda step: model.base_model.update_and_allocate(step)) \
-            if method == "adalora" else (lambda step: None)
+        hook = (
+            (lambda step: model.base_model.update_and_allocate(step))
+            if method == "adalora"
+            else (lambda step: None)
+        )
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -89,8 +152,9 @@ def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu"
     ids = torch.randint(0, SHAPE["vocab_size"], (batch, seq), generator=g).to(device)
     cuda = device.startswith("cuda")
     # CPU: fp32 as the issue asks. GPU: bf16 autocast, the setting people train with there.
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda \
-        else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    )
     times = []
     for step in range(warmup + steps):
         if cuda:
@@ -110,17 +174,40 @@ def run_one(method: str, impl: str, steps: int, warmup: int, device: str = "cpu"
         if step >= warmup:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
-    return {"method": method, "impl": impl, "times": times, "peak_rss": peak,
-            "device": device, "batch": batch, "seq": seq,
-            "trainable": sum(p.numel() for p in params), "threads": torch.get_num_threads()}
+    return {
+        "method": method,
+        "impl": impl,
+        "times": times,
+        "peak_rss": peak,
+        "device": device,
+        "batch": batch,
+        "seq": seq,
+        "trainable": sum(p.numel() for p in params),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def spawn(method: str, impl: str, a) -> dict:
-    cmd = [sys.executable, __file__, "--one", method, impl, "--steps", str(a.steps),
-           "--warmup", str(a.warmup), "--device", a.device, "--batch", str(a.batch),
-           "--seq", str(a.seq)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                                                 "HF_HUB_OFFLINE": "1"})
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        method,
+        impl,
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--device",
+        a.device,
+        "--batch",
+        str(a.batch),
+        "--seq",
+        str(a.seq),
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     if out.returncode != 0:
         return {"method": method, "impl": impl, "error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -130,8 +217,10 @@ def fmt(r: dict) -> tuple[str, str]:
     if "error" in r:
         return "failed", r["error"][:60]
     t = r["times"]
-    return (f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})",
-            f"{r['peak_rss'] / 2**30:.2f} GiB")
+    return (
+        f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})",
+        f"{r['peak_rss'] / 2**30:.2f} GiB",
+    )
 
 
 def main() -> None:
@@ -145,8 +234,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=SEQ)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(run_one(a.one[0], a.one[1], a.steps, a.warmup, a.device, a.batch,
-                                 a.seq)))
+        print(json.dumps(run_one(a.one[0], a.one[1], a.steps, a.warmup, a.device, a.batch, a.seq)))
         return
     rows = []
     for method in a.methods.split(","):
@@ -156,10 +244,14 @@ def main() -> None:
         rows.append((method, res))
         print(json.dumps(res), file=sys.stderr, flush=True)
     what = "peak GPU memory allocated" if a.device.startswith("cuda") else "peak RSS"
-    print(f"device {a.device}, batch {a.batch} x {a.seq} tokens, {a.steps} timed steps after "
-          f"{a.warmup} warm-up; memory = {what}\n")
-    print("| method | trainable | peftlab step | peft step | time ratio | peftlab peak "
-          "| peft peak | memory ratio |")
+    print(
+        f"device {a.device}, batch {a.batch} x {a.seq} tokens, {a.steps} timed steps after "
+        f"{a.warmup} warm-up; memory = {what}\n"
+    )
+    print(
+        "| method | trainable | peftlab step | peft step | time ratio | peftlab peak "
+        "| peft peak | memory ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for method, res in rows:
         ours, theirs = res["peftlab"], res["peft"]
@@ -167,8 +259,10 @@ def main() -> None:
         if "error" not in ours and "error" not in theirs:
             ratio_t = f"{statistics.median(ours['times']) / statistics.median(theirs['times']):.2f}"
             ratio_m = f"{ours['peak_rss'] / theirs['peak_rss']:.2f}"
-        print(f"| {method} | {ours.get('trainable', '-'):,} | {fmt(ours)[0]} | "
-              f"{fmt(theirs)[0]} | {ratio_t} | {fmt(ours)[1]} | {fmt(theirs)[1]} | {ratio_m} |")
+        print(
+            f"| {method} | {ours.get('trainable', '-'):,} | {fmt(ours)[0]} | "
+            f"{fmt(theirs)[0]} | {ratio_t} | {fmt(ours)[1]} | {fmt(theirs)[1]} | {ratio_m} |"
+        )
 
 
 if __name__ == "__main__":

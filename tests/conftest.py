@@ -12,9 +12,17 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 TINY = dict(
-    vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
 )
 
 
@@ -40,16 +48,23 @@ def tiny_inputs():
 def write_toy_dataset(path, n: int = 48, bad: int = 0) -> str:
     """A learnable Alpaca-format .json file: copy a word, some records with input."""
     import json
+
     words = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "orbit"]
     recs = []
     for i in range(n):
         w = words[i % len(words)]
         if i % 3 == 0:
-            recs.append({"instruction": "Repeat the input word.", "input": w, "output": w,
-                         "exact": True})
+            recs.append(
+                {"instruction": "Repeat the input word.", "input": w, "output": w, "exact": True}
+            )
         else:
-            recs.append({"instruction": f"Say the word {w} {1 + i % 4} times.", "input": "",
-                         "output": " ".join([w] * (1 + i % 4))})
+            recs.append(
+                {
+                    "instruction": f"Say the word {w} {1 + i % 4} times.",
+                    "input": "",
+                    "output": " ".join([w] * (1 + i % 4)),
+                }
+            )
     for j in range(bad):
         recs.insert(5 + j, {"instruction": "", "output": "x"})
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
@@ -61,6 +76,7 @@ def write_toy_dataset(path, n: int = 48, bad: int = 0) -> str:
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
     from peftlab.model.load import load_tokenizer, resolve_model_path
+
     return load_tokenizer(resolve_model_path(None))
 
 
@@ -69,8 +85,12 @@ def tiny_model_dir(tmp_path_factory, embedded_tokenizer):
     """A tiny random Llama with the embedded model's tokenizer, saved as a model dir."""
     d = tmp_path_factory.mktemp("tiny-llama")
     tok = embedded_tokenizer
-    model = make_tiny_llama(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                            eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    model = make_tiny_llama(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)

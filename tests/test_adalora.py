@@ -9,9 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_tiny_llama, write_toy_dataset
 from safetensors.torch import load_file
-from test_train import train_interrupted_after
 
 from peftlab import build_config, train
 from peftlab.formats.peft import load_adapter_into, save_adapter
@@ -20,6 +18,9 @@ from peftlab.methods.adalora import FACTORS, AdaLoraLinear
 from peftlab.methods.adalora_alloc import Schedule, keep_masks
 from peftlab.model.inject import adapter_layers, adapter_state, inject
 from peftlab.training.checkpoint import list_checkpoints
+from test_train import train_interrupted_after
+
+from conftest import make_tiny_llama, write_toy_dataset
 
 peft = pytest.importorskip("peft")
 train_mod = importlib.import_module("peftlab.training.loop")
@@ -33,17 +34,24 @@ def peft_adalora(total=TOTAL, **kw):
     opts = {**SCHED, **kw}
     # task_type matters: without it peft returns a plain PeftModel whose forward skips
     # AdaLoraModel.forward, i.e. silently drops the orthogonality term.
-    cfg = peft.AdaLoraConfig(task_type="CAUSAL_LM", lora_alpha=8, lora_dropout=0.0,
-                             target_modules=PROJ,
-                             total_step=total, orth_reg_weight=0.5, **opts)
+    cfg = peft.AdaLoraConfig(
+        task_type="CAUSAL_LM",
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=PROJ,
+        total_step=total,
+        orth_reg_weight=0.5,
+        **opts,
+    )
     return peft.get_peft_model(make_tiny_llama(), cfg)
 
 
 def ours_like(theirs):
     """A peftlab AdaLoRA model with exactly the weights of peft model ``theirs``."""
     model = make_tiny_llama()
-    method = get_method("adalora", alpha=8, dropout=0.0, target_modules=PROJ,
-                        orth_reg_weight=0.5, **SCHED)
+    method = get_method(
+        "adalora", alpha=8, dropout=0.0, target_modules=PROJ, orth_reg_weight=0.5, **SCHED
+    )
     inject(model, method)
     params = dict(theirs.named_parameters())
     with torch.no_grad():
@@ -87,13 +95,25 @@ def test_schedule_without_budgeting_phase_names_numbers():
     model = make_tiny_llama()
     method = get_method("adalora", init_r=4, target_r=2, tinit=6, tfinal=4)
     inject(model, method)
-    with pytest.raises(ValueError, match=r"tinit \(6\) \+ tfinal \(4\) = 10 .* total steps "
-                                         r"\(10\).*Lower tinit"):
+    with pytest.raises(
+        ValueError,
+        match=r"tinit \(6\) \+ tfinal \(4\) = 10 .* total steps "
+        r"\(10\).*Lower tinit",
+    ):
         method.on_step_end(model, 1, SimpleNamespace(total_steps=10))
 
 
-@pytest.mark.parametrize("bad", [dict(target_r=13), dict(beta1=1.0), dict(deltaT=0),
-                                 dict(init_r=0), dict(orth_reg_weight=-1.0), dict(alpha=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(target_r=13),
+        dict(beta1=1.0),
+        dict(deltaT=0),
+        dict(init_r=0),
+        dict(orth_reg_weight=-1.0),
+        dict(alpha=0),
+    ],
+)
 def test_bad_options_are_rejected(bad):
     with pytest.raises(ValueError, match="AdaLoRA"):
         get_method("adalora", **bad)
@@ -104,7 +124,7 @@ def test_orthogonality_term_equals_peft():
     ours, method = ours_like(theirs)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():  # non-trivial P, Q, Λ in both
-        for name, layer in adapter_layers(ours):
+        for _name, layer in adapter_layers(ours):
             for f in FACTORS:
                 getattr(layer, f).add_(torch.randn(getattr(layer, f).shape, generator=g) * 0.3)
         _copy_ours_into_peft(ours, theirs)
@@ -162,8 +182,11 @@ def test_allocator_keeps_the_same_ranks_as_peft(tmp_path):
                 theirs_p = params[f"base_model.model.{name}.{f}.default"]
                 assert torch.equal(getattr(layer, f), theirs_p), (step, name, f)
         theirs_pattern = _peft_patterns(theirs)
-        ours_pattern = {n: l.rank_pattern() for n, l in adapter_layers(ours)
-                        if l.rank_pattern() is not None}
+        ours_pattern = {
+            n: lay.rank_pattern()
+            for n, lay in adapter_layers(ours)
+            if lay.rank_pattern() is not None
+        }
         assert ours_pattern == theirs_pattern, step
         if metrics:
             assert metrics["adalora_ranks"] == {n: sum(p) for n, p in theirs_pattern.items()}
@@ -207,7 +230,7 @@ def _check_cross_loading(ours, theirs, tmp_path):
     load_adapter_into(ours_loaded, tmp_path / "theirs")
     assert (logits(ours_loaded, inputs) - ref).abs().max() <= 1e-5
     # loaded at the kept ranks, and a re-save writes the same adapter again
-    ranks = {n: l.r for n, l in adapter_layers(ours_loaded)}
+    ranks = {n: lay.r for n, lay in adapter_layers(ours_loaded)}
     assert ranks == {k[: -len(".lora_E")]: sum(v) for k, v in cfg_t["rank_pattern"].items()}
     save_adapter(ours_loaded, tmp_path / "again")
     cfg_a = json.loads((tmp_path / "again" / "adapter_config.json").read_text())
@@ -218,8 +241,12 @@ def _check_cross_loading(ours, theirs, tmp_path):
 
 def test_layer_cut_to_rank_zero_round_trips(tmp_path):
     model = make_tiny_llama()
-    inject(model, get_method("adalora", init_r=3, target_r=1, dropout=0.0,
-                             target_modules=["q_proj", "v_proj"]))
+    inject(
+        model,
+        get_method(
+            "adalora", init_r=3, target_r=1, dropout=0.0, target_modules=["q_proj", "v_proj"]
+        ),
+    )
     g = torch.Generator().manual_seed(2)
     layers = dict(adapter_layers(model))
     with torch.no_grad():
@@ -263,12 +290,32 @@ def test_state_tensors_round_trip():
 
 # -- training end to end -----------------------------------------------------------------
 
+
 def ada_config(tmp_path, model_dir, **kw):
     data = write_toy_dataset(tmp_path / "toy.json")
-    base = dict(model=model_dir, dataset=data, output=str(tmp_path / "run"), method="adalora",
-                max_steps=20, batch_size=4, lr=2e-2, init_r=4, target_r=2, tinit=3, tfinal=5,
-                deltaT=2, alpha=8, dropout=0.0, mixed_precision="no", save_every=0,
-                exact_match_limit=2, max_new_tokens=4, progress=False, max_length=64, seed=11)
+    base = dict(
+        model=model_dir,
+        dataset=data,
+        output=str(tmp_path / "run"),
+        method="adalora",
+        max_steps=20,
+        batch_size=4,
+        lr=2e-2,
+        init_r=4,
+        target_r=2,
+        tinit=3,
+        tfinal=5,
+        deltaT=2,
+        alpha=8,
+        dropout=0.0,
+        mixed_precision="no",
+        save_every=0,
+        exact_match_limit=2,
+        max_new_tokens=4,
+        progress=False,
+        max_length=64,
+        seed=11,
+    )
     base.update(kw)
     return build_config(**base)
 
@@ -301,11 +348,13 @@ def test_training_shrinks_ranks_and_saves_cut_adapter(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     import peftlab
+
     ours = peftlab.load_adapter(run, model=tiny_model_dir)
     inputs = batch(0)
     ref = logits(ours, inputs)
     theirs = peft.PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), run).eval()
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), run
+    ).eval()
     assert (logits(theirs, inputs) - ref).abs().max() <= 1e-5
     # cutting lost nothing: the full-rank weights of the last checkpoint give the same model
     full = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

@@ -21,8 +21,7 @@ NAMED = re.compile(r"`([\w./-]+\.py)`")
 
 
 def modules() -> set[str]:
-    return {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
-            if p.name != "__init__.py"}
+    return {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py") if p.name != "__init__.py"}
 
 
 def named() -> set[str]:
@@ -31,13 +30,18 @@ def named() -> set[str]:
 
 def test_every_module_is_named():
     missing = sorted(modules() - named())
-    assert not missing, (f"ARCHITECTURE.md does not name these modules of src/peftlab "
-                         f"(add each, as `part/file.py`, to its part's table): {missing}")
+    assert not missing, (
+        f"ARCHITECTURE.md does not name these modules of src/peftlab "
+        f"(add each, as `part/file.py`, to its part's table): {missing}"
+    )
 
 
 def test_every_named_module_exists():
-    gone = sorted(n for n in named()
-                  if not ((ROOT / n) if n.startswith(REPO_DIRS) else (PKG / n)).is_file())
-    assert not gone, (f"ARCHITECTURE.md names files that do not exist (paths are relative "
-                      f"to src/peftlab/, or to the repository for tests/, bench/, tools/): "
-                      f"{gone}")
+    gone = sorted(
+        n for n in named() if not ((ROOT / n) if n.startswith(REPO_DIRS) else (PKG / n)).is_file()
+    )
+    assert not gone, (
+        f"ARCHITECTURE.md names files that do not exist (paths are relative "
+        f"to src/peftlab/, or to the repository for tests/, bench/, tools/): "
+        f"{gone}"
+    )

@@ -19,18 +19,28 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
-from helpers.dataset_checks import (BUNDLED, TOOLS, assert_categories, assert_same_files,
-                                    assert_short_answer, assert_unique_and_disjoint,
-                                    is_prime, share, split_fixtures, tools_module)
+
+from helpers.dataset_checks import (
+    BUNDLED,
+    TOOLS,
+    assert_categories,
+    assert_same_files,
+    assert_short_answer,
+    assert_unique_and_disjoint,
+    is_prime,
+    share,
+    split_fixtures,
+    tools_module,
+)
 
 BUILD_SCRIPT = TOOLS / "build_chat_dataset.py"
 FILES = ("chat_train.jsonl", "chat_eval.jsonl", "CHAT.md")
 
 KEYS = ["messages", "category", "exact"]
-CATEGORIES = {"small_talk", "facts", "math", "memory", "rewrite", "advice", "classify",
-              "persona"}
-CUE = re.compile(r"\b(only|just the|one word|two words|answer with|reply with|yes or no)\b",
-                 re.IGNORECASE)
+CATEGORIES = {"small_talk", "facts", "math", "memory", "rewrite", "advice", "classify", "persona"}
+CUE = re.compile(
+    r"\b(only|just the|one word|two words|answer with|reply with|yes or no)\b", re.IGNORECASE
+)
 
 train, evals, every = split_fixtures("chat_train.jsonl", "chat_eval.jsonl")
 evaluate = tools_module("dataset_src.math_check").evaluate
@@ -112,20 +122,37 @@ def test_no_duplicates_and_no_overlap(train, evals):
 # ------------------------------------------------------------------ math re-check
 # Sizes in a base unit per dimension (not the generator's factor table).
 UNITS = {
-    "seconds": ("time", 1), "minutes": ("time", 60), "hours": ("time", 3600),
-    "days": ("time", 86400), "weeks": ("time", 604800),
-    "millimeters": ("length", 1), "centimeters": ("length", 10), "meters": ("length", 1000),
+    "seconds": ("time", 1),
+    "minutes": ("time", 60),
+    "hours": ("time", 3600),
+    "days": ("time", 86400),
+    "weeks": ("time", 604800),
+    "millimeters": ("length", 1),
+    "centimeters": ("length", 10),
+    "meters": ("length", 1000),
     "kilometers": ("length", 1000000),
-    "inches": ("imperial", 1), "feet": ("imperial", 12), "yards": ("imperial", 36),
-    "grams": ("mass", 1), "kilograms": ("mass", 1000),
-    "milliliters": ("volume", 1), "liters": ("volume", 1000),
-    "months": ("calendar", 1), "years": ("calendar", 12),
+    "inches": ("imperial", 1),
+    "feet": ("imperial", 12),
+    "yards": ("imperial", 36),
+    "grams": ("mass", 1),
+    "kilograms": ("mass", 1000),
+    "milliliters": ("volume", 1),
+    "liters": ("volume", 1000),
+    "months": ("calendar", 1),
+    "years": ("calendar", 12),
 }
-NUMBER_CUES = ("Give only the number.", "Answer with just the number.",
-               "Reply with the number only.")
+NUMBER_CUES = (
+    "Give only the number.",
+    "Answer with just the number.",
+    "Reply with the number only.",
+)
 WORK = "Show your work."
-WORD_OPS = {"plus": operator.add, "minus": operator.sub, "times": operator.mul,
-            "divided by": operator.truediv}
+WORD_OPS = {
+    "plus": operator.add,
+    "minus": operator.sub,
+    "times": operator.mul,
+    "divided by": operator.truediv,
+}
 STEP = re.compile(r"(\d+(?: [x+\-/] \d+)+) = (\d+)")
 
 
@@ -166,8 +193,10 @@ def _step(question: str, state: dict) -> Fraction:
         return value
 
     rules = [
-        (r"What is (\d+) (plus|minus|times|divided by) (\d+)\?",
-         lambda a, op, b: WORD_OPS[op](F(int(a)), F(int(b)))),
+        (
+            r"What is (\d+) (plus|minus|times|divided by) (\d+)\?",
+            lambda a, op, b: WORD_OPS[op](F(int(a)), F(int(b))),
+        ),
         (r"What is (\d+(?: [+\-x/] \d+)+)\?", _evaluate),
         (r"Add (\d+) to that\.", lambda n: v + int(n)),
         (r"Now subtract (\d+)\.", lambda n: v - int(n)),
@@ -178,15 +207,21 @@ def _step(question: str, state: dict) -> Fraction:
         (r"I have (\d+) ([a-z]+)\.", have),
         (r"I (?:buy|find) (\d+) more\. How many ([a-z]+) do I have now\?", more),
         (r"I give (\d+) to a friend\. How many ([a-z]+) do I have left\?", fewer),
-        (r"I share them equally among (\d+) friends\. How many does each friend get\?",
-         lambda k: v / int(k)),
+        (
+            r"I share them equally among (\d+) friends\. How many does each friend get\?",
+            lambda k: v / int(k),
+        ),
         (r"How many ([a-z]+) are in (\d+) ([a-z]+)\?", how_many),
         (r"Now convert that to ([a-z]+)\.", convert_that),
-        (r"One ([a-z]+) costs (\d+) dollars\. How much do (\d+) ([a-z]+) cost\?",
-         lambda _one, p, k, _many: F(int(p) * int(k))),
+        (
+            r"One ([a-z]+) costs (\d+) dollars\. How much do (\d+) ([a-z]+) cost\?",
+            lambda _one, p, k, _many: F(int(p) * int(k)),
+        ),
         (r"I pay with a (\d+) dollar bill\. How much change do I get\?", lambda b: int(b) - v),
-        (r"A box holds (\d+) ([a-z]+)\. How many \2 are in (\d+) boxes\?",
-         lambda a, _items, b: F(int(a) * int(b))),
+        (
+            r"A box holds (\d+) ([a-z]+)\. How many \2 are in (\d+) boxes\?",
+            lambda a, _items, b: F(int(a) * int(b)),
+        ),
     ]
     hits = [(m, fn) for pat, fn in rules if (m := re.fullmatch(pat, question))]
     if len(hits) != 1:
@@ -234,16 +269,26 @@ def test_math_answers_recomputed(every):
 
 def test_math_checker_catches_wrong_answers():
     def conv(*turns):
-        return {"messages": [{"role": role, "content": c} for u, a in turns
-                             for role, c in (("user", u), ("assistant", a))],
-                "category": "math", "exact": True}
+        return {
+            "messages": [
+                {"role": role, "content": c}
+                for u, a in turns
+                for role, c in (("user", u), ("assistant", a))
+            ],
+            "category": "math",
+            "exact": True,
+        }
 
     hours = ("How many minutes are in 3 hours? Give only the number.", "180")
     check_math(conv(hours, ("Now convert that to seconds. Give only the number.", "10800")))
     with pytest.raises(ValueError):
         check_math(conv(hours, ("Now convert that to seconds. Give only the number.", "1080")))
     with pytest.raises(ValueError):  # the unit comes from the earlier turn
-        check_math(conv(("Now convert that to seconds. Give only the number.", "180"),))
+        check_math(
+            conv(
+                ("Now convert that to seconds. Give only the number.", "180"),
+            )
+        )
 
     shells = ("I have 12 shells.", "Okay, you have 12 shells.")
     left = "I give 5 to a friend. How many shells do I have left? Give only the number."
@@ -296,8 +341,10 @@ def test_system_prompts_shape_the_replies(every):
         ("Answer in one short sentence", lambda t: len(re.findall(r"[.!?](?:\s|$)", t)) == 1),
         ("Keep every reply under ten words", lambda t: len(t.split()) < 10),
         ("with only yes or no", lambda t: t in ("yes", "no")),
-        ("numbered list of exactly three", lambda t: re.fullmatch(
-            r"1\. [^\n]+\n2\. [^\n]+\n3\. [^\n]+", t)),
+        (
+            "numbered list of exactly three",
+            lambda t: re.fullmatch(r"1\. [^\n]+\n2\. [^\n]+\n3\. [^\n]+", t),
+        ),
     ]
     for phrase, ok in rules:
         convs = [r for r in every if phrase in (_system(r) or "")]
@@ -318,13 +365,21 @@ def test_dataset_card(every, train, evals):
 
 def test_files_match_build_script(tmp_path):
     out = tmp_path / "fresh"
-    subprocess.run([sys.executable, str(BUILD_SCRIPT), "--out-dir", str(out)], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--out-dir", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert_same_files(out, FILES, "tools/build_chat_dataset.py")
     # --check notices a stale file.
     stale = tmp_path / "stale"
     shutil.copytree(out, stale)
     (stale / "chat_eval.jsonl").write_text("{}\n", encoding="utf-8")
-    res = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--check", "--out-dir", str(stale)],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--check", "--out-dir", str(stale)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1 and "chat_eval.jsonl" in res.stdout

@@ -10,13 +10,29 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers.dataset_checks import (assert_categories, assert_same_files,
-                                    assert_short_answer, assert_unique_and_disjoint,
-                                    is_prime, share, split_fixtures, tools_module)
+
+from helpers.dataset_checks import (
+    assert_categories,
+    assert_same_files,
+    assert_short_answer,
+    assert_unique_and_disjoint,
+    is_prime,
+    share,
+    split_fixtures,
+    tools_module,
+)
 
 KEYS = ["instruction", "input", "output", "category", "exact"]
-CATEGORIES = {"rewrite", "classify", "extract", "summarize", "brainstorm", "explain",
-              "open_qa", "math"}
+CATEGORIES = {
+    "rewrite",
+    "classify",
+    "extract",
+    "summarize",
+    "brainstorm",
+    "explain",
+    "open_qa",
+    "math",
+}
 
 train, evals, every = split_fixtures("train.jsonl", "eval.jsonl")
 check_record = tools_module("dataset_src.math_check").check_record
@@ -81,15 +97,23 @@ def test_math_answers_recheck(every):
 
 
 def test_math_checker_catches_wrong_answers():
-    good = {"instruction": "What is 12 times 13? Give only the number.", "input": "",
-            "output": "156", "category": "math", "exact": True}
+    good = {
+        "instruction": "What is 12 times 13? Give only the number.",
+        "input": "",
+        "output": "156",
+        "category": "math",
+        "exact": True,
+    }
     check_record(good)
     with pytest.raises(ValueError):
         check_record({**good, "output": "155"})
-    worked = {"instruction": "Solve the problem and briefly show your work.",
-              "input": "A shop sells pens for 3 dollars each. How much do 7 pens cost?",
-              "output": "7 x 3 = 21, so the pens cost 21 dollars.",
-              "category": "math", "exact": False}
+    worked = {
+        "instruction": "Solve the problem and briefly show your work.",
+        "input": "A shop sells pens for 3 dollars each. How much do 7 pens cost?",
+        "output": "7 x 3 = 21, so the pens cost 21 dollars.",
+        "category": "math",
+        "exact": False,
+    }
     check_record(worked)
     with pytest.raises(ValueError):
         check_record({**worked, "output": "7 x 3 = 24, so the pens cost 24 dollars."})
@@ -113,5 +137,6 @@ def test_exact_extractions_come_from_the_input(every):
 def test_files_match_build_script(tmp_path):
     script = tools_module("build_dataset")
     tools_module("dataset_common").build(script, tmp_path)
-    assert_same_files(tmp_path, ("train.jsonl", "eval.jsonl", "README.md"),
-                      "tools/build_dataset.py")
+    assert_same_files(
+        tmp_path, ("train.jsonl", "eval.jsonl", "README.md"), "tools/build_dataset.py"
+    )

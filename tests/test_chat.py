@@ -29,7 +29,8 @@ CHATML_MARKED = (
     "{% if message['role'] == 'assistant' %}{% generation %}"
     "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 MISTRAL_MARKED = (
     "{{ bos_token }}{% for message in messages %}"
     "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
@@ -39,7 +40,8 @@ MISTRAL_MARKED = (
     "{% elif message['role'] == 'assistant' %}{% generation %}"
     "{{ message['content'] + eos_token }}{% endgeneration %}"
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
-    "{% endif %}{% endfor %}")
+    "{% endif %}{% endfor %}"
+)
 LLAMA3_MARKED = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
@@ -47,19 +49,28 @@ LLAMA3_MARKED = (
     "{{ message['content'] | trim + '<|eot_id|>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] | trim + '<|eot_id|>' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}"
-    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
 
 SYSTEM = {"role": "system", "content": "You are terse. Answer in one word."}
-SINGLE = [{"role": "user", "content": "What is the capital of France?"},
-          {"role": "assistant", "content": "Paris"}]
-MULTI = [{"role": "user", "content": "My name is Ana."},
-         {"role": "assistant", "content": "Nice to meet you, Ana!"},
-         {"role": "user", "content": "What is 2 + 3? Give only the number."},
-         {"role": "assistant", "content": "5"},
-         {"role": "user", "content": "And my name? One word."},
-         {"role": "assistant", "content": "Ana"}]
-CONVERSATIONS = {"single": SINGLE, "multi": MULTI, "system-single": [SYSTEM, *SINGLE],
-                 "system-multi": [SYSTEM, *MULTI]}
+SINGLE = [
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris"},
+]
+MULTI = [
+    {"role": "user", "content": "My name is Ana."},
+    {"role": "assistant", "content": "Nice to meet you, Ana!"},
+    {"role": "user", "content": "What is 2 + 3? Give only the number."},
+    {"role": "assistant", "content": "5"},
+    {"role": "user", "content": "And my name? One word."},
+    {"role": "assistant", "content": "Ana"},
+]
+CONVERSATIONS = {
+    "single": SINGLE,
+    "multi": MULTI,
+    "system-single": [SYSTEM, *SINGLE],
+    "system-multi": [SYSTEM, *MULTI],
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +85,31 @@ def templated(embedded_tokenizer):
     t.bos_token, t.eos_token, t.chat_template = "<s>", "</s>", MISTRAL_MARKED
     out["mistral"] = t
     t = copy.deepcopy(embedded_tokenizer)
-    t.add_special_tokens({"additional_special_tokens": [
-        "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    t.add_special_tokens(
+        {
+            "additional_special_tokens": [
+                "<|begin_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ]
+        }
+    )
     t.bos_token, t.chat_template = "<|begin_of_text|>", LLAMA3_MARKED
     out["llama3"] = t
     return out
 
 
 def oracle(tok, messages):
-    o = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                return_assistant_tokens_mask=True)
+    o = tok.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     return o["input_ids"], [bool(m) for m in o["assistant_masks"]]
 
 
 def cases():
     for template in ("chatml", "mistral", "llama3"):
-        for name, conv in CONVERSATIONS.items():
+        for name, _conv in CONVERSATIONS.items():
             if template == "mistral" and name.startswith("system"):
                 continue  # the Mistral-style template has no system role (tested below)
             yield template, name
@@ -107,7 +127,7 @@ def test_mask_equals_the_templates_assistant_spans(templated, template, conv):
     assert tok.decode(ids) == tok.apply_chat_template(messages, tokenize=False)
     # Each span is the answer plus exactly one end-of-turn token.
     for (start, end), m in zip(spans, [m for m in messages if m["role"] == "assistant"]):
-        assert tok.decode(ids[start:end - 1]).strip() == m["content"]
+        assert tok.decode(ids[start : end - 1]).strip() == m["content"]
         assert ids[end - 1] in end_of_turn_ids(tok)
 
 
@@ -136,9 +156,16 @@ def test_truncation_keeps_the_mask_of_what_is_left(templated, template):
 def test_conversation_cut_before_any_answer_is_counted_and_skipped(templated):
     tok = templated["chatml"]
     _, spans = assistant_spans(tok, SINGLE)
-    recs = [{"messages": SINGLE, "exact": False},
-            {"messages": [{"role": "user", "content": "Hi"},
-                          {"role": "assistant", "content": "Hello"}], "exact": False}]
+    recs = [
+        {"messages": SINGLE, "exact": False},
+        {
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+            ],
+            "exact": False,
+        },
+    ]
     enc = encode_chat(tok, recs, spans[0][0], "all-assistant")
     assert enc.dropped == 1 and len(enc.examples) == 1
 
@@ -149,8 +176,8 @@ def test_template_that_renders_history_differently_is_refused(templated):
     # strip reasoning from history do): no prefix property, no exact mask.
     tok.chat_template = CHATML_MARKED.replace(
         "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
-        "{{ message['content'] + ('!' if loop.last else '') + '<|im_end|>' }}"
-        "{% endgeneration %}")
+        "{{ message['content'] + ('!' if loop.last else '') + '<|im_end|>' }}{% endgeneration %}",
+    )
     with pytest.raises(ChatTemplateError, match="assistant turn 1"):
         assistant_spans(tok, MULTI, "data.jsonl: record 3")
 
@@ -169,29 +196,44 @@ def test_formats_are_detected_and_sharegpt_maps_roles():
     assert detect_format([{"instruction": "x", "output": "y"}], "f") == "alpaca"
     with pytest.raises(BadRecordError, match="cannot tell the data format.*text"):
         detect_format([{"text": "hello"}], "f.jsonl")
-    rec = {"conversations": [{"from": "system", "value": "Be brief."},
-                             {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey"}]}
+    rec = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hey"},
+        ]
+    }
     assert check_record(rec, "f", 0, "sharegpt")["messages"] == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hey"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hey"},
+    ]
 
 
 BAD = {
     "unknown role": ({"messages": [{"role": "robot", "content": "x"}]}, r"turn 0: unknown role"),
     "no assistant": ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
-    "empty content": ({"messages": [{"role": "user", "content": "hi"},
-                                    {"role": "assistant", "content": "  "}]},
-                      r"turn 1: 'content' is empty"),
-    "non-string": ({"messages": [{"role": "user", "content": ["hi"]},
-                                 {"role": "assistant", "content": "x"}]},
-                   r"turn 0: 'content' must be a string, got list"),
+    "empty content": (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+        r"turn 1: 'content' is empty",
+    ),
+    "non-string": (
+        {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "x"}]},
+        r"turn 0: 'content' must be a string, got list",
+    ),
     "not a list": ({"messages": "hi"}, "'messages' must be a list of turns, got str"),
     "missing": ({"msgs": []}, "field 'messages' is missing"),
     "turn not object": ({"messages": ["hi"]}, "turn 0: expected an object"),
-    "late system": ({"messages": [{"role": "user", "content": "a"},
-                                  {"role": "system", "content": "b"},
-                                  {"role": "assistant", "content": "c"}]},
-                    "turn 1: a system turn is allowed only as the first turn"),
+    "late system": (
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "system", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ]
+        },
+        "turn 1: a system turn is allowed only as the first turn",
+    ),
 }
 
 
@@ -203,8 +245,7 @@ def test_bad_conversation_names_file_record_and_turn(tmp_path, name):
     path.write_text("".join(json.dumps(r) + "\n" for r in [good, good, rec, good]))
     with pytest.raises(BadRecordError, match=f"{path}: record 2: .*{pattern}"):
         load_splits(str(path), data_format="messages")
-    s = load_splits(str(path), eval_fraction=0.25, skip_bad_records=True,
-                    data_format="messages")
+    s = load_splits(str(path), eval_fraction=0.25, skip_bad_records=True, data_format="messages")
     assert s.skipped == 1 and len(s.train) + len(s.eval) == 3
 
 
@@ -228,8 +269,9 @@ def test_prompt_format_auto_and_its_refusals(templated, embedded_tokenizer):
     fmt = make_prompt_format(tok, "chat", "alpaca", "chatml", "all-assistant")
     assert tok.chat_template == CHATML
     rec = {"instruction": "Name a colour.", "input": "Pick one.", "output": "red", "exact": True}
-    assert fmt.prompt(rec) == ("<|im_start|>user\nName a colour.\n\nPick one.<|im_end|>\n"
-                               "<|im_start|>assistant\n")
+    assert fmt.prompt(rec) == (
+        "<|im_start|>user\nName a colour.\n\nPick one.<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert fmt.answer(rec) == "red"
     with pytest.raises(ValueError, match="neither a built-in template"):
         make_prompt_format(tok, "chat", "alpaca", "no-such-template", "all-assistant")
@@ -237,14 +279,24 @@ def test_prompt_format_auto_and_its_refusals(templated, embedded_tokenizer):
 
 def test_hub_conversations_are_detected_and_checked(monkeypatch):
     import datasets
-    rows = [{"conversations": [{"from": "human", "value": f"Say {w}."},
-                               {"from": "gpt", "value": w}]} for w in ("a", "b", "c", "d")]
+
+    rows = [
+        {"conversations": [{"from": "human", "value": f"Say {w}."}, {"from": "gpt", "value": w}]}
+        for w in ("a", "b", "c", "d")
+    ]
     bad = {"conversations": [{"from": "human", "value": "x"}, {"from": "bot", "value": "y"}]}
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                               "test": datasets.Dataset.from_list(rows[:2] + [bad])})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(rows),
+            "test": datasets.Dataset.from_list(rows[:2] + [bad]),
+        }
+    )
     monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id: dd)
-    with pytest.raises(BadRecordError, match=r"org/chats\[test\]: record 2: turn 1: unknown "
-                                             "role 'bot'"):
+    with pytest.raises(
+        BadRecordError,
+        match=r"org/chats\[test\]: record 2: turn 1: unknown "
+        "role 'bot'",
+    ):
         load_splits("org/chats")
     s = load_splits("org/chats", skip_bad_records=True)
     assert s.format == "sharegpt" and len(s.train) == 4 and len(s.eval) == 2

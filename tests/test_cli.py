@@ -13,23 +13,52 @@ from peftlab import load_adapter
 from peftlab.cli import main
 
 pytestmark = pytest.mark.slow
-FAST = ["--max-eval-records", "8", "--exact-match-limit", "2", "--max-new-tokens", "4",
-        "--max-length", "128"]
+FAST = [
+    "--max-eval-records",
+    "8",
+    "--exact-match-limit",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--max-length",
+    "128",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "adapter"
-    rc = main(["train", "--max-steps", "2", "--batch-size", "2", "--lr", "5e-3", "--r", "4",
-               "--alpha", "8", "--target-modules", "q_proj,v_proj,down_proj", "--output",
-               str(out), "--no-progress", *FAST])
+    rc = main(
+        [
+            "train",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "5e-3",
+            "--r",
+            "4",
+            "--alpha",
+            "8",
+            "--target-modules",
+            "q_proj,v_proj,down_proj",
+            "--output",
+            str(out),
+            "--no-progress",
+            *FAST,
+        ]
+    )
     assert rc == 0
     return out
 
 
 def embedded_inputs(tok):
-    enc = tok(["### Instruction:\nName a colour.\n\n### Response:\n", "Hello there"],
-              return_tensors="pt", padding=True)
+    enc = tok(
+        ["### Instruction:\nName a colour.\n\n### Response:\n", "Hello there"],
+        return_tensors="pt",
+        padding=True,
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
@@ -58,9 +87,22 @@ def test_merge_cli_gives_same_logits_as_adapter(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from peftlab.model.load import load_base
+
     merged_dir = tmp_path / "merged"
-    assert main(["merge", "--adapter", str(trained), "--output", str(merged_dir),
-                 "--dataset", "bundled"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--adapter",
+                str(trained),
+                "--output",
+                str(merged_dir),
+                "--dataset",
+                "bundled",
+            ]
+        )
+        == 0
+    )
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     adapted = load_adapter(trained)
     base, tok, _ = load_base(None)
@@ -74,6 +116,7 @@ def test_merge_cli_gives_same_logits_as_adapter(trained, tmp_path):
 def test_peft_loads_trained_adapter_on_embedded_model(trained):
     peft = pytest.importorskip("peft")
     from peftlab.model.load import load_base
+
     base, tok, _ = load_base(None)
     theirs = peft.PeftModel.from_pretrained(base, str(trained)).eval()
     ours = load_adapter(trained)
@@ -83,8 +126,20 @@ def test_peft_loads_trained_adapter_on_embedded_model(trained):
 
 
 def test_generate_cli(trained, capsys):
-    assert main(["generate", "--adapter", str(trained), "--prompt", "Name a colour.",
-                 "--max-new-tokens", "6"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--adapter",
+                str(trained),
+                "--prompt",
+                "Name a colour.",
+                "--max-new-tokens",
+                "6",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("### Name a colour.\n") and len(out.strip().splitlines()) >= 2
 
@@ -96,8 +151,21 @@ def test_eval_base_model_without_adapter(tmp_path):
 
 
 def test_cli_errors_are_one_line_not_tracebacks(tmp_path, capsys):
-    assert main(["train", "--target-modules", "q_prj", "--output", str(tmp_path),
-                 "--max-steps", "1", *FAST]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--target-modules",
+                "q_prj",
+                "--output",
+                str(tmp_path),
+                "--max-steps",
+                "1",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "q_prj" in err and "q_proj" in err and "Traceback" not in err
     assert main(["eval", "--model", "./no/such/dir", *FAST]) == 2
@@ -105,6 +173,10 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path, capsys):
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "peftlab", "train", "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "peftlab", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "--target-modules" in out.stdout and "--lr" in out.stdout

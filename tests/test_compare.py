@@ -6,17 +6,28 @@ import json
 import shutil
 
 import pytest
-from conftest import write_toy_dataset
 
 from peftlab.compare.harness import compare, read_rows
 from peftlab.compare.report import write_report
 
+from conftest import write_toy_dataset
+
 
 def settings(tmp_path, model_dir, **extra):
-    return {"model": model_dir, "dataset": write_toy_dataset(tmp_path / "toy.json"),
-            "max_steps": 2, "batch_size": 4, "max_length": 64, "save_every": 1,
-            "exact_match_limit": 2, "max_new_tokens": 4, "progress": False,
-            "mixed_precision": "no", "lr": 5e-3, **extra}
+    return {
+        "model": model_dir,
+        "dataset": write_toy_dataset(tmp_path / "toy.json"),
+        "max_steps": 2,
+        "batch_size": 4,
+        "max_length": 64,
+        "save_every": 1,
+        "exact_match_limit": 2,
+        "max_new_tokens": 4,
+        "progress": False,
+        "mixed_precision": "no",
+        "lr": 5e-3,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +44,16 @@ def test_rows_for_base_and_each_method_with_every_column(compared):
     assert [r["name"] for r in rows] == ["base", "lora", "ia3"]
     for r in rows:
         assert r["status"] == "ok", r.get("error")
-        for key in ("params", "before", "after", "peak_memory_bytes", "wall_seconds",
-                    "config", "env", "finished_at"):
+        for key in (
+            "params",
+            "before",
+            "after",
+            "peak_memory_bytes",
+            "wall_seconds",
+            "config",
+            "env",
+            "finished_at",
+        ):
             assert r.get(key) is not None, (r["name"], key)
         assert r["after"]["perplexity"] > 1 and r["after"]["eval_tokens"] > 0
     for r in rows[1:]:
@@ -65,8 +84,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(compared, tmp_path):
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     # Simulate an interruption after the step-1 checkpoint: no row, no final results.
-    lines = [ln for ln in (copy / "results.jsonl").read_text().splitlines()
-             if json.loads(ln)["name"] != "lora"]
+    lines = [
+        ln
+        for ln in (copy / "results.jsonl").read_text().splitlines()
+        if json.loads(ln)["name"] != "lora"
+    ]
     (copy / "results.jsonl").write_text("".join(ln + "\n" for ln in lines))
     run = copy / "runs" / "lora"
     (run / "results.json").unlink()
@@ -79,8 +101,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(compared, tmp_path):
 
 def test_failing_method_is_recorded_and_others_still_run(tmp_path, tiny_model_dir):
     cfg = {**settings(tmp_path, tiny_model_dir), "lora": {"target_modules": ["q_prj"]}}
-    rows = {r["name"]: r for r in compare(cfg, ["lora", "ia3"], tmp_path / "out",
-                                          include_base=False)}
+    rows = {
+        r["name"]: r for r in compare(cfg, ["lora", "ia3"], tmp_path / "out", include_base=False)
+    }
     assert rows["lora"]["status"] == "failed" and "q_prj" in rows["lora"]["error"]
     assert rows["ia3"]["status"] == "ok"
     assert "failed" in (tmp_path / "out" / "report.md").read_text().lower()

@@ -43,17 +43,31 @@ def captured_train(monkeypatch):
 
 # ---------------------------------------------------------------------------------- YAML
 
+
 def test_yaml_flat_and_nested_give_same_config(tmp_path):
-    flat = write_yaml(tmp_path / "flat.yaml", {
-        "model": "org/tiny", "lr": 0.001, "r": 4, "max_steps": 7, "seed": 3,
-        "dataset": "data/x.jsonl", "max_length": 256, "dtype": "bfloat16", "alpha": 8.0,
-    })
-    nested = write_yaml(tmp_path / "nested.yaml", {
-        "train": {"lr": 0.001, "max_steps": 7, "seed": 3},
-        "adapter": {"r": 4, "alpha": 8.0},
-        "data": {"dataset": "data/x.jsonl", "max_length": 256},
-        "model": {"name": "org/tiny", "dtype": "bfloat16"},
-    })
+    flat = write_yaml(
+        tmp_path / "flat.yaml",
+        {
+            "model": "org/tiny",
+            "lr": 0.001,
+            "r": 4,
+            "max_steps": 7,
+            "seed": 3,
+            "dataset": "data/x.jsonl",
+            "max_length": 256,
+            "dtype": "bfloat16",
+            "alpha": 8.0,
+        },
+    )
+    nested = write_yaml(
+        tmp_path / "nested.yaml",
+        {
+            "train": {"lr": 0.001, "max_steps": 7, "seed": 3},
+            "adapter": {"r": 4, "alpha": 8.0},
+            "data": {"dataset": "data/x.jsonl", "max_length": 256},
+            "model": {"name": "org/tiny", "dtype": "bfloat16"},
+        },
+    )
     a, b = build_config(flat), build_config(nested)
     assert a == b
     assert a.to_dict() == b.to_dict()
@@ -76,11 +90,19 @@ def test_yaml_model_section_sets_model_name(tmp_path):
 
 def test_flat_model_key_sets_model_name(tmp_path):
     """``model: <id>`` is the flat key for model.name, not the ``model:`` section."""
-    flat = write_yaml(tmp_path / "flat.yaml", {"model": "org/tiny", "lr": 0.001, "r": 4,
-                                                "max_steps": 5, "dataset": "d.jsonl"})
-    nested = write_yaml(tmp_path / "nested.yaml", {
-        "model": {"name": "org/tiny"}, "train": {"lr": 0.001, "max_steps": 5},
-        "adapter": {"r": 4}, "data": {"dataset": "d.jsonl"}})
+    flat = write_yaml(
+        tmp_path / "flat.yaml",
+        {"model": "org/tiny", "lr": 0.001, "r": 4, "max_steps": 5, "dataset": "d.jsonl"},
+    )
+    nested = write_yaml(
+        tmp_path / "nested.yaml",
+        {
+            "model": {"name": "org/tiny"},
+            "train": {"lr": 0.001, "max_steps": 5},
+            "adapter": {"r": 4},
+            "data": {"dataset": "d.jsonl"},
+        },
+    )
     a = build_config(flat)
     assert a.model.name == "org/tiny"
     assert a == build_config(nested)
@@ -105,8 +127,9 @@ def test_yaml_wrong_type_names_option(tmp_path):
 
 
 def test_yaml_dashes_accepted_like_underscores(tmp_path):
-    cfg = build_config(write_yaml(tmp_path / "c.yaml", {"max-steps": 9,
-                                                        "train": {"batch-size": 3}}))
+    cfg = build_config(
+        write_yaml(tmp_path / "c.yaml", {"max-steps": 9, "train": {"batch-size": 3}})
+    )
     assert cfg.train.max_steps == 9 and cfg.train.batch_size == 3
 
 
@@ -118,8 +141,9 @@ def test_yaml_unknown_flat_key_names_key_and_file(tmp_path):
     assert "learning_rate" in msg and str(path) in msg
 
 
-@pytest.mark.parametrize("section,key", [("train", "learning_rate"), ("data", "path"),
-                                         ("model", "revision")])
+@pytest.mark.parametrize(
+    "section,key", [("train", "learning_rate"), ("data", "path"), ("model", "revision")]
+)
 def test_yaml_unknown_nested_key_names_key_and_file(tmp_path, section, key):
     path = write_yaml(tmp_path / "bad.yaml", {section: {key: 1}})
     with pytest.raises(ValueError) as ei:
@@ -172,8 +196,19 @@ def test_set_dotted_and_overrides():
 
 # ----------------------------------------------------------------------------------- CLI
 
-CLI_ARGS = ["train", "--lr", "1e-3", "--r", "4", "--target-modules", "q_proj,v_proj",
-            "--max-steps", "5", "--set", "train.seed=7"]
+CLI_ARGS = [
+    "train",
+    "--lr",
+    "1e-3",
+    "--r",
+    "4",
+    "--target-modules",
+    "q_proj,v_proj",
+    "--max-steps",
+    "5",
+    "--set",
+    "train.seed=7",
+]
 
 
 def test_cli_parser_train_options():
@@ -205,8 +240,9 @@ def test_cli_builds_run_config(captured_train):
 
 def test_cli_precedence_defaults_yaml_flags_set(tmp_path, captured_train):
     default = RunConfig()
-    path = write_yaml(tmp_path / "c.yaml", {"lr": 0.01, "r": 16, "batch_size": 3,
-                                            "train": {"seed": 11}})
+    path = write_yaml(
+        tmp_path / "c.yaml", {"lr": 0.01, "r": 16, "batch_size": 3, "train": {"seed": 11}}
+    )
     assert default.train.lr != 0.01 and default.train.batch_size != 3
     # YAML over defaults
     cfg = captured_train(["train", "--config", str(path)])
@@ -218,9 +254,23 @@ def test_cli_precedence_defaults_yaml_flags_set(tmp_path, captured_train):
     assert cfg.train.lr == pytest.approx(0.001) and cfg.adapter["r"] == 4
     assert cfg.train.batch_size == 3 and cfg.train.seed == 11
     # --set over flags
-    cfg = captured_train(["train", "--config", str(path), "--lr", "0.001", "--r", "4",
-                          "--set", "train.lr=0.0005", "--set", "adapter.r=2",
-                          "--set", "seed=5"])
+    cfg = captured_train(
+        [
+            "train",
+            "--config",
+            str(path),
+            "--lr",
+            "0.001",
+            "--r",
+            "4",
+            "--set",
+            "train.lr=0.0005",
+            "--set",
+            "adapter.r=2",
+            "--set",
+            "seed=5",
+        ]
+    )
     assert cfg.train.lr == pytest.approx(0.0005) and cfg.adapter["r"] == 2
     assert cfg.train.seed == 5 and cfg.train.batch_size == 3
 
@@ -255,18 +305,23 @@ def test_cli_boolean_flags(captured_train):
 
 # ------------------------------------------------------------------------ parse_targets
 
-@pytest.mark.parametrize("text,expected", [
-    ("q_proj,v_proj", ["q_proj", "v_proj"]),
-    (" q_proj , v_proj ,", ["q_proj", "v_proj"]),
-    ("q_proj", ["q_proj"]),
-    ("model.layers.0.self_attn.q_proj", ["model.layers.0.self_attn.q_proj"]),
-])
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("q_proj,v_proj", ["q_proj", "v_proj"]),
+        (" q_proj , v_proj ,", ["q_proj", "v_proj"]),
+        ("q_proj", ["q_proj"]),
+        ("model.layers.0.self_attn.q_proj", ["model.layers.0.self_attn.q_proj"]),
+    ],
+)
 def test_parse_targets_lists(text, expected):
     assert cli.parse_targets(text) == expected
 
 
-@pytest.mark.parametrize("text", ["all-linear", r".*\.(q|v)_proj$", "q_proj|v_proj",
-                                  r"layers\.[0-3]\..*proj"])
+@pytest.mark.parametrize(
+    "text", ["all-linear", r".*\.(q|v)_proj$", "q_proj|v_proj", r"layers\.[0-3]\..*proj"]
+)
 def test_parse_targets_strings(text):
     out = cli.parse_targets(text)
     assert isinstance(out, str) and out == text
@@ -275,6 +330,7 @@ def test_parse_targets_strings(text):
 
 
 # ------------------------------------------------------------------------------ methods
+
 
 def test_get_method_rejects_unknown_option():
     with pytest.raises(ValueError) as ei:
@@ -291,8 +347,9 @@ def test_get_method_unknown_name_lists_available():
     assert METHODS and all(name in msg for name in METHODS)
 
 
-@pytest.mark.parametrize("bad", [dict(r=0), dict(r=-2), dict(r=2.5), dict(dropout=1.0),
-                                 dict(dropout=-0.1)])
+@pytest.mark.parametrize(
+    "bad", [dict(r=0), dict(r=-2), dict(r=2.5), dict(dropout=1.0), dict(dropout=-0.1)]
+)
 def test_lora_config_rejects_invalid(bad):
     with pytest.raises(ValueError):
         LoraConfig(**bad)

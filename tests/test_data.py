@@ -32,6 +32,7 @@ BOS, EOS = "<s>", "</s>"
 
 # ----------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def tok():
     """A word-level tokenizer trained on the template and a few strings; BOS is added in
@@ -40,7 +41,8 @@ def tok():
     from transformers import PreTrainedTokenizerFast
 
     corpus = [
-        format_prompt("x", "y"), format_prompt("x"),
+        format_prompt("x", "y"),
+        format_prompt("x"),
         "Name three colours . red green blue",
         "Add the numbers 2 and 3 . The sum is 5",
         "Translate to French : cat dog house le chat chien maison",
@@ -48,12 +50,13 @@ def tok():
     ]
     t = Tokenizer(models.WordLevel(unk_token="<unk>"))
     t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.train_from_iterator(corpus, trainers.WordLevelTrainer(
-        special_tokens=["<unk>", BOS, EOS]))
+    t.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", BOS, EOS]))
     t.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", special_tokens=[(BOS, t.token_to_id(BOS))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", bos_token=BOS,
-                                   eos_token=EOS, pad_token=EOS)
+        single=f"{BOS} $A", special_tokens=[(BOS, t.token_to_id(BOS))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=t, unk_token="<unk>", bos_token=BOS, eos_token=EOS, pad_token=EOS
+    )
     assert fast.eos_token_id == fast.pad_token_id == 2
     assert fast("red")["input_ids"][0] == fast.bos_token_id  # the post-processor is on
     return fast
@@ -88,6 +91,7 @@ BAD_RECORDS = {
 
 
 # ------------------------------------------------------------------------ record checks
+
 
 @pytest.mark.parametrize("name", sorted(BAD_RECORDS))
 def test_check_record_rejects_malformed(name):
@@ -179,6 +183,7 @@ def test_hub_id_offline_raises_file_not_found(monkeypatch):
 
 # --------------------------------------------------------------------------- the split
 
+
 def test_split_fixed_deterministic_disjoint_covering():
     records = [{"id": i} for i in range(237)]
     tr1, ev1 = split_fixed(records, 0.1)
@@ -214,8 +219,9 @@ def test_load_splits_same_split_every_time(tmp_path):
     assert len(a.eval) == 10 and len(a.train) == 40
 
 
-@pytest.mark.skipif(not SHARED_DEMO.is_file(),
-                    reason=f"shared demo data {SHARED_DEMO} is absent (fresh clone)")
+@pytest.mark.skipif(
+    not SHARED_DEMO.is_file(), reason=f"shared demo data {SHARED_DEMO} is absent (fresh clone)"
+)
 def test_shared_alpaca_demo_loads():
     s = load_splits(str(SHARED_DEMO))
     total = len(s.train) + len(s.eval)
@@ -225,9 +231,11 @@ def test_shared_alpaca_demo_loads():
     assert 0 < with_input < total
 
 
-@pytest.mark.skipif(not (bundled_dir() / "train.jsonl").is_file(),
-                    reason="bundled dataset peftlab/data/bundled/train.jsonl is absent "
-                           "(not generated in this checkout)")
+@pytest.mark.skipif(
+    not (bundled_dir() / "train.jsonl").is_file(),
+    reason="bundled dataset peftlab/data/bundled/train.jsonl is absent "
+    "(not generated in this checkout)",
+)
 def test_bundled_dataset_loads():
     s = load_splits(None)
     assert s.source == "bundled" and s.train and s.eval and s.skipped == 0
@@ -238,6 +246,7 @@ def test_bundled_dataset_loads():
 
 
 # ------------------------------------------------------------------------------ prompts
+
 
 def test_format_prompt_with_input():
     p = format_prompt("Translate the word", "cat")
@@ -263,11 +272,15 @@ def test_format_prompt_without_input(empty):
 
 # ------------------------------------------------------------------ encoding and labels
 
+
 def test_encode_labels_only_response_and_eos(tok):
     recs = [
         {"instruction": "Name three colours", "input": "", "output": "red green blue"},
-        {"instruction": "Add the numbers", "input": "2 and 3",
-         "output": "The sum is 5 one two three four five six seven eight nine ten"},
+        {
+            "instruction": "Add the numbers",
+            "input": "2 and 3",
+            "output": "The sum is 5 one two three four five six seven eight nine ten",
+        },
         {"instruction": "Translate to French", "input": "cat", "output": "le chat"},
     ]
     enc = encode(tok, recs, max_length=512)
@@ -282,8 +295,8 @@ def test_encode_labels_only_response_and_eos(tok):
         assert ids[row, :n].tolist() == prompt + response
         assert mask[row].tolist() == [1] * n + [0] * (width - n)
         # no loss on the prompt, loss on the response and its closing EOS, none on padding
-        assert (labels[row, :len(prompt)] == IGNORE).all()
-        assert labels[row, len(prompt):n].tolist() == response
+        assert (labels[row, : len(prompt)] == IGNORE).all()
+        assert labels[row, len(prompt) : n].tolist() == response
         assert labels[row, n - 1].item() == tok.eos_token_id
         assert (labels[row, n:] == IGNORE).all()
         # padding uses the same id as EOS: the mask must come from positions, not ids
@@ -339,6 +352,7 @@ def test_encode_requires_eos(tok):
 
 
 # ---------------------------------------------------------------------------- batching
+
 
 def test_epoch_batches_cover_each_index_once():
     rng = random.Random(0)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_dataset
 from safetensors.torch import load_file
 
 from peftlab import build_config, train
@@ -26,15 +25,34 @@ from peftlab.training.distributed import Dist
 from peftlab.training.loop import _step_batches
 from peftlab.training.plan import make_plan
 
+from conftest import write_toy_dataset
+
 TOL = 1e-5
 LAUNCH_TIMEOUT_S = 300
 
 
 def _options(model_dir, data, output, **kw) -> dict:
-    base = dict(model=model_dir, dataset=data, output=str(output), max_steps=4,
-                batch_size=4, lr=5e-3, r=4, alpha=8, dropout=0.0, mixed_precision="no",
-                save_every=2, keep_checkpoints=2, exact_match_limit=2, max_new_tokens=3,
-                progress=False, max_length=64, seed=11, eval_batch_size=2, device="cpu")
+    base = dict(
+        model=model_dir,
+        dataset=data,
+        output=str(output),
+        max_steps=4,
+        batch_size=4,
+        lr=5e-3,
+        r=4,
+        alpha=8,
+        dropout=0.0,
+        mixed_precision="no",
+        save_every=2,
+        keep_checkpoints=2,
+        exact_match_limit=2,
+        max_new_tokens=3,
+        progress=False,
+        max_length=64,
+        seed=11,
+        eval_batch_size=2,
+        device="cpu",
+    )
     base.update(kw)
     return base
 
@@ -55,8 +73,7 @@ def _env() -> dict:
 
 
 def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -67,10 +84,28 @@ def train_two_processes(opts: dict) -> None:
 
 def accelerate_launch_two(opts: dict) -> None:
     """The same through ``accelerate launch`` directly (free port: 0)."""
-    _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-          "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port", "0", "-m", "peftlab", "train",
-          *_flags(opts)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",
+            "-m",
+            "peftlab",
+            "train",
+            *_flags(opts),
+        ]
+    )
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -81,8 +116,7 @@ def losses(run: Path) -> dict[int, float]:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     assert all(a[k].shape == b[k].shape for k in a)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a
-               if a[k].numel())
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
 
 
 def ckpt(run: Path, step: int, name: str) -> dict:
@@ -130,8 +164,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(lora_runs):
 
 def test_perplexity_gathered_over_processes_equals_one_process(lora_runs):
     # 5 eval records in batches of 2: 3 batches, so the two processes get 2 and 1.
-    r1, r2 = (json.loads((lora_runs[k] / "results.json").read_text())
-              for k in ("one", "two"))
+    r1, r2 = (json.loads((lora_runs[k] / "results.json").read_text()) for k in ("one", "two"))
     for when in ("before", "after"):
         assert r2[when]["eval_tokens"] == r1[when]["eval_tokens"] > 0
         assert r2[when]["perplexity"] == pytest.approx(r1[when]["perplexity"], rel=1e-6)
@@ -146,20 +179,31 @@ def test_checkpoint_of_two_processes_resumes_in_one(lora_runs):
     got = losses(run)
     for step in (3, 4):
         assert got[step] == pytest.approx(ref[step], abs=TOL), step
-    assert max_diff(load_file(run / "adapter_model.safetensors"),
-                    load_file(lora_runs["one"] / "adapter_model.safetensors")) <= TOL
+    assert (
+        max_diff(
+            load_file(run / "adapter_model.safetensors"),
+            load_file(lora_runs["one"] / "adapter_model.safetensors"),
+        )
+        <= TOL
+    )
 
 
 def test_checkpoint_of_one_process_resumes_in_two(lora_runs):
     run = lora_runs["root"] / "one-to-two"
     resume_copy(lora_runs["one"], run, step=2)
-    accelerate_launch_two({**lora_runs["opts"], "output": str(run), "batch_size": 2,
-                           "resume": True})
+    accelerate_launch_two(
+        {**lora_runs["opts"], "output": str(run), "batch_size": 2, "resume": True}
+    )
     ref, got = losses(lora_runs["one"]), losses(run)
     for step in (3, 4):
         assert got[step] == pytest.approx(ref[step], abs=TOL), step
-    assert max_diff(load_file(run / "adapter_model.safetensors"),
-                    load_file(lora_runs["one"] / "adapter_model.safetensors")) <= TOL
+    assert (
+        max_diff(
+            load_file(run / "adapter_model.safetensors"),
+            load_file(lora_runs["one"] / "adapter_model.safetensors"),
+        )
+        <= TOL
+    )
     assert max_diff(*(ckpt(r, 4, "optimizer") for r in (run, lora_runs["one"]))) <= TOL
 
 
@@ -168,15 +212,22 @@ def test_adalora_allocates_the_same_ranks_in_two_processes(tmp_path, tiny_model_
     gradients, so both processes keep the same triplets (each checkpoint checks that the
     processes agree bit for bit) and those of the single process."""
     data = write_toy_dataset(tmp_path / "toy.json")
-    ada = dict(method="adalora", init_r=4, target_r=2, tinit=0, tfinal=1, deltaT=1,
-               exact_match_limit=0)
-    one = {k: v for k, v in _options(tiny_model_dir, data, tmp_path / "one", **ada).items()
-           if k != "r"}
+    ada = dict(
+        method="adalora", init_r=4, target_r=2, tinit=0, tfinal=1, deltaT=1, exact_match_limit=0
+    )
+    one = {
+        k: v for k, v in _options(tiny_model_dir, data, tmp_path / "one", **ada).items() if k != "r"
+    }
     train(build_config(**one))
     train_two_processes({**one, "output": str(tmp_path / "two"), "batch_size": 2})
     a, b = tmp_path / "one", tmp_path / "two"
-    ranks = [{s: r.get("adalora_ranks") for s, r in enumerate(
-        json.loads(x) for x in open(run / "metrics.jsonl"))} for run in (a, b)]
+    ranks = [
+        {
+            s: r.get("adalora_ranks")
+            for s, r in enumerate(json.loads(x) for x in open(run / "metrics.jsonl"))
+        }
+        for run in (a, b)
+    ]
     assert ranks[0] == ranks[1] and any(ranks[0].values())
     for step in (2, 4):
         assert max_diff(*(ckpt(r, step, "adapter_params") for r in (a, b))) <= TOL
@@ -186,12 +237,15 @@ def test_adalora_allocates_the_same_ranks_in_two_processes(tmp_path, tiny_model_
             if k.startswith("kept."):
                 assert torch.equal(sa[k], sb[k]), k
             else:
-                assert torch.allclose(sa[k].double(), sb[k].double(), rtol=1e-4,
-                                      atol=1e-9), k
+                assert torch.allclose(sa[k].double(), sb[k].double(), rtol=1e-4, atol=1e-9), k
     cfg_a, cfg_b = (json.loads((r / "adapter_config.json").read_text()) for r in (a, b))
     assert cfg_a["rank_pattern"] == cfg_b["rank_pattern"] is not None
-    assert max_diff(load_file(a / "adapter_model.safetensors"),
-                    load_file(b / "adapter_model.safetensors")) <= TOL
+    assert (
+        max_diff(
+            load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+        )
+        <= TOL
+    )
 
 
 def test_fsdp2_on_cpu_resumes_and_trains_as_one_process(lora_runs):
@@ -203,21 +257,45 @@ def test_fsdp2_on_cpu_resumes_and_trains_as_one_process(lora_runs):
     resume_copy(lora_runs["one"], run, step=2)
     opts = {**lora_runs["opts"], "output": str(run), "batch_size": 2, "resume": True}
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", "0",
-         str(Path(__file__).parent / "helpers" / "fsdp_cpu_train.py"), *_flags(opts)],
-        env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",
+            str(Path(__file__).parent / "helpers" / "fsdp_cpu_train.py"),
+            *_flags(opts),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "FSDP: parameters sharded over 2 processes" in proc.stderr
     one = lora_runs["one"]
     assert losses(run)[4] == pytest.approx(losses(one)[4], abs=TOL)
-    assert max_diff(load_file(run / "adapter_model.safetensors"),
-                    load_file(one / "adapter_model.safetensors")) <= TOL
+    assert (
+        max_diff(
+            load_file(run / "adapter_model.safetensors"),
+            load_file(one / "adapter_model.safetensors"),
+        )
+        <= TOL
+    )
     assert max_diff(ckpt(run, 4, "optimizer"), ckpt(one, 4, "optimizer")) <= TOL
     res = json.loads((run / "results.json").read_text())
     assert res["after"]["perplexity"] == pytest.approx(
-        json.loads((one / "results.json").read_text())["after"]["perplexity"], rel=1e-6)
+        json.loads((one / "results.json").read_text())["after"]["perplexity"], rel=1e-6
+    )
     assert res["after"]["exact_n"] > 0 and "FSDP" in res["merge_check"]["skipped"]
 
 
@@ -243,6 +321,7 @@ def test_a_process_without_rows_gets_a_stand_in_with_no_target():
 
 def test_plan_counts_global_batches():
     from peftlab.config import TrainConfig
+
     t = TrainConfig(batch_size=2, grad_accum=1, epochs=1)
     two, one = make_plan(43, t, processes=2), make_plan(43, TrainConfig(batch_size=4))
     assert (two.global_batch, two.total_steps) == (4, one.total_steps) == (4, 11)
@@ -252,6 +331,7 @@ def test_processes_that_disagree_stop_the_run():
     class Skewed(Dist):
         def gather(self, obj):
             return [obj, [v + 1e-12 for v in obj]]
+
     Dist().check_same("x", [1.0])
     with pytest.raises(RuntimeError, match="disagree on the weights"):
         Skewed(world=2).check_same("the weights", [1.0])
@@ -270,8 +350,10 @@ def test_fsdp1_and_unshardable_methods_are_refused_clearly():
 
     def acc(version):
         plugin = SimpleNamespace(fsdp_version=version)
-        return SimpleNamespace(distributed_type="DistributedType.FSDP",
-                               state=SimpleNamespace(fsdp_plugin=plugin))
+        return SimpleNamespace(
+            distributed_type="DistributedType.FSDP", state=SimpleNamespace(fsdp_plugin=plugin)
+        )
+
     with pytest.raises(ValueError, match="fsdp_version: 2"):
         check_sharding(acc(1), get_method("lora"))
     with pytest.raises(ValueError, match="'adalora' cannot train with FSDP"):

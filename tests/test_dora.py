@@ -8,9 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 from safetensors.torch import load_file
-from test_train import toy_config
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -20,6 +18,9 @@ from peftlab.methods import LoRA, get_method, method_for_peft_config
 from peftlab.methods import dora as dora_mod
 from peftlab.methods.dora import DoRA, DoraLinear, dora_row_norm, row_sq_norms
 from peftlab.model.inject import inject
+from test_train import toy_config
+
+from conftest import make_tiny_llama
 
 peft = pytest.importorskip("peft")
 
@@ -39,8 +40,7 @@ def rand(*shape, seed, scale=1.0, dtype=torch.float32):
 
 def make_layer(bias=True, dropout=0.0, seed=0, r=R, alpha=8.0, out_f=OUT, in_f=IN):
     torch.manual_seed(seed)
-    layer = DoraLinear(nn.Linear(in_f, out_f, bias=bias), r=r, scaling=alpha / r,
-                       dropout=dropout)
+    layer = DoraLinear(nn.Linear(in_f, out_f, bias=bias), r=r, scaling=alpha / r, dropout=dropout)
     with torch.no_grad():  # non-trivial adapter: B = 0 and m = ‖W0‖ would prove little
         layer.lora_B.weight.copy_(rand(out_f, r, seed=seed + 1, scale=0.3))
         layer.lora_magnitude_vector.mul_(1 + 0.2 * rand(out_f, seed=seed + 2))
@@ -66,8 +66,9 @@ def test_factored_norm_bf16_weight_uses_fp32_row_blocks(monkeypatch):
     w0 = rand(OUT, IN, seed=1, dtype=torch.bfloat16)
     a, b = rand(R, IN, seed=2), rand(OUT, R, seed=3)
     got = dora_row_norm(w0, row_sq_norms(w0), a, b, scaling=0.5)
-    torch.testing.assert_close(got, dense_norm(w0, a, b, 0.5, dtype=torch.float64).float(),
-                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        got, dense_norm(w0, a, b, 0.5, dtype=torch.float64).float(), rtol=1e-5, atol=0
+    )
 
 
 def test_cancelling_row_is_clamped_not_nan():
@@ -90,8 +91,7 @@ def test_weight_norm_follows_weight_changes():
     torch.testing.assert_close(layer.weight_norm(), dense_norm(w, a, b, s), rtol=1e-5, atol=0)
     layer.double()  # dtype change
     assert layer.weight_norm().dtype == torch.float32
-    torch.testing.assert_close(layer.weight_norm(), dense_norm(w.data, a, b, s), rtol=1e-5,
-                               atol=0)
+    torch.testing.assert_close(layer.weight_norm(), dense_norm(w.data, a, b, s), rtol=1e-5, atol=0)
 
 
 def test_norm_stays_fp32_under_bf16_autocast():
@@ -139,8 +139,9 @@ def peft_twin(ours: DoraLinear, dropout: float):
     """peft's DoRA on a copy of our base layer, with our adapter values copied in."""
     base = nn.Linear(IN, OUT, bias=ours.base_layer.bias is not None)
     base.load_state_dict(ours.base_layer.state_dict())
-    cfg = peft.LoraConfig(r=R, lora_alpha=8, lora_dropout=dropout, use_dora=True,
-                          target_modules=["lin"])
+    cfg = peft.LoraConfig(
+        r=R, lora_alpha=8, lora_dropout=dropout, use_dora=True, target_modules=["lin"]
+    )
     theirs = peft.get_peft_model(_Net(base), cfg).base_model.model.lin
     with torch.no_grad():
         theirs.lora_A["default"].weight.copy_(ours.lora_A.weight)
@@ -150,13 +151,15 @@ def peft_twin(ours: DoraLinear, dropout: float):
 
 
 def peft_grads(layer):
-    return [layer.lora_A["default"].weight.grad, layer.lora_B["default"].weight.grad,
-            layer.lora_magnitude_vector["default"].weight.grad]
+    return [
+        layer.lora_A["default"].weight.grad,
+        layer.lora_B["default"].weight.grad,
+        layer.lora_magnitude_vector["default"].weight.grad,
+    ]
 
 
 def our_grads(layer):
-    return [layer.lora_A.weight.grad, layer.lora_B.weight.grad,
-            layer.lora_magnitude_vector.grad]
+    return [layer.lora_A.weight.grad, layer.lora_B.weight.grad, layer.lora_magnitude_vector.grad]
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -183,8 +186,9 @@ def test_bias_is_not_rescaled():
     layer = make_layer(bias=True).eval()
     x = rand(4, IN, seed=5)
     w, b = layer.base_layer.weight, layer.base_layer.bias
-    f = layer.lora_magnitude_vector / dense_norm(w, layer.lora_A.weight,
-                                                 layer.lora_B.weight, layer.scaling)
+    f = layer.lora_magnitude_vector / dense_norm(
+        w, layer.lora_A.weight, layer.lora_B.weight, layer.scaling
+    )
     dense = w + layer.scaling * layer.lora_B.weight @ layer.lora_A.weight
     expected = f * (x @ dense.T) + b  # paper Eq. 5, bias added after the magnitude
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
@@ -198,8 +202,7 @@ def test_norm_is_detached_magnitude_grad_is_direction():
         v = layer.base_layer.weight + layer.scaling * layer.lora_B.weight @ layer.lora_A.weight
         expected = (x @ v.T).sum(0) / torch.linalg.norm(v, dim=1)
     # with the norm constant, d/dm of m/‖V‖ ⊙ V x is V x / ‖V‖ and nothing else
-    torch.testing.assert_close(layer.lora_magnitude_vector.grad, expected, rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(layer.lora_magnitude_vector.grad, expected, rtol=1e-5, atol=1e-5)
 
 
 # -- no dense out×in tensor ----------------------------------------------------------------
@@ -216,8 +219,11 @@ class _BigTensorSpy(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.numel() >= self.limit and \
-                    t.untyped_storage().data_ptr() not in self.exempt:
+            if (
+                isinstance(t, torch.Tensor)
+                and t.numel() >= self.limit
+                and t.untyped_storage().data_ptr() not in self.exempt
+            ):
                 self.hits.append((str(func), tuple(t.shape)))
         return out
 
@@ -281,13 +287,25 @@ def test_peft_config_selects_dora_not_lora():
     assert not LoRA.accepts_peft_config(cfg)
     assert type(method_for_peft_config({**cfg, "use_dora": False})) is LoRA
     inject(model, method)
-    assert all(isinstance(m, DoraLinear) for n, m in model.named_modules()
-               if n.endswith(("q_proj", "down_proj")))
+    assert all(
+        isinstance(m, DoraLinear)
+        for n, m in model.named_modules()
+        if n.endswith(("q_proj", "down_proj"))
+    )
 
 
 def test_training_a_few_steps_with_the_real_loop(tmp_path, tiny_model_dir):
-    res = train(toy_config(tmp_path, tiny_model_dir, method="dora", max_steps=30, lr=5e-2,
-                           dropout=0.1, save_every=0))
+    res = train(
+        toy_config(
+            tmp_path,
+            tiny_model_dir,
+            method="dora",
+            max_steps=30,
+            lr=5e-2,
+            dropout=0.1,
+            save_every=0,
+        )
+    )
     assert res["after"]["eval_loss"] < res["before"]["eval_loss"] - 0.1
     run = tmp_path / "run"
     cfg = json.loads((run / "adapter_config.json").read_text())
@@ -297,6 +315,7 @@ def test_training_a_few_steps_with_the_real_loop(tmp_path, tiny_model_dir):
     assert mags and all(torch.isfinite(t).all() for t in w.values())
     # the magnitudes trained: they moved away from their start ‖W0‖_row
     from transformers import AutoModelForCausalLM
+
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     moved = 0.0
     for k in mags:

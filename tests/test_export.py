@@ -16,15 +16,34 @@ import peftlab
 from peftlab.cli import main
 
 gguf = pytest.importorskip("gguf")
-TEXTS = ["Hello world!", "The year 2024 had 366 days.", "  spaces\tand\nnewlines ",
-         "<|im_start|>user\nHi<|im_end|>", "naïve café — ünïcode ✓", "x = f(3) + 42;"]
+TEXTS = [
+    "Hello world!",
+    "The year 2024 had 366 days.",
+    "  spaces\tand\nnewlines ",
+    "<|im_start|>user\nHi<|im_end|>",
+    "naïve café — ünïcode ✓",
+    "x = f(3) + 42;",
+]
 
 
 def train_run(tmp_path, model_dir, method, **kw):
     out = tmp_path / method
-    args = dict(model=model_dir, output=str(out), method=method, max_steps=2, batch_size=2,
-                lr=1e-2, mixed_precision="no", exact_match_limit=0, progress=False,
-                max_length=48, max_eval_records=4, eval_every=0, save_every=0, seed=5)
+    args = dict(
+        model=model_dir,
+        output=str(out),
+        method=method,
+        max_steps=2,
+        batch_size=2,
+        lr=1e-2,
+        mixed_precision="no",
+        exact_match_limit=0,
+        progress=False,
+        max_length=48,
+        max_eval_records=4,
+        eval_every=0,
+        save_every=0,
+        seed=5,
+    )
     args.update(kw)
     peftlab.train(**args)
     return out
@@ -32,6 +51,7 @@ def train_run(tmp_path, model_dir, method, **kw):
 
 def merged_logits(run, ids):
     from peftlab.model.inject import merge_and_unload
+
     model = merge_and_unload(peftlab.load_adapter(run)) if run else None
     with torch.no_grad():
         return model(input_ids=ids).logits
@@ -39,8 +59,10 @@ def merged_logits(run, ids):
 
 def gguf_model(path):
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                dtype=torch.float32).eval()
+
+    return AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
 
 
 def read_tensors(path) -> dict[str, np.ndarray]:
@@ -52,20 +74,30 @@ def field(path, key):
     return gguf.GGUFReader(str(path)).fields[key].contents()
 
 
-METHODS = [("lora", {}), ("qlora", {}), ("dora", {}), ("adalora", {"tinit": 0, "tfinal": 1}),
-           ("ia3", {}), ("full", {})]
+METHODS = [
+    ("lora", {}),
+    ("qlora", {}),
+    ("dora", {}),
+    ("adalora", {"tinit": 0, "tfinal": 1}),
+    ("ia3", {}),
+    ("full", {}),
+]
 
 
-HEAVY = pytest.mark.skipif(not os.environ.get("PEFTLAB_HEAVY_TESTS"),
-                           reason="set PEFTLAB_HEAVY_TESTS=1: every method on the embedded "
-                                  "model (~1 min each: a 515 MB f32 file written and read)")
+HEAVY = pytest.mark.skipif(
+    not os.environ.get("PEFTLAB_HEAVY_TESTS"),
+    reason="set PEFTLAB_HEAVY_TESTS=1: every method on the embedded "
+    "model (~1 min each: a 515 MB f32 file written and read)",
+)
 
 
-@pytest.mark.parametrize("model", ["tiny", pytest.param("embedded", marks=[pytest.mark.slow,
-                                                                            HEAVY])])
+@pytest.mark.parametrize(
+    "model", ["tiny", pytest.param("embedded", marks=[pytest.mark.slow, HEAVY])]
+)
 @pytest.mark.parametrize("method,opts", METHODS, ids=[m for m, _ in METHODS])
-def test_exported_f32_gguf_gives_the_merged_models_logits(tmp_path, tiny_model_dir, model,
-                                                         method, opts):
+def test_exported_f32_gguf_gives_the_merged_models_logits(
+    tmp_path, tiny_model_dir, model, method, opts
+):
     run = train_run(tmp_path, tiny_model_dir if model == "tiny" else None, method, **opts)
     out = tmp_path / "export" / f"{method}.gguf"
     res = peftlab.export(run, out, outtype="f32", progress=False)
@@ -88,6 +120,7 @@ def rounded_like(model, outtype: str):
     reader of the file must reproduce, up to fp32 summation order."""
     from gguf import GGMLQuantizationType as T
     from gguf import quants
+
     qtype = {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0}[outtype]
     with torch.no_grad():
         for p in {id(p): p for p in model.parameters()}.values():
@@ -103,6 +136,7 @@ def test_embedded_model_round_trip_types_tokenizer_and_template(tmp_path, embedd
     from transformers import AutoTokenizer
 
     from peftlab.model.inject import merge_and_unload
+
     run = train_run(tmp_path, None, "lora", prompt_format="chat")
     ids = torch.tensor([[1, 4093, 198, 26843, 28, 638, 359, 346, 47, 2, 198]])
     # f16, bf16 and q8_0 round the weights, so the reference is the merged model with
@@ -127,9 +161,17 @@ def test_embedded_model_round_trip_types_tokenizer_and_template(tmp_path, embedd
 
 @pytest.mark.parametrize("rslora", [False, True])
 def test_lora_gguf_applied_by_a_numpy_reference_equals_the_merged_export(
-        tmp_path, tiny_model_dir, rslora):
-    run = train_run(tmp_path, tiny_model_dir, "lora", r=4, alpha=8, use_rslora=rslora,
-                    target_modules="all-linear")
+    tmp_path, tiny_model_dir, rslora
+):
+    run = train_run(
+        tmp_path,
+        tiny_model_dir,
+        "lora",
+        r=4,
+        alpha=8,
+        use_rslora=rslora,
+        target_modules="all-linear",
+    )
     base, merged, lora = (tmp_path / n for n in ("base.gguf", "merged.gguf", "lora.gguf"))
     peftlab.export(None, base, outtype="f32", progress=False, model=tiny_model_dir)
     peftlab.export(run, merged, outtype="f32", progress=False)
@@ -153,8 +195,18 @@ def test_lora_gguf_applied_by_a_numpy_reference_equals_the_merged_export(
 
 def test_adapters_without_a_lora_form_are_refused(tmp_path, tiny_model_dir, capsys):
     run = train_run(tmp_path, tiny_model_dir, "dora", r=4)
-    rc = main(["export", "--adapter", str(run), "--format", "gguf-lora", "--output",
-               str(tmp_path / "x.gguf"), "--no-progress"])
+    rc = main(
+        [
+            "export",
+            "--adapter",
+            str(run),
+            "--format",
+            "gguf-lora",
+            "--output",
+            str(tmp_path / "x.gguf"),
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "dora adapters have no llama.cpp LoRA form" in err and "--format gguf" in err
@@ -162,8 +214,10 @@ def test_adapters_without_a_lora_form_are_refused(tmp_path, tiny_model_dir, caps
 
 
 def test_interrupted_export_leaves_no_file_and_existing_files_are_kept(
-        tmp_path, tiny_model_dir, monkeypatch, capsys):
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
     from peftlab.formats import gguf as G
+
     run = train_run(tmp_path, tiny_model_dir, "lora", r=4)
     out = tmp_path / "out" / "m.gguf"
     calls = {"n": 0}
@@ -174,6 +228,7 @@ def test_interrupted_export_leaves_no_file_and_existing_files_are_kept(
         if calls["n"] == 5:
             raise OSError(28, "No space left on device")
         return real(t, qtype)
+
     monkeypatch.setattr(G, "encode_tensor", failing)
     with pytest.raises(OSError, match="No space left"):
         peftlab.export(run, out, progress=False)
@@ -183,8 +238,21 @@ def test_interrupted_export_leaves_no_file_and_existing_files_are_kept(
     assert main(["export", "--adapter", str(run), "--output", str(out), "--no-progress"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"precious"
-    assert main(["export", "--adapter", str(run), "--output", str(out), "--overwrite",
-                 "--modelfile", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--adapter",
+                str(run),
+                "--output",
+                str(out),
+                "--overwrite",
+                "--modelfile",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert out.read_bytes()[:4] == b"GGUF" and res["modelfile"] == str(out.parent / "Modelfile")
 
@@ -193,6 +261,7 @@ def test_unsupported_architecture_is_named():
     from transformers import GPT2Config
 
     from peftlab.formats.gguf import UnsupportedModelError, check_supported
+
     with pytest.raises(UnsupportedModelError, match="Llama family.*not model type 'gpt2'"):
         check_supported(GPT2Config())
 
@@ -202,17 +271,23 @@ def test_llama_cpp_runs_the_export_as_peftlab_generates(tmp_path):
     """Opt-in: needs a llama.cpp runtime (pip install llama-cpp-python and diskcache;
     the sdist compiles llama.cpp, ~7 min on 2 cores); the greedy text of the exported f32
     file in llama.cpp equals peftlab generate's."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="no llama.cpp runtime installed "
-                                    "(pip install llama-cpp-python builds it from source)")
+    llama_cpp = pytest.importorskip(
+        "llama_cpp",
+        reason="no llama.cpp runtime installed "
+        "(pip install llama-cpp-python builds it from source)",
+    )
     run = train_run(tmp_path, None, "lora", prompt_format="chat")
     out = tmp_path / "m.gguf"
     peftlab.export(run, out, outtype="f32", progress=False)
     question = "What is the capital of France? Answer with one word."
-    ours = peftlab.generate(question, adapter=run, chat=True, max_new_tokens=16,
-                            mixed_precision="no")[0]
-    tok = peftlab.api.open_session(peftlab.api.config_for_adapter(run), adapter_dir=run,
-                                   with_data=False).prompt
+    ours = peftlab.generate(
+        question, adapter=run, chat=True, max_new_tokens=16, mixed_precision="no"
+    )[0]
+    tok = peftlab.api.open_session(
+        peftlab.api.config_for_adapter(run), adapter_dir=run, with_data=False
+    ).prompt
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, verbose=False)
-    theirs = llm.create_completion(tok.user_prompt(question), max_tokens=16, temperature=0.0,
-                                   stop=["<|im_end|>"])["choices"][0]["text"]
+    theirs = llm.create_completion(
+        tok.user_prompt(question), max_tokens=16, temperature=0.0, stop=["<|im_end|>"]
+    )["choices"][0]["text"]
     assert ours.strip() and theirs == ours

@@ -8,26 +8,29 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import write_toy_dataset
-from test_compare import settings
 
 from peftlab.compare import forgetting
 from peftlab.compare.harness import compare, read_rows
 from peftlab.compare.report import write_report
 from peftlab.compare.verdicts import findings
 from peftlab.data.sources import BUNDLED_GENERAL, bundled_dir, load_splits
+from test_compare import settings
+
+from conftest import write_toy_dataset
 
 
 def test_bundled_general_set_is_large_varied_and_not_the_training_data():
     s = load_splits(BUNDLED_GENERAL)
     assert not s.train and len(s.eval) >= 200 and all(r["exact"] for r in s.eval)
-    recs = [json.loads(ln) for ln in (bundled_dir() / "general.jsonl").read_text()
-            .splitlines()]
+    recs = [json.loads(ln) for ln in (bundled_dir() / "general.jsonl").read_text().splitlines()]
     assert len(recs) == len(s.eval)
     tasks = Counter(r["category"] for r in recs)
     assert len(tasks) >= 10 and max(tasks.values()) <= 0.1 * len(recs)
-    train = [json.loads(ln) for name in ("train.jsonl", "eval.jsonl")
-             for ln in (bundled_dir() / name).read_text().splitlines()]
+    train = [
+        json.loads(ln)
+        for name in ("train.jsonl", "eval.jsonl")
+        for ln in (bundled_dir() / name).read_text().splitlines()
+    ]
     seen = {(r["instruction"], r["input"]) for r in train}
     assert not seen & {(r["instruction"], r["input"]) for r in recs}
     # answers hold for the questions (spot checks by an independent reading)
@@ -47,14 +50,15 @@ def test_bundled_general_set_is_large_varied_and_not_the_training_data():
 def test_general_file_matches_its_build_script(tmp_path):
     import importlib.util
     from pathlib import Path
+
     script = Path(__file__).resolve().parents[1] / "tools" / "build_general_dataset.py"
     spec = importlib.util.spec_from_file_location("build_general_dataset", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(tmp_path / "general.jsonl")
-    assert (tmp_path / "general.jsonl").read_bytes() == \
-        (bundled_dir() / "general.jsonl").read_bytes(), \
-        "general.jsonl differs from tools/build_general_dataset.py's output: rerun it"
+    assert (tmp_path / "general.jsonl").read_bytes() == (
+        bundled_dir() / "general.jsonl"
+    ).read_bytes(), "general.jsonl differs from tools/build_general_dataset.py's output: rerun it"
 
 
 def test_general_source_resolves_bundled_and_checks_files(tmp_path):
@@ -98,10 +102,13 @@ def test_every_run_and_the_base_get_a_general_score(tmp_path, tiny_model_dir):
 
 
 def _run(name, nll):
-    return {"name": name, "method": name, "status": "ok",
-            "after": {"perplexity": 5.0, "record_nll": [1.0] * 40,
-                      "record_tokens": [1] * 40},
-            "general": {"perplexity": 2.0, "record_nll": nll, "record_tokens": [1] * 40}}
+    return {
+        "name": name,
+        "method": name,
+        "status": "ok",
+        "after": {"perplexity": 5.0, "record_nll": [1.0] * 40, "record_tokens": [1] * 40},
+        "general": {"perplexity": 2.0, "record_nll": nll, "record_tokens": [1] * 40},
+    }
 
 
 def test_least_forgetting_says_tie_or_winner_as_the_data_say():

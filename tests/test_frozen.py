@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 from torch import nn
 
 from peftlab.memory.measure import saved_tensor_census
 from peftlab.methods import get_method
 from peftlab.methods.frozen import frozen_linear
 from peftlab.model.inject import inject
+
+from conftest import make_tiny_llama
 
 
 def lora_census(dropout: float) -> dict:
@@ -30,8 +31,9 @@ def lora_census(dropout: float) -> dict:
 def through_frozen_linear(y: torch.Tensor) -> bool:
     """Whether ``y`` is FrozenLinear's output (its rows viewed in the input's shape)."""
     fn = y.grad_fn
-    return fn is not None and any("FrozenLinear" in type(f).__name__
-                                  for f in [fn, *(g for g, _ in fn.next_functions if g)])
+    return fn is not None and any(
+        "FrozenLinear" in type(f).__name__ for f in [fn, *(g for g, _ in fn.next_functions if g)]
+    )
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -61,8 +63,7 @@ def test_a_biased_base_output_can_be_summed_into_in_place():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = frozen_linear(layer, x)
         assert through_frozen_linear(y)
-        y.reshape(-1, 40).addmm_(torch.ones(14, 1, dtype=y.dtype),
-                                 torch.ones(1, 40, dtype=y.dtype))
+        y.reshape(-1, 40).addmm_(torch.ones(14, 1, dtype=y.dtype), torch.ones(1, 40, dtype=y.dtype))
     y.float().sum().backward()
     assert x.grad is not None
 

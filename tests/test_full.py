@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import write_toy_dataset
 from safetensors.torch import load_file
-from test_train import train_interrupted_after
 
 import peftlab
 from peftlab import build_config, train
@@ -22,16 +20,31 @@ from peftlab.compare.harness import default_methods, read_rows
 from peftlab.compare.report import DASH, table_row
 from peftlab.methods import METHODS
 from peftlab.training.checkpoint import list_checkpoints
+from test_train import train_interrupted_after
+
+from conftest import write_toy_dataset
 
 train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
 
 
 def full_config(tmp_path, model_dir, **kw):
     data = write_toy_dataset(tmp_path / "toy.json")
-    base = dict(method="full", model=model_dir, dataset=data, output=str(tmp_path / "run"),
-                max_steps=6, batch_size=4, lr=3e-3, mixed_precision="no", save_every=3,
-                exact_match_limit=2, max_new_tokens=4, progress=False, max_length=64,
-                seed=11)
+    base = dict(
+        method="full",
+        model=model_dir,
+        dataset=data,
+        output=str(tmp_path / "run"),
+        max_steps=6,
+        batch_size=4,
+        lr=3e-3,
+        mixed_precision="no",
+        save_every=3,
+        exact_match_limit=2,
+        max_new_tokens=4,
+        progress=False,
+        max_length=64,
+        seed=11,
+    )
     base.update(kw)
     return build_config(**base)
 
@@ -78,8 +91,9 @@ def test_saved_model_reloads_for_eval_and_generate(trained, tmp_path):
     plain = AutoModelForCausalLM.from_pretrained(run).eval()  # an ordinary model dir
     with torch.no_grad():
         assert torch.equal(ours(input_ids=ids).logits, plain(input_ids=ids).logits)
-    out = peftlab.generate("Repeat the input word.", adapter=run, max_new_tokens=3,
-                           mixed_precision="no")
+    out = peftlab.generate(
+        "Repeat the input word.", adapter=run, max_new_tokens=3, mixed_precision="no"
+    )
     assert len(out) == 1 and isinstance(out[0], str)
 
 
@@ -91,8 +105,9 @@ def test_merge_of_a_full_run_says_there_is_nothing_to_merge(trained, tmp_path, c
 
 
 def test_frozen_embeddings_stay_as_loaded(tmp_path, tiny_model_dir):
-    res = train(full_config(tmp_path, tiny_model_dir, max_steps=2, save_every=0,
-                            train_embeddings=False))
+    res = train(
+        full_config(tmp_path, tiny_model_dir, max_steps=2, save_every=0, train_embeddings=False)
+    )
     base = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     tuned = load_file(str(tmp_path / "run" / "model.safetensors"))
     emb = "model.embed_tokens.weight"
@@ -103,8 +118,16 @@ def test_frozen_embeddings_stay_as_loaded(tmp_path, tiny_model_dir):
 
 
 def test_bf16_base_and_autocast_keep_fp32_master_weights(tmp_path, tiny_model_dir):
-    res = train(full_config(tmp_path, tiny_model_dir, max_steps=2, save_every=0,
-                            dtype="bfloat16", mixed_precision="bf16"))
+    res = train(
+        full_config(
+            tmp_path,
+            tiny_model_dir,
+            max_steps=2,
+            save_every=0,
+            dtype="bfloat16",
+            mixed_precision="bf16",
+        )
+    )
     assert res["precision"] == "bf16"
     tuned = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tuned.values())
@@ -128,8 +151,7 @@ def test_resume_gives_same_losses_and_weights(tmp_path, tiny_model_dir, monkeypa
     a = load_file(str(tmp_path / "a" / "run" / "model.safetensors"))
     b = load_file(str(run_b / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    assert resumed["after"]["perplexity"] == pytest.approx(whole["after"]["perplexity"],
-                                                           rel=1e-6)
+    assert resumed["after"]["perplexity"] == pytest.approx(whole["after"]["perplexity"], rel=1e-6)
 
 
 def test_full_is_compared_only_when_asked():
@@ -139,14 +161,37 @@ def test_full_is_compared_only_when_asked():
 
 
 def test_compare_full_flag_adds_a_row_with_every_column(tmp_path, tiny_model_dir):
-    cfg = {"model": tiny_model_dir, "dataset": write_toy_dataset(tmp_path / "toy.json"),
-           "max_steps": 2, "batch_size": 4, "max_length": 64, "save_every": 1,
-           "exact_match_limit": 2, "max_new_tokens": 4, "progress": False,
-           "mixed_precision": "no", "lr": 5e-3}
+    cfg = {
+        "model": tiny_model_dir,
+        "dataset": write_toy_dataset(tmp_path / "toy.json"),
+        "max_steps": 2,
+        "batch_size": 4,
+        "max_length": 64,
+        "save_every": 1,
+        "exact_match_limit": 2,
+        "max_new_tokens": 4,
+        "progress": False,
+        "mixed_precision": "no",
+        "lr": 5e-3,
+    }
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    assert main(["compare", "--config", str(tmp_path / "cmp.yaml"), "--methods", "ia3",
-                 "--full", "--no-base", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                str(tmp_path / "cmp.yaml"),
+                "--methods",
+                "ia3",
+                "--full",
+                "--no-base",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out)
     assert list(rows) == ["ia3", "full"]
     full = rows["full"]

@@ -8,12 +8,13 @@ import copy
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 
 from peftlab.memory.measure import saved_tensor_census
 from peftlab.methods import get_method
 from peftlab.model.fused import fuse_swiglu, unfuse_swiglu
 from peftlab.model.inject import inject
+
+from conftest import make_tiny_llama
 
 
 def _mlps(model):
@@ -31,16 +32,24 @@ def _loss_and_grads(model, ids, autocast):
     with ctx:
         loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                           if p.grad is not None}
+    return loss.detach(), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_same_loss_and_gradients_as_the_three_ops(method, autocast):
     fused = make_tiny_llama()
-    inject(fused, get_method(method, **({"r": 4, "dropout": 0.0, "target_modules":
-                                          "all-linear"} if method == "lora" else {})))
+    inject(
+        fused,
+        get_method(
+            method,
+            **(
+                {"r": 4, "dropout": 0.0, "target_modules": "all-linear"} if method == "lora" else {}
+            ),
+        ),
+    )
     assert len(_mlps(fused)) == 2 and all("forward" in vars(m) for m in _mlps(fused))
     plain = _unfuse(copy.deepcopy(fused))
     if method == "lora":  # B starts at 0: make the adapters count

@@ -10,13 +10,14 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny_llama, write_toy_dataset
 from safetensors.torch import load_file
 
 from peftlab.formats.peft import load_adapter_into, peft_config_dict, save_adapter
 from peftlab.methods import Ia3Linear, get_method
 from peftlab.methods.ia3 import saved_feedforward_spec
 from peftlab.model.inject import adapter_layers, count_parameters, inject
+
+from conftest import make_tiny_llama, write_toy_dataset
 
 BIAS = dict(attention_bias=True, mlp_bias=True)
 
@@ -50,7 +51,8 @@ def test_default_targets_shapes_and_ones():
         else:
             assert not layer.is_feedforward and layer.ia3_l.shape == (base.out_features, 1)
         assert layer.ia3_l.dtype == torch.float32 and torch.equal(
-            layer.ia3_l, torch.ones_like(layer.ia3_l))
+            layer.ia3_l, torch.ones_like(layer.ia3_l)
+        )
         assert list(layer.adapter_params()) == ["ia3_l"]
 
 
@@ -91,7 +93,7 @@ def test_merge_scales_rows_or_columns_and_bias(tiny_inputs):
     assert torch.allclose(v.delta_weight(), w_v * (v.ia3_l - 1), atol=1e-7)
     for _, layer in adapter_layers(model):
         layer.merge()
-    assert torch.allclose(v.base_layer.weight, w_v * v.ia3_l, atol=1e-7)   # rows (out, 1)
+    assert torch.allclose(v.base_layer.weight, w_v * v.ia3_l, atol=1e-7)  # rows (out, 1)
     assert torch.allclose(v.base_layer.bias, b_v * v.ia3_l.flatten(), atol=1e-7)
     assert torch.allclose(down.base_layer.weight, w_d * down.ia3_l, atol=1e-7)  # (1, in)
     assert torch.equal(down.base_layer.bias, b_d)
@@ -104,8 +106,11 @@ def test_merge_scales_rows_or_columns_and_bias(tiny_inputs):
 
 def test_logits_match_peft_with_biases(tiny_inputs, tmp_path):
     peft = pytest.importorskip("peft")
-    model = ia3_model(model=BIAS, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
-                      feedforward_modules=["up_proj", "down_proj"])
+    model = ia3_model(
+        model=BIAS,
+        target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+        feedforward_modules=["up_proj", "down_proj"],
+    )
     randomize(model)
     save_adapter(model, tmp_path)
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
@@ -124,8 +129,14 @@ def test_logits_match_peft_with_biases(tiny_inputs, tmp_path):
 def test_feedforward_module_must_be_a_target():
     model = make_tiny_llama()
     with pytest.raises(ValueError, match=r"feedforward module 'up_proj' is not among"):
-        inject(model, get_method("ia3", target_modules=["k_proj", "v_proj", "down_proj"],
-                                 feedforward_modules=["down_proj", "up_proj"]))
+        inject(
+            model,
+            get_method(
+                "ia3",
+                target_modules=["k_proj", "v_proj", "down_proj"],
+                feedforward_modules=["down_proj", "up_proj"],
+            ),
+        )
     with pytest.raises(ValueError, match=r"feedforward module 'down_proj' is not among"):
         inject(model, get_method("ia3", target_modules=r".*\.(k|v)_proj"))
     assert not any(isinstance(m, Ia3Linear) for m in model.modules())
@@ -149,35 +160,38 @@ def test_empty_feedforward_scales_every_output():
 def test_saved_feedforward_spec_reads_the_same_in_peft():
     names = ["m.0.mlp.up_proj", "m.0.mlp.gate_up_proj", "m.0.attn.k_proj"]
     # as given when peft reads it the same way
-    assert saved_feedforward_spec(["k_proj", "up_proj"], names[::2], {names[0]},
-                                  ["up_proj"]) == ["up_proj"]
+    assert saved_feedforward_spec(["k_proj", "up_proj"], names[::2], {names[0]}, ["up_proj"]) == [
+        "up_proj"
+    ]
     # peft's plain suffix test would also catch gate_up_proj: fall back to a regex
     spec = saved_feedforward_spec("all-linear", names, {names[0]}, ["up_proj"])
     assert isinstance(spec, str) and [n for n in names if re.fullmatch(spec, n)] == [names[0]]
     # peft wants feedforward ⊆ targets as strings: "mlp.up_proj" becomes "up_proj"
-    assert saved_feedforward_spec(["k_proj", "up_proj"], names[::2], {names[0]},
-                                  ["mlp.up_proj"]) == ["up_proj"]
+    assert saved_feedforward_spec(
+        ["k_proj", "up_proj"], names[::2], {names[0]}, ["mlp.up_proj"]
+    ) == ["up_proj"]
 
 
 def test_dotted_feedforward_name_round_trips(tiny_inputs, tmp_path):
     peft = pytest.importorskip("peft")
-    model = ia3_model(target_modules=["q_proj", "mlp.down_proj"],
-                      feedforward_modules=["down_proj"])
+    model = ia3_model(target_modules=["q_proj", "mlp.down_proj"], feedforward_modules=["down_proj"])
     randomize(model)
     save_adapter(model, tmp_path)
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     peft.get_peft_config(saved)  # peft's own subset check accepts what we wrote
     ours = make_tiny_llama()
     load_adapter_into(ours, tmp_path)
-    assert {n for n, l in adapter_layers(ours) if l.is_feedforward} == \
-        {n for n, l in adapter_layers(model) if l.is_feedforward}
+    assert {n for n, lay in adapter_layers(ours) if lay.is_feedforward} == {
+        n for n, lay in adapter_layers(model) if lay.is_feedforward
+    }
     theirs = peft.PeftModel.from_pretrained(make_tiny_llama(), tmp_path).eval()
     assert (logits(theirs, tiny_inputs) - logits(model, tiny_inputs)).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("key,value", [("fan_in_fan_out", True),
-                                       ("modules_to_save", ["lm_head"]),
-                                       ("exclude_modules", ["k_proj"])])
+@pytest.mark.parametrize(
+    "key,value",
+    [("fan_in_fan_out", True), ("modules_to_save", ["lm_head"]), ("exclude_modules", ["k_proj"])],
+)
 def test_unsupported_peft_keys_are_errors(tmp_path, key, value):
     model = ia3_model()
     save_adapter(model, tmp_path)
@@ -211,8 +225,10 @@ def test_vectors_stay_fp32_on_bf16_base(tiny_inputs):
     out = model(**tiny_inputs, labels=tiny_inputs["input_ids"])
     assert out.logits.dtype == torch.bfloat16
     out.loss.backward()
-    assert all(l.ia3_l.grad is not None and l.ia3_l.grad.dtype == torch.float32
-               for _, l in adapter_layers(model))
+    assert all(
+        lay.ia3_l.grad is not None and lay.ia3_l.grad.dtype == torch.float32
+        for _, lay in adapter_layers(model)
+    )
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])  # bf16: frozen weights narrowed
@@ -220,6 +236,7 @@ def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch
     import importlib
 
     from peftlab import build_config, train
+
     train_mod = importlib.import_module("peftlab.training.finish")
     captured = {}
     real_save = train_mod.save_trained
@@ -229,19 +246,30 @@ def test_training_changes_only_ia3_vectors(tmp_path, tiny_model_dir, monkeypatch
         return real_save(model, tokenizer, directory)
 
     monkeypatch.setattr(train_mod, "save_trained", spy)
-    cfg = build_config(method="ia3", model=tiny_model_dir,
-                       dataset=write_toy_dataset(tmp_path / "toy.json"),
-                       output=str(tmp_path / "run"), max_steps=5, batch_size=4, lr=5e-2,
-                       mixed_precision=precision, save_every=0, exact_match_limit=2,
-                       max_new_tokens=4, progress=False, max_length=64, seed=3)
+    cfg = build_config(
+        method="ia3",
+        model=tiny_model_dir,
+        dataset=write_toy_dataset(tmp_path / "toy.json"),
+        output=str(tmp_path / "run"),
+        max_steps=5,
+        batch_size=4,
+        lr=5e-2,
+        mixed_precision=precision,
+        save_every=0,
+        exact_match_limit=2,
+        max_new_tokens=4,
+        progress=False,
+        max_length=64,
+        seed=3,
+    )
     res = train(cfg)
     assert res["method"]["method"] == "ia3"
     from transformers import AutoModelForCausalLM
+
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     state = captured["state"]
     changed = {k for k, v in state.items() if k.endswith(".ia3_l")}
-    assert changed and all(not torch.equal(state[k], torch.ones_like(state[k]))
-                           for k in changed)
+    assert changed and all(not torch.equal(state[k], torch.ones_like(state[k])) for k in changed)
     for k, v in state.items():
         if k not in changed:
             assert torch.equal(v, base[k.replace(".base_layer.", ".")]), k
@@ -254,8 +282,11 @@ def test_peft_adapter_classified_by_peft_plain_suffix_rule(tiny_inputs, tmp_path
     # peft marks a target feedforward when its name merely ends with an entry ("proj"
     # catches k_proj and down_proj); a peft adapter must load with peft's classification.
     peft = pytest.importorskip("peft")
-    cfg = peft.IA3Config(task_type="CAUSAL_LM", target_modules=r".*\.(k_proj|down_proj)",
-                         feedforward_modules=["proj"])
+    cfg = peft.IA3Config(
+        task_type="CAUSAL_LM",
+        target_modules=r".*\.(k_proj|down_proj)",
+        feedforward_modules=["proj"],
+    )
     theirs = peft.get_peft_model(make_tiny_llama(), cfg)
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
@@ -275,6 +306,8 @@ def test_peft_adapter_classified_by_peft_plain_suffix_rule(tiny_inputs, tmp_path
 
 def test_cli_parses_feedforward_list():
     from peftlab.cli import build_parser
-    ns = build_parser().parse_args(["train", "--method", "ia3", "--feedforward-modules",
-                                    "up_proj,down_proj"])
+
+    ns = build_parser().parse_args(
+        ["train", "--method", "ia3", "--feedforward-modules", "up_proj,down_proj"]
+    )
     assert ns.feedforward_modules == ["up_proj", "down_proj"]

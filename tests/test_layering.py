@@ -58,8 +58,9 @@ def imported_parts(path: Path) -> set[tuple[str, int]]:
                 mod = node.module.split(".") if node.module else []
                 targets = [base + mod + [a.name] for a in node.names]
         elif isinstance(node, ast.Import):
-            targets = [a.name.split(".")[1:] for a in node.names
-                       if a.name.split(".")[0] == "peftlab"]
+            targets = [
+                a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "peftlab"
+            ]
         for t in targets:
             if not t:
                 continue
@@ -80,11 +81,16 @@ def test_every_part_is_declared():
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
 def test_imports_point_down(path):
     part = part_of(path)
-    bad = sorted((imp, line) for imp, line in imported_parts(path)
-                 if imp != part and imp not in ALLOWED[part])
-    assert not bad, (f"{path.relative_to(PKG)} ({part}) imports "
-                     + ", ".join(f"{imp} (line {line})" for imp, line in bad)
-                     + f"; {part} may import only {sorted(ALLOWED[part]) or 'nothing'}")
+    bad = sorted(
+        (imp, line)
+        for imp, line in imported_parts(path)
+        if imp != part and imp not in ALLOWED[part]
+    )
+    assert not bad, (
+        f"{path.relative_to(PKG)} ({part}) imports "
+        + ", ".join(f"{imp} (line {line})" for imp, line in bad)
+        + f"; {part} may import only {sorted(ALLOWED[part]) or 'nothing'}"
+    )
 
 
 def test_the_checker_sees_violations(tmp_path, monkeypatch):
@@ -94,8 +100,10 @@ def test_the_checker_sees_violations(tmp_path, monkeypatch):
     (fake / "training").mkdir()
     (fake / "cli.py").write_text("")
     src = fake / "methods" / "x.py"
-    src.write_text("from ..training import loop\nimport peftlab.cli\n"
-                   "def f():\n    from peftlab.training.loop import train\n")
+    src.write_text(
+        "from ..training import loop\nimport peftlab.cli\n"
+        "def f():\n    from peftlab.training.loop import train\n"
+    )
     monkeypatch.setattr(__import__(__name__), "PKG", fake)
     assert {p for p, _ in imported_parts(src)} == {"training", "cli"}
     assert len(imported_parts(src)) == 3

@@ -19,8 +19,6 @@ import copy
 import pytest
 import torch
 import yaml
-from conftest import make_tiny_llama, write_toy_dataset
-from test_train import losses
 from torch import nn
 
 from peftlab import build_config, train
@@ -28,9 +26,12 @@ from peftlab.memory.measure import saved_tensor_census
 from peftlab.methods import get_method
 from peftlab.methods.lean import LeanOps, PlainOps
 from peftlab.model.inject import adapter_layers, inject, use_lean_layers
+from test_train import losses
+
+from conftest import make_tiny_llama, write_toy_dataset
 
 FP32_TOL = 1e-6
-BF16_TOL = 2.0 ** -6
+BF16_TOL = 2.0**-6
 LOSS_TOL = {False: 1e-5, True: 1e-3}
 """Relative bound on a loss after a few optimiser steps, fp32 and under bf16 autocast:
 the values' rounding, compounded through the steps (observed: equal in fp32, 3e-5 under
@@ -74,6 +75,7 @@ def _dropout_linear(p):
             y = ops.dropout_linear(x, w, nn.Dropout(p) if p else nn.Identity())
         (y.float() * gy).sum().backward()
         return {"y": y, "x.grad": x.grad, "w.grad": w.grad}, [x, w]
+
     return run
 
 
@@ -115,8 +117,11 @@ def _silu_mul(ops, autocast):
 # op -> (run, the results that are the same bits: in fp32, under bf16 autocast)
 OPS = {
     "frozen_linear": (_frozen_linear, {"y", "x.grad"}, {"y", "x.grad"}),
-    "dropout_linear-p0": (_dropout_linear(0.0), {"y", "x.grad", "w.grad"},
-                          {"y", "x.grad", "w.grad"}),
+    "dropout_linear-p0": (
+        _dropout_linear(0.0),
+        {"y", "x.grad", "w.grad"},
+        {"y", "x.grad", "w.grad"},
+    ),
     "dropout_linear-p0.3": (_dropout_linear(0.3), {"y", "x.grad", "w.grad"}, set()),
     "add_scaled_linear": (_add_scaled_linear, {"x.grad"}, {"x.grad"}),
     "scale_rows": (_scale_rows, {"y", "z.grad"}, {"y", "z.grad"}),
@@ -140,16 +145,14 @@ def test_each_lean_op_equals_the_plain_one(op, autocast):
 def _kept_bytes(run, ops) -> int:
     """Bytes autograd saves for backward beyond the tensors the caller holds anyway."""
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         _, held = run(ops, True)
     own = {t.untyped_storage().data_ptr() for t in held}
     sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
     return sum(n for ptr, n in sizes.items() if ptr not in own)
 
 
-@pytest.mark.parametrize("op", ["frozen_linear", "dropout_linear-p0.3", "scale_rows",
-                                "silu_mul"])
+@pytest.mark.parametrize("op", ["frozen_linear", "dropout_linear-p0.3", "scale_rows", "silu_mul"])
 def test_the_lean_op_keeps_less(op):
     """What each lean form exists for, under bf16 autocast. (The in-place sum saves
     no tensor either way: it saves an allocation, not a saved activation.)"""
@@ -158,14 +161,16 @@ def test_the_lean_op_keeps_less(op):
 
 
 # -- layers and models ------------------------------------------------------------------------
-LAYERS = {"lora": dict(r=4, alpha=8), "adalora": dict(init_r=4, target_r=2, alpha=8),
-          "dora": dict(r=4, alpha=8)}
+LAYERS = {
+    "lora": dict(r=4, alpha=8),
+    "adalora": dict(init_r=4, target_r=2, alpha=8),
+    "dora": dict(r=4, alpha=8),
+}
 
 
 def _layer_pair(method: str, dropout: float):
     torch.manual_seed(0)
-    lean = get_method(method, dropout=dropout, **LAYERS[method]).wrap(
-        nn.Linear(48, 40), "proj")
+    lean = get_method(method, dropout=dropout, **LAYERS[method]).wrap(nn.Linear(48, 40), "proj")
     with torch.no_grad():  # B (and AdaLoRA's Λ) start at 0: make every factor count
         for p in lean.adapter_params().values():
             p.add_(0.1 * torch.randn(p.shape))
@@ -180,8 +185,7 @@ def _layer_step(layer, x, gy, autocast):
     with _autocast(autocast):
         y = layer(x)
     (y.float() * gy).sum().backward()
-    return {"y": y, "x.grad": x.grad,
-            **{n: p.grad for n, p in layer.adapter_params().items()}}
+    return {"y": y, "x.grad": x.grad, **{n: p.grad for n, p in layer.adapter_params().items()}}
 
 
 @pytest.mark.parametrize("autocast", MODES, ids=MODE_IDS)
@@ -267,10 +271,26 @@ def test_the_run_option_is_saved_and_switches_the_layers(tmp_path, tiny_model_di
     runs = {}
     for flag in (True, False):
         out = tmp_path / str(flag)
-        train(build_config(method="lora", model=tiny_model_dir, dataset=data, max_steps=2,
-                           batch_size=4, lr=5e-3, r=4, dropout=0.1, mixed_precision="bf16",
-                           exact_match_limit=0, max_length=64, seed=3, progress=False,
-                           save_every=0, output=str(out), lean_layers=flag))
+        train(
+            build_config(
+                method="lora",
+                model=tiny_model_dir,
+                dataset=data,
+                max_steps=2,
+                batch_size=4,
+                lr=5e-3,
+                r=4,
+                dropout=0.1,
+                mixed_precision="bf16",
+                exact_match_limit=0,
+                max_length=64,
+                seed=3,
+                progress=False,
+                save_every=0,
+                output=str(out),
+                lean_layers=flag,
+            )
+        )
         saved = yaml.safe_load(open(out / "config.yaml"))
         assert saved["train"]["lean_layers"] is flag
         runs[flag] = losses(out)

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import make_tiny_llama
 
 from peftlab.config import TrainConfig
 from peftlab.data.batching import Example, collate, target_count, token_pieces
@@ -19,6 +18,8 @@ from peftlab.training.distributed import Dist
 from peftlab.training.loss import LossOptions, response_nll
 from peftlab.training.metrics import MetricsLog
 from peftlab.training.plan import Plan, make_plan, warmup_cosine
+
+from conftest import make_tiny_llama
 
 train_mod = importlib.import_module("peftlab.training.loop")
 
@@ -56,24 +57,26 @@ def _grads_after_step(batches, **step_args):
     model = make_tiny_llama()
     inject(model, get_method("lora", r=2, dropout=0.0))
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for _n, p in model.named_parameters():
             if p.requires_grad:
                 p.normal_(0, 0.1)
     model.train()
-    s = SimpleNamespace(device=torch.device("cpu"), loss_options=LossOptions(),
-                        autocast=lambda: __import__(
-        "contextlib").nullcontext)
+    s = SimpleNamespace(
+        device=torch.device("cpu"),
+        loss_options=LossOptions(),
+        autocast=lambda: __import__("contextlib").nullcontext,
+    )
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    loss = train_mod._step(Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler,
-                           **step_args)
+    loss = train_mod._step(
+        Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler, **step_args
+    )
     return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_accumulation_equals_one_big_batch():
     ex = _examples()
     one_loss, one = _grads_after_step([collate(ex, pad_id=0)])
-    acc_loss, acc = _grads_after_step([collate(ex[:2], 0), collate(ex[2:5], 0),
-                                       collate(ex[5:], 0)])
+    acc_loss, acc = _grads_after_step([collate(ex[:2], 0), collate(ex[2:5], 0), collate(ex[5:], 0)])
     assert acc_loss == pytest.approx(one_loss, abs=1e-6)
     for name in one:
         assert torch.allclose(one[name], acc[name], atol=1e-6), name
@@ -112,12 +115,16 @@ def test_pieces_of_a_batch_give_the_whole_batch_gradient():
 
 def test_every_process_runs_as_many_pieces_with_stand_ins_adding_nothing():
     ex = _examples(3)  # lengths 5, 8 (rank 0: two pieces) and 11 (rank 1: one)
-    runs = [train_mod._step_batches(Dist(rank=r, world=2), [ex], pad_id=0, budget=10)
-            for r in (0, 1)]
+    runs = [
+        train_mod._step_batches(Dist(rank=r, world=2), [ex], pad_id=0, budget=10) for r in (0, 1)
+    ]
     assert len(runs[0][0]) == len(runs[1][0]) == 2
     assert bool((runs[1][0][1]["labels"] == -100).all())  # rank 1's stand-in
-    assert runs[0][1:] == runs[1][1:] == (target_count(collate(ex, 0)),
-                                           sum(len(e.input_ids) for e in ex))
+    assert (
+        runs[0][1:]
+        == runs[1][1:]
+        == (target_count(collate(ex, 0)), sum(len(e.input_ids) for e in ex))
+    )
     labelled = [sum(target_count(b) for b in mine) for mine, _, _ in runs]
     assert sum(labelled) == runs[0][1]  # stand-ins carry no target
 
@@ -134,10 +141,10 @@ def test_token_weighting_scales_the_gradient_by_the_step_s_share_of_targets():
 
 def test_loss_weighting_auto_follows_length_grouping():
     from peftlab.config import resolve_weighting
+
     assert resolve_weighting(TrainConfig()) == "token"
     assert resolve_weighting(TrainConfig(group_by_length=False)) == "step"
-    assert resolve_weighting(TrainConfig(group_by_length=False, loss_weighting="token")) \
-        == "token"
+    assert resolve_weighting(TrainConfig(group_by_length=False, loss_weighting="token")) == "token"
     with pytest.raises(ValueError, match="loss_weighting"):
         TrainConfig(loss_weighting="tokens")
 
@@ -153,11 +160,13 @@ def test_response_nll_equals_full_logits_loss():
     batch = collate(_examples(), pad_id=0)
     nll, n = response_nll(model, batch)
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits
-    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                            batch["labels"][:, 1:].reshape(-1),
-                                            ignore_index=-100, reduction="sum")
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ref = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
     assert n == int((batch["labels"][:, 1:] != -100).sum())
     assert float(nll) == pytest.approx(float(ref), rel=1e-5)
     assert math.isfinite(float(nll))
@@ -173,8 +182,10 @@ def test_metrics_log_survives_a_line_cut_short(tmp_path):
 
 def test_adapter_config_never_turns_remote_code_on(tmp_path):
     from peftlab.api import config_for_adapter
+
     (tmp_path / "config.yaml").write_text(
-        "method: lora\nmodel: {name: some/model, trust_remote_code: true}\n")
+        "method: lora\nmodel: {name: some/model, trust_remote_code: true}\n"
+    )
     cfg = config_for_adapter(tmp_path)
     assert cfg.model.name == "some/model" and cfg.model.trust_remote_code is False
     assert config_for_adapter(tmp_path, trust_remote_code=True).model.trust_remote_code
@@ -182,6 +193,7 @@ def test_adapter_config_never_turns_remote_code_on(tmp_path):
 
 def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_path):
     from peftlab.core.atomic import replace_dir
+
     final, new = tmp_path / "ckpt", tmp_path / ".tmp-ckpt"
     final.mkdir()
     (final / "a").write_text("old")
@@ -194,12 +206,14 @@ def test_replace_dir_swaps_in_the_new_directory_and_leaves_nothing_aside(tmp_pat
 
 def test_allocator_option_values_and_auto_choice():
     from peftlab.host.heap import resolve_allocator, set_allocator
+
     with pytest.raises(ValueError, match="allocator"):
         set_allocator("fast")
     assert resolve_allocator("auto", memory_first=True) == "lean"
     assert resolve_allocator("auto", memory_first=False) == "default"
     assert set_allocator("default", memory_first=True) == "default"
     import sys
+
     if sys.platform.startswith("linux"):  # glibc: mallopt accepts the setting
         assert set_allocator("auto", memory_first=True) == "lean"
         assert set_allocator("trim") == "trim"

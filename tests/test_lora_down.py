@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_frozen import lora_census
 
 from peftlab.methods.lora_down import lora_down
+from test_frozen import lora_census
 
 
 def _reference(x, weight, p, dtype):
@@ -44,8 +44,9 @@ def test_values_and_gradients_equal_dropout_then_linear(p, autocast, monkeypatch
     # differently (autograd's formula for it multiplies in another order)
     tol = dict(rtol=0, atol=0) if not autocast else dict(rtol=1.6e-2, atol=1e-2)
     torch.testing.assert_close(gx, x.grad, **tol)
-    torch.testing.assert_close(gw, w.grad.to(gw.dtype), **(tol if autocast else dict(
-        rtol=1e-6, atol=1e-6)))
+    torch.testing.assert_close(
+        gw, w.grad.to(gw.dtype), **(tol if autocast else dict(rtol=1e-6, atol=1e-6))
+    )
     assert gw.dtype == torch.float32 and gx.dtype == torch.float32
 
 
@@ -118,6 +119,7 @@ def test_adalora_update_equals_dropout_then_its_factors():
     """AdaLoRA's P Λ Q dropout(x) takes the same path: in fp32 the same bits as
     ``F.dropout`` then the three factors, and the same gradients for P, Λ and Q."""
     from peftlab.methods.adalora import RANKNUM_EPS, AdaLoraLinear
+
     torch.manual_seed(0)
     layer = AdaLoraLinear(torch.nn.Linear(16, 8), 4, 4, 8.0, 0.3)
     torch.nn.init.normal_(layer.lora_E)  # Λ starts at 0: make every factor count
@@ -131,13 +133,21 @@ def test_adalora_update_equals_dropout_then_its_factors():
         p.grad = None
     torch.manual_seed(5)
     xd = torch.nn.functional.dropout(x, 0.3, True)
-    ref = (xd @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T) * 8.0 / (
-        layer.ranknum + RANKNUM_EPS)
+    ref = (
+        (xd @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T)
+        * 8.0
+        / (layer.ranknum + RANKNUM_EPS)
+    )
     ref.square().sum().backward()
     torch.testing.assert_close(y, ref, rtol=0, atol=0)
     for g, p in zip(grads, (layer.lora_A, layer.lora_E, layer.lora_B)):
         torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-6)
     layer.eval()  # no dropout: x itself
-    torch.testing.assert_close(layer.update(x), (x @ (layer.lora_A * layer.lora_E).T
-                                                 @ layer.lora_B.T) * 8.0 / (
-        layer.ranknum + RANKNUM_EPS), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        layer.update(x),
+        (x @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T)
+        * 8.0
+        / (layer.ranknum + RANKNUM_EPS),
+        rtol=1e-6,
+        atol=1e-6,
+    )

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_llama
 
 from peftlab.data.batching import Example, collate
 from peftlab.methods import get_method
 from peftlab.model.inject import inject
 from peftlab.training.loss import ChunkedHeadNLL, LossOptions, response_nll
+
+from conftest import make_tiny_llama
 
 
 def _batch(n=5, seed=0):
@@ -35,24 +36,34 @@ def _model():
 
 def _plain_loss(model, batch):
     """The textbook loss: every position through the model's own head, full logits."""
-    logits = model(input_ids=batch["input_ids"],
-                   attention_mask=batch["attention_mask"]).logits
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                           batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
-                           reduction="sum")
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
 
 
 def _loss_and_grads(model, fn):
     model.zero_grad(set_to_none=True)
     loss = fn()
     loss.backward()
-    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()
-                         if p.requires_grad}
+    return float(loss.detach()), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
-@pytest.mark.parametrize("opts", [LossOptions(True, 0), LossOptions(True, 1),
-                                  LossOptions(True, 7), LossOptions(True, 4096),
-                                  LossOptions(False, 0)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        LossOptions(True, 0),
+        LossOptions(True, 1),
+        LossOptions(True, 7),
+        LossOptions(True, 4096),
+        LossOptions(False, 0),
+    ],
+)
 def test_optimised_loss_equals_full_logits_loss_fp32(opts):
     model, batch = _model(), _batch()
     ref, ref_g = _loss_and_grads(model, lambda: _plain_loss(model, batch))
@@ -82,10 +93,8 @@ def test_chunked_loss_under_bf16_autocast_matches_the_unchunked_head():
     """Same bf16 head matmul, fp32 softmax: chunking changes nothing but summation order."""
     model, batch = _model(), _batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        a, a_g = _loss_and_grads(model, lambda: response_nll(model, batch,
-                                                             LossOptions(True, 0))[0])
-        b, b_g = _loss_and_grads(model, lambda: response_nll(model, batch,
-                                                             LossOptions(True, 5))[0])
+        a, a_g = _loss_and_grads(model, lambda: response_nll(model, batch, LossOptions(True, 0))[0])
+        b, b_g = _loss_and_grads(model, lambda: response_nll(model, batch, LossOptions(True, 5))[0])
     assert b == pytest.approx(a, rel=1e-4)
     for name in a_g:
         assert (b_g[name] - a_g[name]).abs().max() <= 2e-2 * a_g[name].abs().max(), name
@@ -103,13 +112,17 @@ def test_chunked_head_keeps_no_logits_for_backward():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         response_nll(model, batch, LossOptions(True, 8))
-    assert shapes and not any(s and s[-1] == vocab and len(s) == 2 and s[0] > 1
-                              for s in shapes if s != (vocab, model.config.hidden_size))
+    assert shapes and not any(
+        s and s[-1] == vocab and len(s) == 2 and s[0] > 1
+        for s in shapes
+        if s != (vocab, model.config.hidden_size)
+    )
     shapes.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         response_nll(model, batch, LossOptions(True, 0))
-    assert any(len(s) == 2 and s[-1] == vocab and s != (vocab, model.config.hidden_size)
-               for s in shapes)  # the plain path does keep them: the check can fail
+    assert any(
+        len(s) == 2 and s[-1] == vocab and s != (vocab, model.config.hidden_size) for s in shapes
+    )  # the plain path does keep them: the check can fail
 
 
 def test_a_negative_chunk_is_a_clear_error():

@@ -11,8 +11,9 @@ import pytest
 
 from peftlab.host import malloc
 
-needs_lib = pytest.mark.skipif(malloc.library() is None,
-                               reason="cmeel-mimalloc is not installed (Linux only)")
+needs_lib = pytest.mark.skipif(
+    malloc.library() is None, reason="cmeel-mimalloc is not installed (Linux only)"
+)
 
 
 def test_wanted_unless_system_is_asked(monkeypatch):
@@ -56,8 +57,9 @@ print(json.dumps({"malloc": malloc.name(), "lean": heap.set_allocator("lean"),
 @needs_lib
 def test_a_preloaded_process_runs_on_mimalloc_and_its_settings_act():
     env = malloc.preload_env({**os.environ})
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["malloc"] == "mimalloc"
@@ -69,19 +71,39 @@ def test_a_preloaded_process_runs_on_mimalloc_and_its_settings_act():
 @needs_lib
 @pytest.mark.parametrize("choice,expect", [(None, "mimalloc"), ("system", "system")])
 def test_the_command_reexecutes_onto_mimalloc(tmp_path, tiny_model_dir, choice, expect):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", malloc.CHOICE_ENV, "PEFTLAB_MALLOC_TRIED")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", malloc.CHOICE_ENV, "PEFTLAB_MALLOC_TRIED")
+    }
     if choice:
         env[malloc.CHOICE_ENV] = choice
     out = tmp_path / "run"
     # -X importtime: the interpreter's flags reach the re-executed process (its imports,
     # torch's among them, are timed on stderr)
-    cmd = [sys.executable, "-X", "importtime", "-m", "peftlab", "train", "--model",
-           tiny_model_dir,
-           "--max-steps", "1", "--max-length", "64", "--max-eval-records", "4",
-           "--exact-match-limit", "0", "--output", str(out)]
-    p = subprocess.run(cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                       text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "peftlab",
+        "train",
+        "--model",
+        tiny_model_dir,
+        "--max-steps",
+        "1",
+        "--max-length",
+        "64",
+        "--max-eval-records",
+        "4",
+        "--exact-match-limit",
+        "0",
+        "--output",
+        str(out),
+    ]
+    p = subprocess.run(
+        cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     assert res["malloc"] == expect and res["env"]["malloc"] == expect
@@ -109,11 +131,14 @@ def test_a_process_on_mimalloc_starts_its_children_clean():
     command it starts re-executes itself, a distributed rank stays on glibc."""
     env = malloc.preload_env({**os.environ})
     env["PEFTLAB_MALLOC_TRIED"] = "1"  # as the re-executed process has it
-    script = ("import os; from peftlab.host import malloc; malloc.reexec([]); "
-              "print(malloc.name(), repr(os.environ.get('LD_PRELOAD', '')), "
-              "os.environ.get('PEFTLAB_MALLOC_TRIED'))")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=120)
+    script = (
+        "import os; from peftlab.host import malloc; malloc.reexec([]); "
+        "print(malloc.name(), repr(os.environ.get('LD_PRELOAD', '')), "
+        "os.environ.get('PEFTLAB_MALLOC_TRIED'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     name, preload, tried = out.stdout.split()
     assert name == "mimalloc" and "libmimalloc" not in preload and tried == "None"

@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 
 from peftlab.formats.peft import AdapterMismatchError, load_adapter_into, save_adapter
 from peftlab.methods import METHODS, AdapterLayer, get_method
@@ -22,25 +21,41 @@ from peftlab.model.inject import (
 )
 from peftlab.quant.linear4bit import dequantize_linears
 
+from conftest import make_tiny_llama
+
 peft = pytest.importorskip("peft")
 
 # Variants exercised per method; a method with no entry runs with its defaults.
 VARIANTS = {
-    "adalora": [dict(init_r=4, target_r=2, alpha=8),
-                dict(init_r=3, target_r=1, alpha=16, orth_reg_weight=0.1,
-                     target_modules=["q_proj", "v_proj"])],
-    "ia3": [dict(), dict(target_modules=["q_proj", "up_proj", "down_proj"],
-                         feedforward_modules=["up_proj", "down_proj"]),
-            dict(target_modules=r".*\.1\.(self_attn\.v_proj|mlp\.down_proj)")],
-    "dora": [dict(r=4, alpha=8),
-             dict(r=4, alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"])],
-    "lora": [dict(r=4, alpha=8), dict(r=4, alpha=8, use_rslora=True),
-             dict(r=2, alpha=4, target_modules=["q_proj", "v_proj"]),
-             dict(r=3, alpha=6, target_modules=r".*\.1\.mlp\.(up|down)_proj")],
-    "qlora": [dict(r=4, alpha=8),
-              dict(r=4, alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
-              dict(r=2, alpha=4, double_quant=False,
-                   target_modules=r".*\.1\.mlp\.(up|down)_proj")],
+    "adalora": [
+        dict(init_r=4, target_r=2, alpha=8),
+        dict(
+            init_r=3, target_r=1, alpha=16, orth_reg_weight=0.1, target_modules=["q_proj", "v_proj"]
+        ),
+    ],
+    "ia3": [
+        dict(),
+        dict(
+            target_modules=["q_proj", "up_proj", "down_proj"],
+            feedforward_modules=["up_proj", "down_proj"],
+        ),
+        dict(target_modules=r".*\.1\.(self_attn\.v_proj|mlp\.down_proj)"),
+    ],
+    "dora": [
+        dict(r=4, alpha=8),
+        dict(r=4, alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"]),
+    ],
+    "lora": [
+        dict(r=4, alpha=8),
+        dict(r=4, alpha=8, use_rslora=True),
+        dict(r=2, alpha=4, target_modules=["q_proj", "v_proj"]),
+        dict(r=3, alpha=6, target_modules=r".*\.1\.mlp\.(up|down)_proj"),
+    ],
+    "qlora": [
+        dict(r=4, alpha=8),
+        dict(r=4, alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
+        dict(r=2, alpha=4, double_quant=False, target_modules=r".*\.1\.mlp\.(up|down)_proj"),
+    ],
 }
 # The adapter methods; full fine-tuning (saves_full_model) has no adapter layers and no
 # PEFT format, and is tested in test_full.py.
@@ -82,8 +97,10 @@ def load_kwargs(adapted) -> dict:
     method = adapted.peftlab_adapter.method
     if method.auto_detect:
         return {}
-    return {"method": method.name, "method_options": {
-        k: getattr(method.config, k) for k in method.local_options}}
+    return {
+        "method": method.name,
+        "method_options": {k: getattr(method.config, k) for k in method.local_options},
+    }
 
 
 def logits(model, inputs):
@@ -167,6 +184,7 @@ def test_peft_loads_ours_with_same_logits(adapted, tiny_inputs, tmp_path):
 def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
     # Build the same adapter in peft from our config, give it its own random values.
     from peftlab.formats.peft import peft_config_dict
+
     # inference_mode=False: peft freezes an inference-mode adapter, and the random values
     # below would then never be added (every adapter would be compared at its identity).
     cfg = peft.get_peft_config({**peft_config_dict(adapted), "inference_mode": False})
@@ -186,8 +204,9 @@ def test_we_load_peft_adapter_with_same_logits(adapted, tiny_inputs, tmp_path):
 def test_parameter_counts(adapted):
     counts = count_parameters(adapted)
     base_total = sum(p.numel() for p in make_tiny_llama().parameters())
-    adapter = sum(p.numel() for _, l in adapter_layers(adapted)
-                  for p in l.adapter_params().values())
+    adapter = sum(
+        p.numel() for _, lay in adapter_layers(adapted) for p in lay.adapter_params().values()
+    )
     assert counts["trainable"] == adapter > 0
     assert counts["total"] == base_total + adapter
 

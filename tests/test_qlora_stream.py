@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 
 from peftlab.methods import get_method
+
+from conftest import make_tiny_llama
 
 
 def save_sharded(model, path, dtype=torch.bfloat16, shard="20KB"):
@@ -22,6 +23,7 @@ def save_sharded(model, path, dtype=torch.bfloat16, shard="20KB"):
 def test_streaming_load_equals_load_then_quantize(tmp_path, tiny_inputs, tied):
     from peftlab.model.load import load_model
     from peftlab.quant.stream import checkpoint_files, load_quantized
+
     path = save_sharded(make_tiny_llama(tie_word_embeddings=tied), tmp_path)
     assert len(checkpoint_files(path)) > 1
     streamed = load_quantized(path, dtype=torch.float32)
@@ -39,6 +41,7 @@ def test_streaming_load_names_unknown_and_missing_tensors(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from peftlab.quant.stream import load_quantized
+
     make_tiny_llama().save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
     save_file({**tensors, "model.extra.weight": torch.ones(2)}, tmp_path / "model.safetensors")
@@ -72,11 +75,19 @@ print((status("VmHWM") - before) * 1024)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="reads peak memory as Linux reports it (ru_maxrss in KiB)")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="reads peak memory as Linux reports it (ru_maxrss in KiB)",
+)
 def test_streaming_load_peak_memory_is_4bit_model_plus_one_tensor(tmp_path):
-    big = dict(vocab_size=256, hidden_size=1024, intermediate_size=2816,
-               num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=8)
+    big = dict(
+        vocab_size=256,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+    )
     model = make_tiny_llama(**big)
     fp32 = sum(p.numel() * 4 for p in model.parameters())  # ~150 MB
     largest = max(p.numel() * 4 for p in model.parameters())
@@ -86,8 +97,12 @@ def test_streaming_load_peak_memory_is_4bit_model_plus_one_tensor(tmp_path):
     del model
     peak = {}
     for mode in ("stream", "full"):
-        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path), mode],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peak[mode] = int(out.stdout.split()[-1])
     fourbit = fp32 * 4.13 / 32
     assert peak["full"] > fp32  # the ordinary route holds the fp32 model at some point

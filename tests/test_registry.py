@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import write_toy_dataset
 from torch import nn
 
 from peftlab.cli import build_parser, main
 from peftlab.core.options import option
 from peftlab.methods import METHODS, AdapterLayer, Method, MethodConfig
+
+from conftest import write_toy_dataset
 
 NAME, OPT_IN = "nudge", "nudge_opt_in"
 
@@ -25,8 +26,7 @@ class NudgeLinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, init: float):
         super().__init__(base_layer)
         device = self.base_device()
-        self.nudge_a = nn.Parameter(torch.full((1, base_layer.in_features), init,
-                                               device=device))
+        self.nudge_a = nn.Parameter(torch.full((1, base_layer.in_features), init, device=device))
         self.nudge_b = nn.Parameter(torch.zeros(base_layer.out_features, 1, device=device))
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,35 +87,52 @@ def test_train_help_offers_a_registered_method_and_its_options(registered, capsy
     assert (ns.method, ns.nudge_init) == (NAME, 0.5)
 
 
-def test_compare_runs_registered_methods_by_default_and_by_flag(registered, tmp_path,
-                                                                monkeypatch):
+def test_compare_runs_registered_methods_by_default_and_by_flag(registered, tmp_path, monkeypatch):
     from peftlab.compare import harness
+
     ran = []
-    monkeypatch.setattr(harness, "run_method", lambda name, cfg, out: ran.append(
-        (name, cfg["method"])) or {"name": name, "status": "ok"})
-    extra = build_parser().parse_args(["compare", "--output", "x", f"--{OPT_IN}"]
-                                      ).extra_methods
+    monkeypatch.setattr(
+        harness,
+        "run_method",
+        lambda name, cfg, out: ran.append((name, cfg["method"])) or {"name": name, "status": "ok"},
+    )
+    extra = build_parser().parse_args(["compare", "--output", "x", f"--{OPT_IN}"]).extra_methods
     assert extra == [OPT_IN]
-    harness.compare({"max_steps": 1}, None, tmp_path / "out", include_base=False,
-                    report=False, extra_methods=extra)
+    harness.compare(
+        {"max_steps": 1},
+        None,
+        tmp_path / "out",
+        include_base=False,
+        report=False,
+        extra_methods=extra,
+    )
     by_default = sorted(n for n, cls in METHODS.items() if cls.compare_by_default)
     assert NAME in by_default and OPT_IN not in by_default
     assert ran == [(n, n) for n in by_default + [OPT_IN]]
 
 
-def test_compare_trains_a_registered_method_for_one_step(registered, tmp_path,
-                                                         tiny_model_dir, monkeypatch):
+def test_compare_trains_a_registered_method_for_one_step(
+    registered, tmp_path, tiny_model_dir, monkeypatch
+):
     """The real harness and training loop, in this process (a subprocess would not see
     the method registered here)."""
     from peftlab.compare import harness
 
     def in_process(args, log_path):
         return main(args), "in-process run failed"
+
     monkeypatch.setattr(harness, "_run_subprocess", in_process)
-    cfg = {"model": tiny_model_dir, "dataset": write_toy_dataset(tmp_path / "toy.json"),
-           "max_steps": 1, "batch_size": 4, "max_length": 64, "exact_match_limit": 0,
-           "progress": False, "mixed_precision": "no",
-           NAME: {"nudge_init": 0.02}}
+    cfg = {
+        "model": tiny_model_dir,
+        "dataset": write_toy_dataset(tmp_path / "toy.json"),
+        "max_steps": 1,
+        "batch_size": 4,
+        "max_length": 64,
+        "exact_match_limit": 0,
+        "progress": False,
+        "mixed_precision": "no",
+        NAME: {"nudge_init": 0.02},
+    }
     rows = harness.compare(cfg, [NAME], tmp_path / "out", include_base=False, report=False)
     assert [(r["name"], r["status"]) for r in rows] == [(NAME, "ok")], rows[0].get("error")
     row = rows[0]

@@ -7,14 +7,15 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_llama
-from test_train import toy_config
 
 from peftlab import merge, train
 from peftlab.cli import main as cli_main
 from peftlab.core.modules import linear_names_but_head
 from peftlab.model.load import load_model
 from peftlab.quant.linear4bit import Linear4bit, quantize_linears
+from test_train import toy_config
+
+from conftest import make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +25,36 @@ def wide_qlora_run(tmp_path_factory, embedded_tokenizer):
     tmp = tmp_path_factory.mktemp("requant")
     tok = embedded_tokenizer
     base = tmp / "base"
-    make_tiny_llama(hidden_size=64, intermediate_size=128, vocab_size=len(tok),
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                    bos_token_id=tok.bos_token_id).save_pretrained(base)
+    make_tiny_llama(
+        hidden_size=64,
+        intermediate_size=128,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    ).save_pretrained(base)
     tok.save_pretrained(base)
-    train(toy_config(tmp, str(base), method="qlora", max_steps=3, dropout=0.0, save_every=0,
-                     lr=2e-2, exact_match_limit=0))
+    train(
+        toy_config(
+            tmp,
+            str(base),
+            method="qlora",
+            max_steps=3,
+            dropout=0.0,
+            save_every=0,
+            lr=2e-2,
+            exact_match_limit=0,
+        )
+    )
     return tmp / "run"
 
 
-def test_requantized_merge_loads_in_transformers_with_bitsandbytes(wide_qlora_run, tmp_path,
-                                                                   tiny_inputs):
+def test_requantized_merge_loads_in_transformers_with_bitsandbytes(
+    wide_qlora_run, tmp_path, tiny_inputs
+):
     pytest.importorskip("bitsandbytes", reason="bitsandbytes loads the 4-bit checkpoint")
     from transformers import AutoModelForCausalLM
+
     plain = merge(wide_qlora_run, tmp_path / "merged", dtype="float32")
     res = merge(wide_qlora_run, tmp_path / "merged-nf4", dtype="float32", requantize=True)
     # The second quantization costs accuracy, and it is measured and reported.
@@ -62,8 +80,21 @@ def test_requantized_merge_loads_in_transformers_with_bitsandbytes(wide_qlora_ru
 
 
 def test_cli_merge_requantize_prints_the_error(wide_qlora_run, tmp_path, capsys):
-    assert cli_main(["merge", "--adapter", str(wide_qlora_run), "--output",
-                     str(tmp_path / "m"), "--requantize", "--dtype", "bfloat16"]) == 0
+    assert (
+        cli_main(
+            [
+                "merge",
+                "--adapter",
+                str(wide_qlora_run),
+                "--output",
+                str(tmp_path / "m"),
+                "--requantize",
+                "--dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert "re-quantized to NF4" in out.err
     assert json.loads(out.out)["requantize_max_logit_diff"] > 0

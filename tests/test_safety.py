@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_toy_dataset
 from safetensors.torch import load_file
 
 import peftlab
@@ -21,13 +20,40 @@ from peftlab.cli import main
 from peftlab.core.rundir import MARKER, LockedError, output_lock
 from peftlab.training.checkpoint import list_checkpoints
 
+from conftest import write_toy_dataset
+
 
 def args(tmp_path, model_dir, out, *extra):
     data = write_toy_dataset(tmp_path / "toy.json")
-    return ["train", "--model", model_dir, "--dataset", data, "--output", str(out),
-            "--max-steps", "4", "--batch-size", "4", "--lr", "5e-3", "--r", "4",
-            "--mixed-precision", "no", "--save-every", "2", "--exact-match-limit", "0",
-            "--no-progress", "--max-length", "64", "--seed", "3", *extra]
+    return [
+        "train",
+        "--model",
+        model_dir,
+        "--dataset",
+        data,
+        "--output",
+        str(out),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--lr",
+        "5e-3",
+        "--r",
+        "4",
+        "--mixed-precision",
+        "no",
+        "--save-every",
+        "2",
+        "--exact-match-limit",
+        "0",
+        "--no-progress",
+        "--max-length",
+        "64",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:
@@ -37,8 +63,8 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 
 # ----------------------------------------------------------------- output directories
 
-def test_train_refuses_an_earlier_run_and_someone_elses_directory(tmp_path, tiny_model_dir,
-                                                                  capsys):
+
+def test_train_refuses_an_earlier_run_and_someone_elses_directory(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     assert run_cli(args(tmp_path, tiny_model_dir, out), capsys)[0] == 0
     first_id = json.loads((out / MARKER).read_text())["run_id"]
@@ -65,8 +91,9 @@ def test_pruning_and_resume_touch_only_this_runs_checkpoints(tmp_path, tiny_mode
     foreign = out / "checkpoints" / "step-000099"
     foreign.mkdir()
     (foreign / "trainer_state.json").write_text(json.dumps({"step": 99, "run_id": "other"}))
-    rc, err = run_cli(args(tmp_path, tiny_model_dir, out, "--resume", "--keep-checkpoints",
-                           "1"), capsys)
+    rc, err = run_cli(
+        args(tmp_path, tiny_model_dir, out, "--resume", "--keep-checkpoints", "1"), capsys
+    )
     assert rc == 0 and "step-000002 (step 2)" in err  # resumed from its own, not step 99
     assert [p.name for p in list_checkpoints(out, run_id)] == ["step-000004"]
     assert (foreign / "trainer_state.json").is_file()  # never pruned
@@ -76,8 +103,9 @@ def test_merge_never_replaces_the_adapter_and_needs_overwrite(tmp_path, tiny_mod
     out = tmp_path / "run"
     assert run_cli(args(tmp_path, tiny_model_dir, out), capsys)[0] == 0
     for target in (out, tmp_path):  # the run itself, a directory containing it
-        rc, err = run_cli(["merge", "--adapter", str(out), "--output", str(target),
-                           "--overwrite"], capsys)
+        rc, err = run_cli(
+            ["merge", "--adapter", str(out), "--output", str(target), "--overwrite"], capsys
+        )
         assert rc == 2 and "is (or contains) the run being read" in err
     assert (out / "adapter_model.safetensors").is_file()
     existing = tmp_path / "merged"
@@ -85,12 +113,17 @@ def test_merge_never_replaces_the_adapter_and_needs_overwrite(tmp_path, tiny_mod
     (existing / "keep.txt").write_text("x")
     rc, err = run_cli(["merge", "--adapter", str(out), "--output", str(existing)], capsys)
     assert rc == 2 and "exists; pass --overwrite" in err and (existing / "keep.txt").exists()
-    assert run_cli(["merge", "--adapter", str(out), "--output", str(existing),
-                    "--overwrite"], capsys)[0] == 0
+    assert (
+        run_cli(["merge", "--adapter", str(out), "--output", str(existing), "--overwrite"], capsys)[
+            0
+        ]
+        == 0
+    )
     assert (existing / "config.json").is_file() and not (existing / "keep.txt").exists()
 
 
 # ------------------------------------------------------------------------------ lock
+
 
 def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "run"
@@ -104,12 +137,17 @@ def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     out = tmp_path / "run"
-    code = ("import sys, time; sys.path.insert(0, 'src');"
-            "from peftlab.core.rundir import output_lock\n"
-            f"with output_lock({str(out)!r}, 'train'):\n    print('held', flush=True); "
-            "time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, time; sys.path.insert(0, 'src');"
+        "from peftlab.core.rundir import output_lock\n"
+        f"with output_lock({str(out)!r}, 'train'):\n    print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout.readline().strip() == b"held"
     with pytest.raises(LockedError, match=f"pid {proc.pid}"):
         with output_lock(out, "train"):
@@ -122,6 +160,7 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
 
 # ----------------------------------------------------------------------- broken files
 
+
 def broken_cases(run: Path):
     w, c = run / "adapter_model.safetensors", run / "adapter_config.json"
     data = w.read_bytes()
@@ -131,25 +170,37 @@ def broken_cases(run: Path):
         "empty weights": (lambda: w.write_bytes(b""), w.name),
         "random weights": (lambda: w.write_bytes(os.urandom(300)), w.name),
         "config is a list": (lambda: c.write_text("[1, 2]"), c.name),
-        "config lacks r": (lambda: c.write_text(json.dumps(
-            {k: v for k, v in cfg.items() if k != "r"})), c.name),
+        "config lacks r": (
+            lambda: c.write_text(json.dumps({k: v for k, v in cfg.items() if k != "r"})),
+            c.name,
+        ),
         "config not JSON": (lambda: c.write_text("{not json"), c.name),
         "weights are a directory": (lambda: (w.unlink(), w.mkdir()), w.name),
     }
 
 
-@pytest.mark.parametrize("case", ["truncated weights", "empty weights", "random weights",
-                                  "config is a list", "config lacks r", "config not JSON",
-                                  "weights are a directory"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated weights",
+        "empty weights",
+        "random weights",
+        "config is a list",
+        "config lacks r",
+        "config not JSON",
+        "weights are a directory",
+    ],
+)
 def test_broken_adapter_file_is_one_line_naming_it(tmp_path, tiny_model_dir, capsys, case):
     out = tmp_path / "run"
     assert run_cli(args(tmp_path, tiny_model_dir, out, "--max-steps", "1"), capsys)[0] == 0
     (out / "config.yaml").unlink()  # load through adapter_config.json alone
     breaker, name = broken_cases(out)[case]
     breaker()
-    for cmd in (["eval", "--adapter", str(out), "--max-eval-records", "2",
-                 "--exact-match-limit", "0"],
-                ["generate", "--adapter", str(out), "--prompt", "hi", "--max-new-tokens", "2"]):
+    for cmd in (
+        ["eval", "--adapter", str(out), "--max-eval-records", "2", "--exact-match-limit", "0"],
+        ["generate", "--adapter", str(out), "--prompt", "hi", "--max-new-tokens", "2"],
+    ):
         rc, err = run_cli(cmd, capsys)
         lines = [ln for ln in err.splitlines() if ln.startswith("peftlab")]
         assert rc == 2 and "Traceback" not in err, err
@@ -165,34 +216,73 @@ def test_broken_checkpoint_state_is_named_on_resume(tmp_path, tiny_model_dir, ca
     assert rc == 2 and "optimizer.safetensors: not a readable safetensors file" in err
 
 
-@pytest.mark.parametrize("content,why", [(b"\xff\xfe\x00bad", "not UTF-8"),
-                                         (b"", "no records"),
-                                         (b'{"instruction": "a", "output": "b"}\n',
-                                          "one record")])
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b"", "no records"),
+        (b'{"instruction": "a", "output": "b"}\n', "one record"),
+    ],
+)
 def test_bad_dataset_files_say_what_is_wrong(tmp_path, tiny_model_dir, capsys, content, why):
     data = tmp_path / "d.jsonl"
     data.write_bytes(content)
-    rc, err = run_cli(["train", "--model", tiny_model_dir, "--dataset", str(data),
-                       "--output", str(tmp_path / "o")], capsys)
+    rc, err = run_cli(
+        [
+            "train",
+            "--model",
+            tiny_model_dir,
+            "--dataset",
+            str(data),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2 and why in err and str(data) in err and "Traceback" not in err
-    rc, err = run_cli(["train", "--model", tiny_model_dir, "--dataset", str(tmp_path),
-                       "--output", str(tmp_path / "o")], capsys)
+    rc, err = run_cli(
+        [
+            "train",
+            "--model",
+            tiny_model_dir,
+            "--dataset",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2 and "is a directory" in err
 
 
 # --------------------------------------------------------------------------- options
 
-@pytest.mark.parametrize("flag,value,text", [
-    ("--max-steps", "-5", "'max_steps' must be at least 1"),
-    ("--epochs", "0", "'epochs' must be greater than 0"),
-    ("--save-every", "-1", "'save_every' must be 0"),
-    ("--eval-every", "-3", "'eval_every' must be 0"),
-    ("--eval-fraction", "1.5", "'eval_fraction' must be between 0 and 1"),
-    ("--batch-size", "0", "'batch_size' must be at least 1")])
+
+@pytest.mark.parametrize(
+    "flag,value,text",
+    [
+        ("--max-steps", "-5", "'max_steps' must be at least 1"),
+        ("--epochs", "0", "'epochs' must be greater than 0"),
+        ("--save-every", "-1", "'save_every' must be 0"),
+        ("--eval-every", "-3", "'eval_every' must be 0"),
+        ("--eval-fraction", "1.5", "'eval_fraction' must be between 0 and 1"),
+        ("--batch-size", "0", "'batch_size' must be at least 1"),
+    ],
+)
 def test_out_of_range_options_fail_before_any_model_loads(tmp_path, capsys, flag, value, text):
     # A model that does not exist: the option must fail first.
-    rc, err = run_cli(["train", "--model", str(tmp_path / "no-model"), flag, value,
-                       "--output", str(tmp_path / "o")], capsys)
+    rc, err = run_cli(
+        [
+            "train",
+            "--model",
+            str(tmp_path / "no-model"),
+            flag,
+            value,
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2 and text in err
 
 
@@ -203,11 +293,24 @@ def test_rank_larger_than_a_layer_is_refused_naming_it(tmp_path, tiny_model_dir,
 
 # ------------------------------------------------------------------ resume and faults
 
+
 def test_results_after_resume_cover_the_whole_run(tmp_path, tiny_model_dir, monkeypatch):
     from test_train import train_interrupted_after
-    common = dict(model=tiny_model_dir, dataset=write_toy_dataset(tmp_path / "toy.json"),
-                  max_steps=6, batch_size=4, lr=5e-3, r=4, mixed_precision="no", save_every=2,
-                  exact_match_limit=0, progress=False, max_length=64, eval_every=2)
+
+    common = dict(
+        model=tiny_model_dir,
+        dataset=write_toy_dataset(tmp_path / "toy.json"),
+        max_steps=6,
+        batch_size=4,
+        lr=5e-3,
+        r=4,
+        mixed_precision="no",
+        save_every=2,
+        exact_match_limit=0,
+        progress=False,
+        max_length=64,
+        eval_every=2,
+    )
     whole = peftlab.train(output=str(tmp_path / "whole"), **common)
     cfg = peftlab.build_config(output=str(tmp_path / "run"), **common)
     train_interrupted_after(4, cfg, monkeypatch)
@@ -217,17 +320,18 @@ def test_results_after_resume_cover_the_whole_run(tmp_path, tiny_model_dir, monk
     assert res["resumes"] == 1 and whole["resumes"] == 0
     assert res["train_tokens"] == whole["train_tokens"]  # both parts, not the last alone
     assert res["train_seconds"] > 0
-    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text()
-             .splitlines()]
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5, 6]
     evals = [r["step"] for r in lines if "eval_loss" in r]
     assert len(evals) == len(set(evals))
     assert not list((tmp_path / "run").rglob("*.tmp"))
 
 
-def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, tiny_model_dir,
-                                                               monkeypatch, capsys):
+def test_full_disk_while_checkpointing_keeps_the_last_good_one(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
     import peftlab.training.checkpoint as ck
+
     out = tmp_path / "run"
     real = ck.save_file
     calls = {"n": 0}
@@ -237,6 +341,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, tiny_mo
         if calls["n"] > 4:  # the second checkpoint's files
             raise OSError(28, "No space left on device", path)
         return real(tensors, path, *a, **k)
+
     monkeypatch.setattr(ck, "save_file", full_disk)
     rc, err = run_cli(args(tmp_path, tiny_model_dir, out), capsys)
     assert rc == 1 and "No space left on device" in err and "Traceback" not in err
@@ -247,26 +352,32 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, tiny_mo
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_gives_the_same_adapter(tmp_path,
-                                                                     tiny_model_dir):
+def test_kill_9_at_random_moments_then_resume_gives_the_same_adapter(tmp_path, tiny_model_dir):
     """A real training process killed with SIGKILL (after its first checkpoint, during
     later steps and writes), resumed until done: the adapter equals an uninterrupted
     run's."""
     root = Path(__file__).resolve().parents[1]
-    base = [sys.executable, "-m", "peftlab", *args(tmp_path, tiny_model_dir, "OUT",
-                                                    "--max-steps", "60", "--dropout", "0")]
+    base = [
+        sys.executable,
+        "-m",
+        "peftlab",
+        *args(tmp_path, tiny_model_dir, "OUT", "--max-steps", "60", "--dropout", "0"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
 
     def cmd(out, *extra):
         return [str(out) if a == "OUT" else a for a in base] + list(extra)
+
     ref = tmp_path / "ref"
     subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
     run = tmp_path / "run"
     proc = subprocess.Popen(cmd(run), env=env, stderr=subprocess.DEVNULL)
     kills = 0
+
     def newest() -> int:
         found = list_checkpoints(run)
         return int(found[-1].name.split("-")[1]) if found else 0
+
     for delay in (0.0, 0.05, 0.2):
         seen = newest()
         deadline = time.time() + 120  # until this part writes a checkpoint of its own
@@ -291,25 +402,29 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_adapter(tmp_path,
         assert (a[k] - b[k]).abs().max() <= 1e-6, k
 
 
-@pytest.mark.parametrize("point", ["checkpoint:step-000004",
-                                   "write:run/adapter_model.safetensors"])
-def test_kill_9_inside_a_checkpoint_or_the_final_adapter_write(tmp_path, tiny_model_dir,
-                                                                point):
+@pytest.mark.parametrize("point", ["checkpoint:step-000004", "write:run/adapter_model.safetensors"])
+def test_kill_9_inside_a_checkpoint_or_the_final_adapter_write(tmp_path, tiny_model_dir, point):
     """SIGKILL at a chosen point inside a write (PEFTLAB_FAULT): nothing half-written
     under a final name, and resume gives the uninterrupted run's adapter."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    base = [sys.executable, "-m", "peftlab", *args(tmp_path, tiny_model_dir, "OUT",
-                                                    "--max-steps", "6", "--dropout", "0")]
+    base = [
+        sys.executable,
+        "-m",
+        "peftlab",
+        *args(tmp_path, tiny_model_dir, "OUT", "--max-steps", "6", "--dropout", "0"),
+    ]
 
     def cmd(out, *extra):
         return [str(out) if a == "OUT" else a for a in base] + list(extra)
+
     ref, run = tmp_path / "ref", tmp_path / "run"
     subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
     died = subprocess.run(cmd(run), env={**env, "PEFTLAB_FAULT": point}, capture_output=True)
     assert died.returncode == -signal.SIGKILL
     assert [p.name for p in list_checkpoints(run)] == (
-        ["step-000002"] if point.startswith("checkpoint") else ["step-000004", "step-000006"])
+        ["step-000002"] if point.startswith("checkpoint") else ["step-000004", "step-000006"]
+    )
     assert not (run / "adapter_model.safetensors").exists()
     subprocess.run(cmd(run, "--resume"), check=True, env=env, capture_output=True)
     assert not list(run.rglob("*.tmp")) and not list(run.glob("checkpoints/.tmp-*"))
@@ -317,4 +432,3 @@ def test_kill_9_inside_a_checkpoint_or_the_final_adapter_write(tmp_path, tiny_mo
     b = load_file(run / "adapter_model.safetensors")
     for k in a:
         assert (a[k] - b[k]).abs().max() <= 1e-6, k
-

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_llama
 from torch import nn
 
 from peftlab.methods import get_method
@@ -22,11 +21,13 @@ from peftlab.quant import kernels
 from peftlab.quant.linear4bit import Linear4bit
 from peftlab.quant.nf4 import block_absmax, dequantize_nf4, nf4_levels, quantize_nf4
 
+from conftest import make_tiny_llama
+
 
 def reference_dequant(q, dtype):
     """The definition: level[code] · absmax[block] in fp32, rounded once."""
-    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).view(-1)[:q.numel].long()
-    scale = block_absmax(q).repeat_interleave(q.blocksize)[:q.numel]
+    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).view(-1)[: q.numel].long()
+    scale = block_absmax(q).repeat_interleave(q.blocksize)[: q.numel]
     return (nf4_levels()[codes] * scale).to(dtype).view(q.shape)
 
 
@@ -41,6 +42,7 @@ def test_pair_lookup_equals_the_definition(shape, blocksize, dtype):
 
 def test_pair_lookup_in_small_chunks(monkeypatch):
     from peftlab.quant import nf4
+
     q = quantize_nf4(torch.randn(100, 99))
     whole = dequantize_nf4(q, torch.float32)
     monkeypatch.setattr(nf4, "_DEQUANT_CHUNK", 128)  # many chunks, the last one short
@@ -127,8 +129,9 @@ def test_generation_cache_keeps_to_its_budget_and_off_means_off(tiny_inputs):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         with inference_weights(model, torch.device("cpu"), budget=0) as used:
             assert used == 0
-            assert not any(m._dense is not None for m in model.modules()
-                           if isinstance(m, Linear4bit))
+            assert not any(
+                m._dense is not None for m in model.modules() if isinstance(m, Linear4bit)
+            )
         one = next(m for m in model.modules() if isinstance(m, Linear4bit))
         budget = one.weight_numel * 2
         with inference_weights(model, torch.device("cpu"), budget=budget) as used:
@@ -191,11 +194,11 @@ def test_checkpointing_hands_the_recomputed_weight_to_backward(monkeypatch, tiny
         model = _trained("qlora").train()
         if checkpointing:
             model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         calls.clear()
         model(**tiny_inputs).logits.float().square().mean().backward()
-        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, \
-            len(calls)
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, len(calls)
 
     plain, n_plain = grads(False)
     ckpt, n_ckpt = grads(True)
@@ -204,11 +207,13 @@ def test_checkpointing_hands_the_recomputed_weight_to_backward(monkeypatch, tiny
     assert plain.keys() == ckpt.keys()
     assert all(torch.equal(plain[k], ckpt[k]) for k in plain)
     from peftlab.quant import linear4bit
+
     assert not linear4bit._RECOMPUTED  # every kept weight was used and let go
 
 
 def test_generation_cache_budget(monkeypatch):
     from peftlab.model import inference
+
     monkeypatch.setenv("PEFTLAB_GENERATION_CACHE", "12345")
     assert inference.cache_budget() == 12345
     monkeypatch.setenv("PEFTLAB_GENERATION_CACHE", "4G")

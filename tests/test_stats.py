@@ -55,9 +55,12 @@ def test_records_must_be_the_same_set():
 def run(name, recs, seed=None):
     nll, tok = recs["nll"][0], recs["tokens"][0]
     ppl = float(np.exp(sum(nll) / sum(tok)))
-    return {"name": name if seed is None else f"{name}-s{seed}", "method": name,
-            "status": "ok", "after": {"perplexity": ppl, "record_nll": nll,
-                                      "record_tokens": tok}}
+    return {
+        "name": name if seed is None else f"{name}-s{seed}",
+        "method": name,
+        "status": "ok",
+        "after": {"perplexity": ppl, "record_nll": nll, "record_tokens": tok},
+    }
 
 
 @pytest.mark.parametrize("shift,verdict", [(0.0005, "tie"), (0.2, "winner")])
@@ -75,8 +78,9 @@ def test_verdict_follows_the_data(shift, verdict):
 
 def test_seeds_widen_the_interval_and_show_spread():
     one = [run("lora", records(seed=1)), run("dora", records(shift=0.02, seed=2))]
-    many = [run("lora", records(seed=s, noise=6), seed=s) for s in (1, 2, 3)] + \
-        [run("dora", records(shift=0.02, seed=10 + s, noise=6), seed=s) for s in (1, 2, 3)]
+    many = [run("lora", records(seed=s, noise=6), seed=s) for s in (1, 2, 3)] + [
+        run("dora", records(shift=0.02, seed=10 + s, noise=6), seed=s) for s in (1, 2, 3)
+    ]
     f1, f3 = quality_finding(one, "perplexity"), quality_finding(many, "perplexity")
     assert "3 seeds" in f3["text"] and "±" in f3["text"]
     w1 = f1["interval"][2] - f1["interval"][1]
@@ -86,15 +90,24 @@ def test_seeds_widen_the_interval_and_show_spread():
 
 
 def test_compare_runs_each_seed_and_skips_finished_ones(tmp_path, tiny_model_dir, capsys):
+    from peftlab.compare.harness import compare, read_rows
+
     from conftest import write_toy_dataset
 
-    from peftlab.compare.harness import compare, read_rows
-    cfg = {"methods": ["ia3"], "model": tiny_model_dir, "max_steps": 2, "batch_size": 4,
-           "mixed_precision": "no", "exact_match_limit": 2, "max_new_tokens": 3,
-           "max_length": 64, "eval_every": 0, "save_every": 0,
-           "dataset": write_toy_dataset(tmp_path / "toy.json")}
-    rows = compare(cfg, None, tmp_path / "cmp", include_base=False, report=False,
-                   seeds="3,5")
+    cfg = {
+        "methods": ["ia3"],
+        "model": tiny_model_dir,
+        "max_steps": 2,
+        "batch_size": 4,
+        "mixed_precision": "no",
+        "exact_match_limit": 2,
+        "max_new_tokens": 3,
+        "max_length": 64,
+        "eval_every": 0,
+        "save_every": 0,
+        "dataset": write_toy_dataset(tmp_path / "toy.json"),
+    }
+    rows = compare(cfg, None, tmp_path / "cmp", include_base=False, report=False, seeds="3,5")
     assert [r["name"] for r in rows] == ["ia3-s3", "ia3-s5"]
     assert [r["seed"] for r in rows] == [3, 5] and all(r["status"] == "ok" for r in rows)
     assert rows[0]["after"]["record_nll"] != rows[1]["after"]["record_nll"]
@@ -111,15 +124,21 @@ def test_seeds_make_one_candidate_per_method_everywhere():
     a method with another seed of the same method; the seed table shows mean ± sd."""
     from peftlab.compare import plots, seeds
     from peftlab.compare.verdicts import findings
+
     rows = []
-    for m, params, mem, tps, shift in (("lora", 4.9e6, 3.0, 250, 0.0),
-                                       ("ia3", 5.8e4, 2.8, 470, 0.1),
-                                       ("qlora", 4.9e6, 2.5, 210, 0.2)):
+    for m, params, mem, tps, shift in (
+        ("lora", 4.9e6, 3.0, 250, 0.0),
+        ("ia3", 5.8e4, 2.8, 470, 0.1),
+        ("qlora", 4.9e6, 2.5, 210, 0.2),
+    ):
         for i, s in enumerate((42, 43, 44)):
             r = run(m, records(shift=shift, seed=10 * len(rows) + s), seed=s)
-            r.update(params={"trainable": params, "share_pct": params / 1.4e8 * 100},
-                     peak_memory_bytes=(mem + 0.1 * i) * 2**30, tokens_per_s=tps - i,
-                     wall_seconds=100.0 + i)
+            r.update(
+                params={"trainable": params, "share_pct": params / 1.4e8 * 100},
+                peak_memory_bytes=(mem + 0.1 * i) * 2**30,
+                tokens_per_s=tps - i,
+                wall_seconds=100.0 + i,
+            )
             rows.append(r)
     found = {f["key"]: f for f in findings(rows)}
     assert found["fewest_params"]["winners"] == ["ia3"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from test_compare import settings
 
 from peftlab.compare.harness import compare, parse_sweep, plan_runs
 from peftlab.compare.report import write_report
+from test_compare import settings
 
 
 def test_parse_sweep():
@@ -21,8 +21,11 @@ def test_parse_sweep():
 
 def test_plan_runs_sweeps_methods_with_the_option_and_keeps_the_others():
     runs = plan_runs(["lora", "ia3"], None, ("r", [2, 4]))
-    assert runs == [("lora-r2", "lora", None, {"r": 2}), ("lora-r4", "lora", None, {"r": 4}),
-                    ("ia3", "ia3", None, {})]
+    assert runs == [
+        ("lora-r2", "lora", None, {"r": 2}),
+        ("lora-r4", "lora", None, {"r": 4}),
+        ("ia3", "ia3", None, {}),
+    ]
     seeded = plan_runs(["lora"], [1, 2], ("r", [2]))
     assert [n for n, *_ in seeded] == ["lora-r2-s1", "lora-r2-s2"]
     # a training option is sweepable for every method
@@ -65,6 +68,7 @@ def test_compare_presets_parse(preset):
     from peftlab.compare.forgetting import general_source
     from peftlab.compare.harness import parse_seeds, split_compare_config
     from peftlab.config import build_config, load_yaml
+
     data = load_yaml(Path(__file__).resolve().parents[1] / "configs" / preset)
     methods, per_method, common = split_compare_config(data)
     assert methods

@@ -7,21 +7,36 @@ import json
 
 import pytest
 import torch
-from conftest import write_toy_dataset
 from safetensors.torch import load_file
 
 from peftlab import build_config, train
 from peftlab.training.checkpoint import list_checkpoints
+
+from conftest import write_toy_dataset
 
 train_mod = importlib.import_module("peftlab.training.loop")  # the package exports a train() too
 
 
 def toy_config(tmp_path, model_dir, **kw):
     data = write_toy_dataset(tmp_path / "toy.json")
-    base = dict(model=model_dir, dataset=data, output=str(tmp_path / "run"), max_steps=6,
-                batch_size=4, lr=5e-3, r=4, alpha=8, dropout=0.1, mixed_precision="no",
-                save_every=3, exact_match_limit=2, max_new_tokens=4, progress=False,
-                max_length=64, seed=11)
+    base = dict(
+        model=model_dir,
+        dataset=data,
+        output=str(tmp_path / "run"),
+        max_steps=6,
+        batch_size=4,
+        lr=5e-3,
+        r=4,
+        alpha=8,
+        dropout=0.1,
+        mixed_precision="no",
+        save_every=3,
+        exact_match_limit=2,
+        max_new_tokens=4,
+        progress=False,
+        max_length=64,
+        seed=11,
+    )
     base.update(kw)
     return build_config(**base)
 
@@ -64,21 +79,27 @@ def test_resume_gives_same_losses_and_weights(tmp_path, tiny_model_dir, monkeypa
     b = load_file(run_b / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    assert resumed["after"]["perplexity"] == pytest.approx(full["after"]["perplexity"],
-                                                           rel=1e-6)
+    assert resumed["after"]["perplexity"] == pytest.approx(full["after"]["perplexity"], rel=1e-6)
 
 
 def test_training_lowers_eval_loss_and_writes_outputs(tmp_path, tiny_model_dir):
-    res = train(toy_config(tmp_path, tiny_model_dir, max_steps=40, lr=5e-2, dropout=0.0,
-                           save_every=0))
+    res = train(
+        toy_config(tmp_path, tiny_model_dir, max_steps=40, lr=5e-2, dropout=0.0, save_every=0)
+    )
     run = tmp_path / "run"
     assert res["after"]["eval_loss"] < res["before"]["eval_loss"] - 0.1
-    for name in ("adapter_config.json", "adapter_model.safetensors", "config.yaml",
-                 "metrics.jsonl", "results.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+    ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
-    assert saved["params"]["trainable"] > 0 and saved["params"]["total"] > \
-        saved["params"]["trainable"]
+    assert (
+        saved["params"]["trainable"] > 0 and saved["params"]["total"] > saved["params"]["trainable"]
+    )
     assert "r: 4" in (run / "config.yaml").read_text()
 
 
@@ -104,8 +125,15 @@ def test_bf16_autocast_keeps_adapter_weights_fp32(tmp_path, tiny_model_dir):
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, tiny_model_dir):
-    cfg = toy_config(tmp_path, tiny_model_dir, lr=1e30, max_grad_norm=0.0, save_every=1,
-                     warmup_ratio=0.0, dropout=0.0)
+    cfg = toy_config(
+        tmp_path,
+        tiny_model_dir,
+        lr=1e30,
+        max_grad_norm=0.0,
+        save_every=1,
+        warmup_ratio=0.0,
+        dropout=0.0,
+    )
     with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d"):
         train(cfg)
     found = list_checkpoints(tmp_path / "run")
@@ -123,6 +151,7 @@ def test_malformed_record_stops_training_naming_record(tmp_path, tiny_model_dir)
     bad = write_toy_dataset(tmp_path / "bad.json", bad=2)
     with pytest.raises(ValueError, match=r"bad\.json: record 5: field 'instruction' is empty"):
         train(toy_config(tmp_path, tiny_model_dir, dataset=bad))
-    res = train(toy_config(tmp_path, tiny_model_dir, dataset=bad, skip_bad_records=True,
-                           max_steps=1))
+    res = train(
+        toy_config(tmp_path, tiny_model_dir, dataset=bad, skip_bad_records=True, max_steps=1)
+    )
     assert res["after"]["eval_tokens"] > 0

@@ -22,13 +22,20 @@ from pathlib import Path
 import dataset_common
 from chat_src._common import STYLE_RULES
 from dataset_common import (
-    category_problems, exact_answer_problems, is_exact, pct, raise_problems, share,
-    split_problems, split_stats, words)
+    category_problems,
+    exact_answer_problems,
+    is_exact,
+    pct,
+    raise_problems,
+    share,
+    split_problems,
+    split_stats,
+    words,
+)
 
 SEED = 20250214
 EVAL_SIZE = 60
-CATEGORIES = ("small_talk", "facts", "math", "memory", "rewrite", "advice", "classify",
-              "persona")
+CATEGORIES = ("small_talk", "facts", "math", "memory", "rewrite", "advice", "classify", "persona")
 KEYS = ("messages", "category", "exact")
 FILES = ("chat_train.jsonl", "chat_eval.jsonl", "CHAT.md")
 
@@ -39,13 +46,16 @@ MAX_EXACT_ANSWER_WORDS = 5
 MIN_TOTAL = 360
 MIN_PER_CATEGORY = 30
 MIN_EXACT_SHARE, MAX_EXACT_SHARE = 0.40, 0.60
-MIN_MULTI_SHARE = 0.30      # conversations with at least two user turns
-MIN_THREE_TURN = 20         # conversations with at least three user turns
+MIN_MULTI_SHARE = 0.30  # conversations with at least two user turns
+MIN_THREE_TURN = 20  # conversations with at least three user turns
 MIN_SYSTEM_SHARE = 0.20
-MIN_SYSTEM_PROMPTS = 8      # distinct system prompts
+MIN_SYSTEM_PROMPTS = 8  # distinct system prompts
 # An exact conversation's final user message has to say what form the answer takes.
-EXACT_CUE = re.compile(r"\b(only|just the|one word|two words|answer with|reply with|"
-                       r"yes or no)\b", re.IGNORECASE)
+EXACT_CUE = re.compile(
+    r"\b(only|just the|one word|two words|answer with|reply with|"
+    r"yes or no)\b",
+    re.IGNORECASE,
+)
 
 # What dataset_common needs besides the above: the name its messages use and
 # the package the records come from.
@@ -107,8 +117,14 @@ def validate(records: list[dict]) -> None:
     seen: dict[str, int] = {}
     for i, r in enumerate(records):
         msgs = r.get("messages") if isinstance(r.get("messages"), list) else []
-        first = next((str(m.get("content")) for m in msgs
-                      if isinstance(m, dict) and m.get("role") == "user"), "")
+        first = next(
+            (
+                str(m.get("content"))
+                for m in msgs
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
+            "",
+        )
         where = f"conversation {i} ({r.get('category')}: {first[:50]!r})"
         if list(r) != [*KEYS, "origin"]:
             problems.append(f"{where}: keys {list(r)}")
@@ -127,8 +143,12 @@ def validate(records: list[dict]) -> None:
             if words(a) > MAX_ASSISTANT_WORDS:
                 problems.append(f"{where}: assistant message of {words(a)} words")
         if r["exact"]:
-            problems += [f"{where}: {p}" for p in exact_answer_problems(
-                assistant_turns(r)[-1], MAX_EXACT_ANSWER_WORDS, user_turns(r)[-1], EXACT_CUE)]
+            problems += [
+                f"{where}: {p}"
+                for p in exact_answer_problems(
+                    assistant_turns(r)[-1], MAX_EXACT_ANSWER_WORDS, user_turns(r)[-1], EXACT_CUE
+                )
+            ]
         system = system_prompt(r)
         if system in STYLE_RULES:
             what, ok = STYLE_RULES[system]
@@ -202,11 +222,16 @@ def render_card(s: dict) -> str:
     """The CHAT.md card."""
     rows = "\n".join(
         f"| {c} | {v['train']} | {v['eval']} | {v['total']} | {v['exact']} | {v['multi']} "
-        f"| {v['system']} | {v['hand']} |" for c, v in s["per_category"].items())
-    col = {k: sum(v[k] for v in s["per_category"].values())
-           for k in ("exact", "multi", "system", "hand")}
-    turns = ", ".join(f"{k} user turn{'s' if k > 1 else ''}: {v}"
-                      for k, v in s["user_turns"].items())
+        f"| {v['system']} | {v['hand']} |"
+        for c, v in s["per_category"].items()
+    )
+    col = {
+        k: sum(v[k] for v in s["per_category"].values())
+        for k in ("exact", "multi", "system", "hand")
+    }
+    turns = ", ".join(
+        f"{k} user turn{'s' if k > 1 else ''}: {v}" for k, v in s["user_turns"].items()
+    )
     return f"""# Bundled chat dataset
 
 A small conversation dataset in OpenAI chat format that ships with peftlab so the
@@ -218,8 +243,8 @@ like the rest of peftlab. It is not derived from any other dataset.
 
 ## Files
 
-- `chat_train.jsonl` - {s['train']} conversations
-- `chat_eval.jsonl` - {s['eval']} conversations
+- `chat_train.jsonl` - {s["train"]} conversations
+- `chat_eval.jsonl` - {s["eval"]} conversations
 
 One JSON object per line, with exactly these keys, in this order:
 
@@ -244,7 +269,7 @@ files; it is deterministic (seed {SEED}), and `python tools/build_chat_dataset.p
 --check` verifies that the shipped files are up to date.
 
 - Small talk, advice, rewrites, personas and sentiment texts are written by hand
-  ({pct(s['hand_share'])} of all conversations, the "hand-written" column below).
+  ({pct(s["hand_share"])} of all conversations, the "hand-written" column below).
 - Facts come from small tables written in `tools/chat_src/facts.py` (capitals,
   main languages, continents, chemical symbols and atomic numbers, planet order,
   book authors, opposites, plurals and past tenses); memory conversations fill
@@ -269,14 +294,14 @@ files; it is deterministic (seed {SEED}), and `python tools/build_chat_dataset.p
 | category | train | eval | total | exact | multi-turn | system prompt | hand-written |
 |---|---|---|---|---|---|---|---|
 {rows}
-| **all** | {s['train']} | {s['eval']} | {s['total']} | {col['exact']} | {col['multi']} | {col['system']} | {col['hand']} |
+| **all** | {s["train"]} | {s["eval"]} | {s["total"]} | {col["exact"]} | {col["multi"]} | {col["system"]} | {col["hand"]} |
 
-- Exact share: {pct(s['exact_share'])} overall, {pct(s['exact_share_train'])} of train, {pct(s['exact_share_eval'])} of eval.
-- Multi-turn share (at least two user turns): {pct(s['multi_share'])} ({turns}).
-- System-prompt share: {pct(s['system_share'])}, with {s['system_prompts']} distinct system prompts.
-- Words per conversation (all messages, system prompt included): median {s['median_conv_words']:g}, longest {s['max_conv_words']}.
-- Words per assistant message: median {s['median_reply_words']:g}, longest {s['max_reply_words']}.
-- Messages in all: {s['messages']}.
+- Exact share: {pct(s["exact_share"])} overall, {pct(s["exact_share_train"])} of train, {pct(s["exact_share_eval"])} of eval.
+- Multi-turn share (at least two user turns): {pct(s["multi_share"])} ({turns}).
+- System-prompt share: {pct(s["system_share"])}, with {s["system_prompts"]} distinct system prompts.
+- Words per conversation (all messages, system prompt included): median {s["median_conv_words"]:g}, longest {s["max_conv_words"]}.
+- Words per assistant message: median {s["median_reply_words"]:g}, longest {s["max_reply_words"]}.
+- Messages in all: {s["messages"]}.
 """
 
 

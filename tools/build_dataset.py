@@ -19,14 +19,30 @@ from pathlib import Path
 
 import dataset_common
 from dataset_common import (
-    category_problems, exact_answer_problems, is_exact, pct, raise_problems, share,
-    split_problems, split_stats, words)
+    category_problems,
+    exact_answer_problems,
+    is_exact,
+    pct,
+    raise_problems,
+    share,
+    split_problems,
+    split_stats,
+    words,
+)
 from dataset_src.math_check import check_record
 
 SEED = 20241130
 EVAL_SIZE = 120
-CATEGORIES = ("rewrite", "classify", "extract", "summarize", "brainstorm", "explain",
-              "open_qa", "math")
+CATEGORIES = (
+    "rewrite",
+    "classify",
+    "extract",
+    "summarize",
+    "brainstorm",
+    "explain",
+    "open_qa",
+    "math",
+)
 KEYS = ("instruction", "input", "output", "category", "exact")
 FILES = ("train.jsonl", "eval.jsonl", "README.md")
 
@@ -43,7 +59,9 @@ MIN_HAND_SHARE_NON_MATH = 0.50
 # An exact record's instruction has to say what form the answer takes.
 EXACT_CUE = re.compile(
     r"\b(only|one word|two words|answer with|answer yes or no|reply with|"
-    r"one decimal place|as written)\b", re.IGNORECASE)
+    r"one decimal place|as written)\b",
+    re.IGNORECASE,
+)
 
 # What dataset_common needs besides the above: the name its messages use and
 # the package the records come from.
@@ -93,8 +111,12 @@ def validate(records: list[dict]) -> None:
             problems.append(f"{where}: output has {words(r['output'])} words")
         if r["exact"]:
             out = r["output"]
-            problems += [f"{where}: {p}" for p in exact_answer_problems(
-                out, MAX_EXACT_OUTPUT_WORDS, r["instruction"], EXACT_CUE)]
+            problems += [
+                f"{where}: {p}"
+                for p in exact_answer_problems(
+                    out, MAX_EXACT_OUTPUT_WORDS, r["instruction"], EXACT_CUE
+                )
+            ]
             if r["category"] == "extract" and out.lower() not in r["input"].lower():
                 problems.append(f"{where}: extracted answer {out!r} is not in the input")
         key = _key(r)
@@ -154,7 +176,9 @@ def render_card(s: dict) -> str:
     """The README.md."""
     rows = "\n".join(
         f"| {c} | {v['train']} | {v['eval']} | {v['total']} | {v['exact']} | {v['input']} "
-        f"| {v['hand']} |" for c, v in s["per_category"].items())
+        f"| {v['hand']} |"
+        for c, v in s["per_category"].items()
+    )
     exact_total = sum(v["exact"] for v in s["per_category"].values())
     input_total = sum(v["input"] for v in s["per_category"].values())
     hand_total = sum(v["hand"] for v in s["per_category"].values())
@@ -164,8 +188,8 @@ A small instruction-tuning dataset in Alpaca format that ships with peftlab so t
 fine-tuning demo runs offline. It is sized for a 135M chat model trained for a few
 minutes on a CPU, so records are short:
 
-- instruction, input and output together: median {s['median_total_words']:g} words, longest {s['max_total_words']}; {pct(s['share_total_le_80'])} of records have at most 80 words;
-- outputs: {pct(s['share_output_le_40'])} have at most 40 words, longest {s['max_output_words']}.
+- instruction, input and output together: median {s["median_total_words"]:g} words, longest {s["max_total_words"]}; {pct(s["share_total_le_80"])} of records have at most 80 words;
+- outputs: {pct(s["share_output_le_40"])} have at most 40 words, longest {s["max_output_words"]}.
 
 **License:** written for this project and released under the Apache-2.0 license,
 like the rest of peftlab. It is not derived from Stanford Alpaca or any other
@@ -173,8 +197,8 @@ dataset.
 
 ## Files
 
-- `train.jsonl` - {s['train']} records
-- `eval.jsonl` - {s['eval']} records
+- `train.jsonl` - {s["train"]} records
+- `eval.jsonl` - {s["eval"]} records
 
 One JSON object per line, with exactly these keys:
 
@@ -194,7 +218,7 @@ deterministic (seed {SEED}), and `python tools/build_dataset.py --check` verifie
 that the shipped files are up to date.
 
 - Non-math records are mostly written individually by hand
-  ({pct(s['hand_share_non_math'])} of them, the "hand-written" column below); the
+  ({pct(s["hand_share_non_math"])} of them, the "hand-written" column below); the
   rest come from small fact tables or templates (capitals, chemical symbols, book
   authors, irregular word forms, animal and matter labels, even/odd and prime
   labels computed in Python, and short generated texts for extraction).
@@ -217,27 +241,35 @@ that the shipped files are up to date.
 | category | train | eval | total | exact | uses input | hand-written |
 |---|---|---|---|---|---|---|
 {rows}
-| **all** | {s['train']} | {s['eval']} | {s['total']} | {exact_total} | {input_total} | {hand_total} |
+| **all** | {s["train"]} | {s["eval"]} | {s["total"]} | {exact_total} | {input_total} | {hand_total} |
 
-- Exact share: {pct(s['exact_share'])} overall, {pct(s['exact_share_train'])} of train, {pct(s['exact_share_eval'])} of eval.
-- Records that use the `input` field: {pct(s['input_share'])}.
-- Math share: {pct(s['math_share'])}.
+- Exact share: {pct(s["exact_share"])} overall, {pct(s["exact_share_train"])} of train, {pct(s["exact_share_eval"])} of eval.
+- Records that use the `input` field: {pct(s["input_share"])}.
+- Math share: {pct(s["math_share"])}.
 """
 
 
 def report(s: dict, out_dir: Path) -> None:
     print(f"wrote {s['train']} train + {s['eval']} eval records to {out_dir}")
-    print(f"{'category':<11} {'train':>5} {'eval':>5} {'total':>5} {'exact':>5} {'input':>5} {'hand':>5}")
+    print(
+        f"{'category':<11} {'train':>5} {'eval':>5} {'total':>5} {'exact':>5} {'input':>5} {'hand':>5}"
+    )
     for c, v in s["per_category"].items():
-        print(f"{c:<11} {v['train']:>5} {v['eval']:>5} {v['total']:>5} {v['exact']:>5} "
-              f"{v['input']:>5} {v['hand']:>5}")
-    print(f"exact share {pct(s['exact_share'])} (train {pct(s['exact_share_train'])}, "
-          f"eval {pct(s['exact_share_eval'])}); input share {pct(s['input_share'])}; "
-          f"math share {pct(s['math_share'])}; hand-written non-math "
-          f"{pct(s['hand_share_non_math'])}")
-    print(f"words per record: median {s['median_total_words']:g}, max {s['max_total_words']}, "
-          f"<=80: {pct(s['share_total_le_80'])}; outputs <=40 words: "
-          f"{pct(s['share_output_le_40'])}, max {s['max_output_words']}")
+        print(
+            f"{c:<11} {v['train']:>5} {v['eval']:>5} {v['total']:>5} {v['exact']:>5} "
+            f"{v['input']:>5} {v['hand']:>5}"
+        )
+    print(
+        f"exact share {pct(s['exact_share'])} (train {pct(s['exact_share_train'])}, "
+        f"eval {pct(s['exact_share_eval'])}); input share {pct(s['input_share'])}; "
+        f"math share {pct(s['math_share'])}; hand-written non-math "
+        f"{pct(s['hand_share_non_math'])}"
+    )
+    print(
+        f"words per record: median {s['median_total_words']:g}, max {s['max_total_words']}, "
+        f"<=80: {pct(s['share_total_le_80'])}; outputs <=40 words: "
+        f"{pct(s['share_output_le_40'])}, max {s['max_output_words']}"
+    )
 
 
 if __name__ == "__main__":

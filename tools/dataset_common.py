@@ -68,12 +68,12 @@ def is_exact(r: dict) -> bool:
 def raise_problems(problems: list[str], head: str | None = None) -> None:
     """Raise :class:`DatasetError` listing ``problems`` (one per line under ``head``)."""
     if problems:
-        raise DatasetError("; ".join(problems) if head is None
-                           else f"{head}:\n  " + "\n  ".join(problems))
+        raise DatasetError(
+            "; ".join(problems) if head is None else f"{head}:\n  " + "\n  ".join(problems)
+        )
 
 
-def exact_answer_problems(answer: str, max_words: int, question: str,
-                          cue: re.Pattern) -> list[str]:
+def exact_answer_problems(answer: str, max_words: int, question: str, cue: re.Pattern) -> list[str]:
     """What is wrong with an exact answer: not one short line, trailing punctuation,
     or a ``question`` that does not state the answer form (``cue`` finds no match)."""
     problems = []
@@ -86,15 +86,17 @@ def exact_answer_problems(answer: str, max_words: int, question: str,
     return problems
 
 
-def category_problems(records: Records, categories: Iterable[str], minimum: int,
-                      unit: str) -> list[str]:
+def category_problems(
+    records: Records, categories: Iterable[str], minimum: int, unit: str
+) -> list[str]:
     """Categories with fewer than ``minimum`` records (counted in ``unit``)."""
     counts = Counter(r["category"] for r in records)
     return [f"category {c}: only {counts[c]} {unit}" for c in categories if counts[c] < minimum]
 
 
-def split_problems(train: Records, evals: Records, categories: Iterable[str],
-                   key: Callable[[dict], object]) -> list[str]:
+def split_problems(
+    train: Records, evals: Records, categories: Iterable[str], key: Callable[[dict], object]
+) -> list[str]:
     """Categories missing from either part, and records (by duplicate ``key``) in both."""
     problems = []
     for name, part in (("train", train), ("eval", evals)):
@@ -132,14 +134,18 @@ def split(records: Records, eval_size: int, seed: int) -> tuple[Records, Records
         rs = rs[:]
         rng.shuffle(rs)
         evals += rs[: quota[g]]
-        train += rs[quota[g]:]
+        train += rs[quota[g] :]
     rng.shuffle(train)
     rng.shuffle(evals)
     return train, evals
 
 
-def split_stats(train: Records, evals: Records, categories: Iterable[str],
-                counts: dict[str, Callable[[dict], object]]) -> dict:
+def split_stats(
+    train: Records,
+    evals: Records,
+    categories: Iterable[str],
+    counts: dict[str, Callable[[dict], object]],
+) -> dict:
     """The statistics both cards share.
 
     Per category: train, eval, total and exact counts, one count per ``counts``
@@ -159,7 +165,9 @@ def split_stats(train: Records, evals: Records, categories: Iterable[str],
         }
     return {
         "per_category": per_cat,
-        "train": len(train), "eval": len(evals), "total": len(every),
+        "train": len(train),
+        "eval": len(evals),
+        "total": len(every),
         "exact_share": share(every, is_exact),
         "exact_share_train": share(train, is_exact),
         "exact_share_eval": share(evals, is_exact),
@@ -168,8 +176,7 @@ def split_stats(train: Records, evals: Records, categories: Iterable[str],
 
 def to_jsonl(records: Records, keys: Iterable[str]) -> str:
     """One JSON object per line with exactly ``keys``, in that order."""
-    return "".join(json.dumps({k: r[k] for k in keys}, ensure_ascii=False) + "\n"
-                   for r in records)
+    return "".join(json.dumps({k: r[k] for k in keys}, ensure_ascii=False) + "\n" for r in records)
 
 
 class BuildScript(Protocol):
@@ -178,11 +185,11 @@ class BuildScript(Protocol):
     The ``validate``/``check_*`` functions raise :class:`DatasetError`.
     """
 
-    TITLE: str                   # "bundled dataset", for messages
-    SOURCE: str                  # the source package (with CATEGORY_MODULES)
+    TITLE: str  # "bundled dataset", for messages
+    SOURCE: str  # the source package (with CATEGORY_MODULES)
     SEED: int
     EVAL_SIZE: int
-    KEYS: tuple[str, ...]        # the keys written, in order
+    KEYS: tuple[str, ...]  # the keys written, in order
     FILES: tuple[str, str, str]  # train JSONL, eval JSONL, card
 
     def validate(self, records: Records) -> None: ...
@@ -213,16 +220,23 @@ def stale(script: BuildScript, out_dir: Path) -> list[str]:
     """The files in ``out_dir`` that are missing or differ from a fresh build."""
     with tempfile.TemporaryDirectory() as tmp:
         build(script, tmp)
-        return [f for f in script.FILES if not (out_dir / f).exists()
-                or (out_dir / f).read_bytes() != (Path(tmp) / f).read_bytes()]
+        return [
+            f
+            for f in script.FILES
+            if not (out_dir / f).exists()
+            or (out_dir / f).read_bytes() != (Path(tmp) / f).read_bytes()
+        ]
 
 
 def main(script: BuildScript, argv: list[str] | None = None) -> int:
     """The build scripts' command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=script.__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=BUNDLED_DIR)
-    parser.add_argument("--check", action="store_true",
-                        help="build into a temporary directory and compare with --out-dir")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="build into a temporary directory and compare with --out-dir",
+    )
     args = parser.parse_args(argv)
     if args.check:
         out_of_date = stale(script, args.out_dir)

@@ -8,13 +8,37 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-_WHERE = {"evaluate": ".api", "generate": ".api", "load_adapter": ".api", "merge": ".api",
-          "plan": ".api", "train": ".api", "RunConfig": ".config", "build_config": ".config",
-          "export": ".export", "save_adapter": ".formats.peft", "METHODS": ".methods",
-          "get_method": ".methods", "merge_and_unload": ".model.inject"}
+_WHERE = {
+    "evaluate": ".api",
+    "generate": ".api",
+    "load_adapter": ".api",
+    "merge": ".api",
+    "plan": ".api",
+    "train": ".api",
+    "RunConfig": ".config",
+    "build_config": ".config",
+    "export": ".export",
+    "save_adapter": ".formats.peft",
+    "METHODS": ".methods",
+    "get_method": ".methods",
+    "merge_and_unload": ".model.inject",
+}
 
-__all__ = ["RunConfig", "METHODS", "build_config", "evaluate", "export", "generate", "get_method",
-           "load_adapter", "merge", "merge_and_unload", "plan", "save_adapter", "train"]
+__all__ = [
+    "RunConfig",
+    "METHODS",
+    "build_config",
+    "evaluate",
+    "export",
+    "generate",
+    "get_method",
+    "load_adapter",
+    "merge",
+    "merge_and_unload",
+    "plan",
+    "save_adapter",
+    "train",
+]
 
 
 def __getattr__(name: str):

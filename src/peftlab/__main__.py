@@ -6,8 +6,10 @@ import sys
 
 def main() -> int:
     from .host import malloc
+
     malloc.reexec(sys.argv[1:])
     from .cli import main as run
+
     return run()
 
 

@@ -1,10 +1,10 @@
 """The Python API; the CLI is a thin layer over these functions.
 
-    import peftlab
-    model = peftlab.load_adapter("runs/demo")          # base model + adapter, ready to use
-    results = peftlab.train(method="lora", max_steps=50, output="runs/demo")
-    peftlab.evaluate(adapter="runs/demo")
-    peftlab.merge("runs/demo", "runs/demo-merged")
+import peftlab
+model = peftlab.load_adapter("runs/demo")          # base model + adapter, ready to use
+results = peftlab.train(method="lora", max_steps=50, output="runs/demo")
+peftlab.evaluate(adapter="runs/demo")
+peftlab.merge("runs/demo", "runs/demo-merged")
 """
 
 from __future__ import annotations
@@ -45,18 +45,25 @@ def train(config=None, **overrides: Any) -> dict:
     """Fine-tune; returns the results written to ``<output>/results.json``. With
     ``max_memory`` the planner picks the settings first (:mod:`peftlab.memory.cap`)."""
     from .memory.cap import HOOKS
+
     return _train(build_config(config, **overrides), memory=HOOKS)
 
 
-def plan(config=None, fit: str | None = None, methods: list[str] | None = None,
-         num_processes: int = 1, use_data: bool = True, **overrides: Any) -> dict:
+def plan(
+    config=None,
+    fit: str | None = None,
+    methods: list[str] | None = None,
+    num_processes: int = 1,
+    use_data: bool = True,
+    **overrides: Any,
+) -> dict:
     """``peftlab plan`` from Python: the predicted peak memory of the run that
     ``train(config, **overrides)`` would make, part by part (``methods[NAME]``), read
     from the model's ``config.json`` alone; with ``fit`` (``"24GB"``, ``"a100"``) which
     settings fit for every method (or ``methods``). ``text`` is the printed table."""
     from .memory.cli import plan_config
-    return plan_config(build_config(config, **overrides), fit, methods, num_processes,
-                       use_data)
+
+    return plan_config(build_config(config, **overrides), fit, methods, num_processes, use_data)
 
 
 def config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfig:
@@ -73,33 +80,42 @@ def config_for_adapter(adapter: str | Path | None, **overrides: Any) -> RunConfi
         data = {k: data[k] for k in keys if k in data}
         if isinstance(data.get("model"), dict):
             # A downloaded adapter directory must never switch remote code on by itself.
-            data["model"] = {k: v for k, v in data["model"].items()
-                             if k != "trust_remote_code"}
+            data["model"] = {k: v for k, v in data["model"].items() if k != "trust_remote_code"}
         apply_mapping(cfg, data, str(saved), method_option_names())
     overrides = {k: v for k, v in overrides.items() if v is not None}
     apply_mapping(cfg, overrides, "arguments", method_option_names())
     return cfg
 
 
-def load_adapter(adapter_dir: str | Path, model: str | None = None, device: str = "cpu",
-                 dtype: str = "float32") -> nn.Module:
+def load_adapter(
+    adapter_dir: str | Path, model: str | None = None, device: str = "cpu", dtype: str = "float32"
+) -> nn.Module:
     """The base model with the saved adapter applied (a transformers model, eval mode);
     for a directory holding a whole model (a full fine-tune's), that model."""
     cfg = config_for_adapter(adapter_dir, model=model, device=device, dtype=dtype)
     return open_session(cfg, adapter_dir=adapter_dir, with_data=False).model
 
 
-def evaluate(adapter: str | Path | None = None, output: str | Path | None = None,
-             **overrides: Any) -> dict:
+def evaluate(
+    adapter: str | Path | None = None, output: str | Path | None = None, **overrides: Any
+) -> dict:
     """Perplexity, eval loss, exact match and token count (base model without adapter)."""
     cfg = config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
     res = evaluate_session(s, cfg, with_exact=True)
-    res.update({"adapter": str(adapter) if adapter else None, "base_model": s.model_id,
-                "dataset": s.splits.source, "data": s.data_info(),
-                "eval_records": len(s.eval_data.examples),
-                "params": s.params, "device": str(s.device),
-                "peak_memory_bytes": peak_memory_bytes(s.device), "env": environment()})
+    res.update(
+        {
+            "adapter": str(adapter) if adapter else None,
+            "base_model": s.model_id,
+            "dataset": s.splits.source,
+            "data": s.data_info(),
+            "eval_records": len(s.eval_data.examples),
+            "params": s.params,
+            "device": str(s.device),
+            "peak_memory_bytes": peak_memory_bytes(s.device),
+            "env": environment(),
+        }
+    )
     if output is None and adapter is not None:
         output = Path(adapter) / "eval.json"
     if output is not None:
@@ -107,9 +123,15 @@ def evaluate(adapter: str | Path | None = None, output: str | Path | None = None
     return res
 
 
-def generate(prompt: str | list[str] | None = None, adapter: str | Path | None = None,
-             max_new_tokens: int = 128, raw: bool = False, chat: bool | None = None,
-             conversation: list[dict] | None = None, **overrides: Any) -> list[str]:
+def generate(
+    prompt: str | list[str] | None = None,
+    adapter: str | Path | None = None,
+    max_new_tokens: int = 128,
+    raw: bool = False,
+    chat: bool | None = None,
+    conversation: list[dict] | None = None,
+    **overrides: Any,
+) -> list[str]:
     """Greedy completions of each prompt, asked in the run's prompt format (a user
     message in the chat template for a chat run or with ``chat=True``; the Alpaca
     prompt otherwise), or of raw text (``raw``); ``conversation``: a list of
@@ -119,28 +141,41 @@ def generate(prompt: str | list[str] | None = None, adapter: str | Path | None =
         overrides["prompt_format"] = "chat" if chat else "alpaca"
     if conversation is not None:
         overrides.setdefault("prompt_format", "chat")
-    s = open_session(config_for_adapter(adapter, **overrides), adapter_dir=adapter,
-                     with_data=False)
+    s = open_session(config_for_adapter(adapter, **overrides), adapter_dir=adapter, with_data=False)
     if conversation is not None:
-        turns = check_conversation({"messages": conversation}, "conversation", 0, "messages",
-                                   to_train=False)
+        turns = check_conversation(
+            {"messages": conversation}, "conversation", 0, "messages", to_train=False
+        )
         prompts.append(s.prompt.conversation_prompt(turns["messages"]))
     elif not raw:
         prompts = [s.prompt.user_prompt(p) for p in prompts]
-    return _generate(s.model, s.tokenizer, prompts, max_new_tokens, s.device,
-                     autocast=s.autocast(), add_special_tokens=raw or s.prompt.add_special_tokens,
-                     stop_ids=s.prompt.stop_ids())
+    return _generate(
+        s.model,
+        s.tokenizer,
+        prompts,
+        max_new_tokens,
+        s.device,
+        autocast=s.autocast(),
+        add_special_tokens=raw or s.prompt.add_special_tokens,
+        stop_ids=s.prompt.stop_ids(),
+    )
 
 
 class Chat:
     """An interactive conversation with a model in its chat template: ``say`` adds a
     user turn, generates (greedy, streamed through ``on_text``) and keeps the reply."""
 
-    def __init__(self, adapter: str | Path | None = None, system: str | None = None,
-                 max_new_tokens: int = 256, **overrides: Any):
+    def __init__(
+        self,
+        adapter: str | Path | None = None,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        **overrides: Any,
+    ):
         overrides["prompt_format"] = "chat"
-        self.session = open_session(config_for_adapter(adapter, **overrides),
-                                    adapter_dir=adapter, with_data=False)
+        self.session = open_session(
+            config_for_adapter(adapter, **overrides), adapter_dir=adapter, with_data=False
+        )
         self.system, self.max_new_tokens = system, max_new_tokens
         self.messages: list[dict] = []
         self.reset()
@@ -150,23 +185,37 @@ class Chat:
 
     def say(self, text: str, on_text=None) -> str:
         from transformers import TextStreamer
+
         s = self.session
         self.messages.append({"role": "user", "content": text})
         streamer = None
         if on_text is not None:
             streamer = TextStreamer(s.tokenizer, skip_prompt=True, skip_special_tokens=True)
             streamer.on_finalized_text = lambda chunk, stream_end=False: on_text(chunk)
-        reply = _generate(s.model, s.tokenizer, [s.prompt.conversation_prompt(self.messages)],
-                          self.max_new_tokens, s.device, autocast=s.autocast(),
-                          add_special_tokens=False, stop_ids=s.prompt.stop_ids(),
-                          streamer=streamer)[0]
+        reply = _generate(
+            s.model,
+            s.tokenizer,
+            [s.prompt.conversation_prompt(self.messages)],
+            self.max_new_tokens,
+            s.device,
+            autocast=s.autocast(),
+            add_special_tokens=False,
+            stop_ids=s.prompt.stop_ids(),
+            streamer=streamer,
+        )[0]
         self.messages.append({"role": "assistant", "content": reply})
         return reply
 
 
-def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32",
-          check_batches: int = 2, requantize: bool = False, overwrite: bool = False,
-          **overrides: Any) -> dict:
+def merge(
+    adapter_dir: str | Path,
+    output_dir: str | Path,
+    dtype: str = "float32",
+    check_batches: int = 2,
+    requantize: bool = False,
+    overwrite: bool = False,
+    **overrides: Any,
+) -> dict:
     """Fold the adapter into the base weights and write a plain transformers model.
 
     The merge is done in fp32 and the result cast to ``dtype``; the largest logit
@@ -186,36 +235,48 @@ def merge(adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32
         return _merge(adapter_dir, output_dir, dtype, check_batches, requantize, **overrides)
 
 
-def _merge(adapter_dir, output_dir, dtype: str, check_batches: int, requantize: bool,
-           **overrides: Any) -> dict:
+def _merge(
+    adapter_dir, output_dir, dtype: str, check_batches: int, requantize: bool, **overrides: Any
+) -> dict:
     if is_model_dir(adapter_dir):
         raise ValueError(
             f"{adapter_dir} holds a whole model (a full fine-tune, or a model merged "
             "before), not an adapter: there is nothing to merge. Use the directory as it "
-            f"is: --model {adapter_dir}, or --adapter {adapter_dir} for eval and generate")
+            f"is: --model {adapter_dir}, or --adapter {adapter_dir} for eval and generate"
+        )
     cfg = config_for_adapter(adapter_dir, **overrides)
     cfg.model.dtype = "float32"
     cfg.train.mixed_precision = "no"
     s = open_session(cfg, adapter_dir=adapter_dir, train_data=False)
     s.model.eval()
-    batches = first_batches(s.eval_data.examples, s.tokenizer.pad_token_id,
-                            check_batches)
+    batches = first_batches(s.eval_data.examples, s.tokenizer.pad_token_id, check_batches)
     before = [batch_logits(s.model, b, s.device) for b in batches]
     tolerance = s.adapter.method.merge_tolerance
     model = merge_and_unload(s.model)
     drift = logit_drift(model, batches, before, s.device)
     diff, scale = drift["max_logit_diff"], drift["max_abs_logit"]
     ok = merge_within(diff, scale, tolerance)
-    res = {"output": str(output_dir), "max_logit_diff": diff, "max_abs_logit": scale,
-           "tolerance": tolerance, "ok": ok, "dtype": dtype, "base_model": s.model_id}
-    log(f"merged into {output_dir}; largest logit difference merged vs adapter model: "
-        f"{diff:.2e} (logits up to {scale:.1f}; tolerance {tolerance:.0e} relative)")
+    res = {
+        "output": str(output_dir),
+        "max_logit_diff": diff,
+        "max_abs_logit": scale,
+        "tolerance": tolerance,
+        "ok": ok,
+        "dtype": dtype,
+        "base_model": s.model_id,
+    }
+    log(
+        f"merged into {output_dir}; largest logit difference merged vs adapter model: "
+        f"{diff:.2e} (logits up to {scale:.1f}; tolerance {tolerance:.0e} relative)"
+    )
     if not ok:
         log("warning: the merged model differs from the adapter model more than expected")
     if requantize:
         res["requantize_max_logit_diff"] = _requantize(model, batches, before, s.device)
-        log(f"re-quantized to NF4: largest logit difference vs the adapter model "
-            f"{res['requantize_max_logit_diff']:.2e} (the merge alone: {diff:.2e})")
+        log(
+            f"re-quantized to NF4: largest logit difference vs the adapter model "
+            f"{res['requantize_max_logit_diff']:.2e} (the merge alone: {diff:.2e})"
+        )
         _save_quantized_atomic(model, s.tokenizer, Path(output_dir), parse_dtype(dtype))
     else:
         model.to(parse_dtype(dtype))
@@ -229,25 +290,29 @@ def _requantize(model: nn.Module, batches, before, device) -> float:
     adapter model's ``before`` logits (computed in fp32)."""
     from .core.modules import linear_names_but_head
     from .quant.linear4bit import quantize_linears
+
     quantize_linears(model, linear_names_but_head(model), torch.float32, double_quant=True)
     return logit_drift(model, batches, before, device)["max_logit_diff"]
 
 
-def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path,
-                           dtype: torch.dtype) -> None:
+def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path, dtype: torch.dtype) -> None:
     """An NF4 model in bitsandbytes' 4-bit format (config.json says how to load it)."""
     from safetensors.torch import save_file
 
     from .core.modules import output_head
     from .formats.bnb4bit import quantization_config, quantized_state_dict
+
     head = output_head(model)
     skip = [n for n, m in model.named_modules() if m is head]
     config = model.config.to_dict()
     config["quantization_config"] = quantization_config(dtype, True, skip)
     config["dtype"] = str(dtype).removeprefix("torch.")
     with staged_dir(output) as tmp:
-        save_file(quantized_state_dict(model, dtype), str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file(
+            quantized_state_dict(model, dtype),
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
@@ -261,5 +326,13 @@ def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-__all__ = ["build_config", "train", "load_adapter", "evaluate", "generate", "merge", "Chat",
-           "config_for_adapter"]
+__all__ = [
+    "build_config",
+    "train",
+    "load_adapter",
+    "evaluate",
+    "generate",
+    "merge",
+    "Chat",
+    "config_for_adapter",
+]

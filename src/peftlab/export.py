@@ -23,9 +23,16 @@ from .training.session import Session, log, open_session
 FORMATS = ("gguf", "gguf-lora")
 
 
-def export(adapter: str | Path | None = None, output: str | Path = "model.gguf",
-           format: str = "gguf", outtype: str = "f16", write_modelfile: bool = False,
-           overwrite: bool = False, progress: bool = True, **overrides: Any) -> dict:
+def export(
+    adapter: str | Path | None = None,
+    output: str | Path = "model.gguf",
+    format: str = "gguf",
+    outtype: str = "f16",
+    write_modelfile: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict:
     """Write ``output``; returns what was written (path, bytes, tensors, type)."""
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -37,13 +44,20 @@ def export(adapter: str | Path | None = None, output: str | Path = "model.gguf",
     if format == "gguf-lora" and adapter is None:
         raise ValueError("--format gguf-lora needs --adapter")
     with output_lock(output, "export"):
-        return _export(adapter, output, format, outtype, write_modelfile, progress,
-                       **overrides)
+        return _export(adapter, output, format, outtype, write_modelfile, progress, **overrides)
 
 
-def _export(adapter, output: Path, format: str, outtype: str, write_modelfile: bool,
-            progress: bool, **overrides: Any) -> dict:
+def _export(
+    adapter,
+    output: Path,
+    format: str,
+    outtype: str,
+    write_modelfile: bool,
+    progress: bool,
+    **overrides: Any,
+) -> dict:
     from .api import config_for_adapter
+
     cfg: RunConfig = config_for_adapter(adapter, **overrides)
     s = open_session(cfg, adapter_dir=adapter, with_data=False)
     G.check_supported(s.model.config)
@@ -58,8 +72,13 @@ def _export(adapter, output: Path, format: str, outtype: str, write_modelfile: b
     bar = _progress(progress, len(plans))
     with staged_file(output) as tmp:
         G.write_gguf(tmp, meta, plans, bar)
-    res = {"output": str(output), "format": format, "outtype": outtype if format == "gguf"
-           else "f32", "tensors": len(plans), "bytes": output.stat().st_size}
+    res = {
+        "output": str(output),
+        "format": format,
+        "outtype": outtype if format == "gguf" else "f32",
+        "tensors": len(plans),
+        "bytes": output.stat().st_size,
+    }
     if write_modelfile:
         res["modelfile"] = str(_write_modelfile(s, output, format))
     log(f"wrote {output} ({res['bytes'] / 2**20:.1f} MiB, {len(plans)} tensors)")
@@ -70,6 +89,7 @@ def _progress(enabled: bool, total: int):
     if not enabled:
         return iter
     from tqdm import tqdm
+
     return lambda items: tqdm(items, total=total, desc="export", unit="tensor")
 
 
@@ -106,6 +126,7 @@ def _model_plans(model: nn.Module, outtype: str) -> list[G.TensorPlan]:
         def make(module=module, n=n):
             w = dense_weight(module)
             return G.permute_qk(w, n) if n else w
+
         plans.append(G.TensorPlan(gname, shape, G.ggml_type(outtype, len(shape)), make))
     return plans
 
@@ -114,6 +135,7 @@ def _model_metadata(s: Session, name: str, outtype: str):
     def add(w):
         G.add_model_metadata(w, s.model.config, name, outtype)
         add_tokenizer_metadata(w, s.tokenizer, s.model.config.vocab_size)
+
     return add
 
 
@@ -132,23 +154,29 @@ def _lora_plans(model: nn.Module) -> tuple[list[G.TensorPlan], float]:
         if factors is None:
             raise ValueError(
                 f"{method} adapters have no llama.cpp LoRA form (layer {path} is not a plain "
-                "s·B A update); export the merged model instead: --format gguf")
+                "s·B A update); export the merged model instead: --format gguf"
+            )
         if path not in names:
             raise ValueError(f"adapted module {path} has no llama.cpp tensor name")
         a, b, s = factors
         r = a.shape[0]
         alpha = alpha if alpha is not None else s * r
-        n = heads if ".attn_q." in names[path] else kv_heads if ".attn_k." in names[path] \
-            else None
+        n = heads if ".attn_q." in names[path] else kv_heads if ".attn_k." in names[path] else None
         base = names[path].removesuffix(".weight")
 
         def make_b(b=b, fold=s * r / alpha, n=n):
             w = b.detach().float() * fold
             return G.permute_qk(w, n) if n else w
-        plans += [G.TensorPlan(f"{base}.weight.lora_a", tuple(a.shape), G.ggml_type("f32", 2),
-                               lambda a=a: a.detach().float()),
-                  G.TensorPlan(f"{base}.weight.lora_b", tuple(b.shape), G.ggml_type("f32", 2),
-                               make_b)]
+
+        plans += [
+            G.TensorPlan(
+                f"{base}.weight.lora_a",
+                tuple(a.shape),
+                G.ggml_type("f32", 2),
+                lambda a=a: a.detach().float(),
+            ),
+            G.TensorPlan(f"{base}.weight.lora_b", tuple(b.shape), G.ggml_type("f32", 2), make_b),
+        ]
     if not plans:
         raise ValueError("the run has no adapter layers to export as a LoRA GGUF")
     return plans, float(alpha)
@@ -160,6 +188,7 @@ def _lora_metadata(s: Session, name: str, alpha: float):
         w.add_name(name)
         w.add_string("adapter.type", "lora")
         w.add_float32("adapter.lora.alpha", alpha)
+
     return add
 
 
@@ -167,10 +196,12 @@ def _write_modelfile(s: Session, output: Path, format: str) -> Path:
     if format != "gguf":
         raise ValueError("--modelfile goes with --format gguf (a whole model)")
     tok = s.tokenizer
-    stops = sorted({tok.decode([i]) for i in (s.prompt.stop_ids() or [tok.eos_token_id])
-                    if i is not None})
+    stops = sorted(
+        {tok.decode([i]) for i in (s.prompt.stop_ids() or [tok.eos_token_id]) if i is not None}
+    )
     text = modelfile(output.name, tok, s.prompt.is_chat, stops)
     path = output.parent / "Modelfile"
     from .core.atomic import atomic_write_bytes
+
     atomic_write_bytes(path, text.encode())
     return path

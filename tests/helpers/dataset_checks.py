@@ -67,8 +67,9 @@ def assert_short_answer(answer: str, max_words: int, record: dict) -> None:
     assert answer == answer.strip() and answer[-1] not in ".,;:!?", record
 
 
-def assert_categories(train: list[dict], evals: list[dict], categories: Iterable[str],
-                      minimum: int, tolerance: float) -> Counter:
+def assert_categories(
+    train: list[dict], evals: list[dict], categories: Iterable[str], minimum: int, tolerance: float
+) -> Counter:
     """Every category has ``minimum`` records and is in both parts, with an eval share
     within ``tolerance`` of its overall share (the split is stratified); returns the
     per-category totals."""
@@ -83,8 +84,9 @@ def assert_categories(train: list[dict], evals: list[dict], categories: Iterable
     return totals
 
 
-def assert_unique_and_disjoint(train: list[dict], evals: list[dict],
-                               key: Callable[[dict], object]) -> None:
+def assert_unique_and_disjoint(
+    train: list[dict], evals: list[dict], key: Callable[[dict], object]
+) -> None:
     """No duplicate ``key`` within either part, and no record in both."""
     train_keys, eval_keys = [key(r) for r in train], [key(r) for r in evals]
     assert len(set(train_keys)) == len(train_keys)
@@ -96,4 +98,5 @@ def assert_same_files(out_dir: Path, files: Iterable[str], script: str) -> None:
     """The files a fresh build wrote into ``out_dir`` are the shipped ones, byte for byte."""
     for name in files:
         assert (out_dir / name).read_bytes() == (BUNDLED / name).read_bytes(), (
-            f"{name} is out of date: run {script}")
+            f"{name} is out of date: run {script}"
+        )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 
-def conv(turns, category: str, exact: bool, system: str | None = None,
-         origin: str = "hand") -> dict:
+def conv(
+    turns, category: str, exact: bool, system: str | None = None, origin: str = "hand"
+) -> dict:
     """One conversation from ``(user, assistant)`` pairs and an optional system prompt.
 
     ``origin`` is bookkeeping and is dropped on export.
@@ -17,8 +18,7 @@ def conv(turns, category: str, exact: bool, system: str | None = None,
     for user, assistant in turns:
         messages.append({"role": "user", "content": user})
         messages.append({"role": "assistant", "content": assistant})
-    return {"messages": messages, "category": category, "exact": bool(exact),
-            "origin": origin}
+    return {"messages": messages, "category": category, "exact": bool(exact), "origin": origin}
 
 
 def cycle(options, i: int):
@@ -34,23 +34,30 @@ CONCISE = "You are a concise assistant. Answer in one short sentence."
 BRIEF = "You are a friendly assistant. Keep every reply under ten words."
 MATH_TUTOR = "You are a math tutor. Give only the final number when asked."
 STEP_TUTOR = "You are a patient math tutor. Show each calculation step."
-LIST_OF_THREE = ("You are a helpful coach. Give advice as a numbered list of exactly three "
-                 "short items.")
+LIST_OF_THREE = (
+    "You are a helpful coach. Give advice as a numbered list of exactly three short items."
+)
 EDITOR = "You are an editor. Reply with the rewritten text only, with no comments."
-CLASSIFIER = ("You are a sentiment classifier. Reply with exactly one word: positive, "
-              "negative or neutral.")
+CLASSIFIER = (
+    "You are a sentiment classifier. Reply with exactly one word: positive, negative or neutral."
+)
 ROBOT = "You are a robot assistant. Reply only in capital letters."
 THREE_WORDS = "You always reply in exactly three words."
 BUTLER = "You are Jenkins, a formal butler. Begin every reply with 'Certainly'."
 PIRATE = "You are Captain Rosie, a cheerful pirate. Always talk like a pirate."
 YES_NO = "You answer every question with only yes or no, in lower case."
-COACH = ("You are Coach Kim, an upbeat fitness coach. Keep replies short and end every reply "
-         "with 'You've got this!'")
+COACH = (
+    "You are Coach Kim, an upbeat fitness coach. Keep replies short and end every reply "
+    "with 'You've got this!'"
+)
 
 
 def _one_sentence(text: str) -> bool:
-    return (len(re.findall(r"[.!?](?:\s|$)", text)) == 1 and text[-1] in ".!?"
-            and len(text.split()) <= 20)
+    return (
+        len(re.findall(r"[.!?](?:\s|$)", text)) == 1
+        and text[-1] in ".!?"
+        and len(text.split()) <= 20
+    )
 
 
 def _numbered_three(text: str) -> bool:

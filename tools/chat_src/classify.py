@@ -47,34 +47,71 @@ SENT_Q = [
 ]
 # Free-form: label plus a short reason.
 EXPLAINED = [
-    ("The bus was late and the seats were dirty.", "Negative. The writer complains that the "
-     "bus was late and the seats were dirty."),
-    ("The staff went out of their way to help us.", "Positive. The writer praises the staff "
-     "for being very helpful."),
-    ("The cake was dry and far too sweet.", "Negative. The writer dislikes both the texture "
-     "and the taste of the cake."),
-    ("I would happily stay at this campsite again.", "Positive. The writer wants to come back, "
-     "which shows they enjoyed it."),
+    (
+        "The bus was late and the seats were dirty.",
+        "Negative. The writer complains that the bus was late and the seats were dirty.",
+    ),
+    (
+        "The staff went out of their way to help us.",
+        "Positive. The writer praises the staff for being very helpful.",
+    ),
+    (
+        "The cake was dry and far too sweet.",
+        "Negative. The writer dislikes both the texture and the taste of the cake.",
+    ),
+    (
+        "I would happily stay at this campsite again.",
+        "Positive. The writer wants to come back, which shows they enjoyed it.",
+    ),
 ]
 
 ANIMALS = {
-    "dog": "mammal", "eagle": "bird", "shark": "fish", "frog": "amphibian", "snake": "reptile",
-    "whale": "mammal", "bat": "mammal", "penguin": "bird", "salmon": "fish",
-    "turtle": "reptile", "salamander": "amphibian", "dolphin": "mammal", "ostrich": "bird",
-    "crocodile": "reptile", "tuna": "fish", "toad": "amphibian", "lizard": "reptile",
-    "owl": "bird", "horse": "mammal", "trout": "fish", "newt": "amphibian", "camel": "mammal",
+    "dog": "mammal",
+    "eagle": "bird",
+    "shark": "fish",
+    "frog": "amphibian",
+    "snake": "reptile",
+    "whale": "mammal",
+    "bat": "mammal",
+    "penguin": "bird",
+    "salmon": "fish",
+    "turtle": "reptile",
+    "salamander": "amphibian",
+    "dolphin": "mammal",
+    "ostrich": "bird",
+    "crocodile": "reptile",
+    "tuna": "fish",
+    "toad": "amphibian",
+    "lizard": "reptile",
+    "owl": "bird",
+    "horse": "mammal",
+    "trout": "fish",
+    "newt": "amphibian",
+    "camel": "mammal",
 }
-PRODUCE = {"apple": "fruit", "carrot": "vegetable", "banana": "fruit", "spinach": "vegetable",
-           "mango": "fruit", "broccoli": "vegetable", "cherry": "fruit", "onion": "vegetable",
-           "pear": "fruit", "cabbage": "vegetable"}
+PRODUCE = {
+    "apple": "fruit",
+    "carrot": "vegetable",
+    "banana": "fruit",
+    "spinach": "vegetable",
+    "mango": "fruit",
+    "broccoli": "vegetable",
+    "cherry": "fruit",
+    "onion": "vegetable",
+    "pear": "fruit",
+    "cabbage": "vegetable",
+}
 
 FREE = [
-    ("Is a tomato a fruit or a vegetable?",
-     "Botanically a tomato is a fruit, but in cooking it is usually treated as a vegetable."),
-    ("Is a bat a bird?",
-     "No. A bat is a mammal: it has fur and feeds its young with milk."),
-    ("Is a whale a fish?",
-     "No. A whale is a mammal. It breathes air and feeds its young with milk."),
+    (
+        "Is a tomato a fruit or a vegetable?",
+        "Botanically a tomato is a fruit, but in cooking it is usually treated as a vegetable.",
+    ),
+    ("Is a bat a bird?", "No. A bat is a mammal: it has fur and feeds its young with milk."),
+    (
+        "Is a whale a fish?",
+        "No. A whale is a mammal. It breathes air and feeds its young with milk.",
+    ),
 ]
 
 
@@ -83,7 +120,7 @@ def _a(word: str) -> str:
 
 
 def _is_prime(n: int) -> bool:
-    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+    return n > 1 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
 def records(rng) -> list[dict]:
@@ -99,19 +136,36 @@ def records(rng) -> list[dict]:
         add([(cycle(SENT_Q, i).format(t=t), label)], origin="hand")
     for i in range(2):
         (t1, l1), (t2, l2) = texts[14 + 2 * i], texts[15 + 2 * i]
-        add([(cycle(SENT_Q, i).format(t=t1), l1), (f"What about this one: {t2} One word.", l2)],
-            origin="hand")
+        add(
+            [(cycle(SENT_Q, i).format(t=t1), l1), (f"What about this one: {t2} One word.", l2)],
+            origin="hand",
+        )
     for t, reply in EXPLAINED:
-        add([(f"Is this review positive or negative? Explain briefly. {t}", reply)], False,
-            origin="hand")
+        add(
+            [(f"Is this review positive or negative? Explain briefly. {t}", reply)],
+            False,
+            origin="hand",
+        )
     # A classifier system prompt, with a neutral label as well.
-    for t, label in [(NEUTRAL[0], "neutral"), (NEUTRAL[1], "neutral"), (NEUTRAL[2], "neutral"),
-                     (texts[-1][0], texts[-1][1])]:
-        add([(f"Label this sentence. Give the label only. {t}", label)], system=CLASSIFIER,
-            origin="hand")
-    add([(f"Label this sentence. Give the label only. {NEUTRAL[3]}", "neutral"),
-         (f"And this one? Give the label only. {texts[-2][0]}", texts[-2][1])],
-        system=CLASSIFIER, origin="hand")
+    for t, label in [
+        (NEUTRAL[0], "neutral"),
+        (NEUTRAL[1], "neutral"),
+        (NEUTRAL[2], "neutral"),
+        (texts[-1][0], texts[-1][1]),
+    ]:
+        add(
+            [(f"Label this sentence. Give the label only. {t}", label)],
+            system=CLASSIFIER,
+            origin="hand",
+        )
+    add(
+        [
+            (f"Label this sentence. Give the label only. {NEUTRAL[3]}", "neutral"),
+            (f"And this one? Give the label only. {texts[-2][0]}", texts[-2][1]),
+        ],
+        system=CLASSIFIER,
+        origin="hand",
+    )
 
     # Even or odd (computed), with "And N?" follow-ups.
     for _ in range(5):
@@ -119,8 +173,12 @@ def records(rng) -> list[dict]:
         add([(f"Is {n} even or odd? Answer with one word.", "even" if n % 2 == 0 else "odd")])
     for _ in range(3):
         n, m = rng.randint(10, 999), rng.randint(10, 999)
-        add([(f"Is {n} even or odd? Answer with one word.", "even" if n % 2 == 0 else "odd"),
-             (f"And {m}? One word.", "even" if m % 2 == 0 else "odd")])
+        add(
+            [
+                (f"Is {n} even or odd? Answer with one word.", "even" if n % 2 == 0 else "odd"),
+                (f"And {m}? One word.", "even" if m % 2 == 0 else "odd"),
+            ]
+        )
     # Prime or not (computed): three primes, three composites.
     primes = [n for n in range(11, 100) if _is_prime(n)]
     composites = [n for n in range(11, 100) if not _is_prime(n) and n % 2 and n % 5]
@@ -132,13 +190,22 @@ def records(rng) -> list[dict]:
     rng.shuffle(animals)
     classes = "mammal, bird, fish, reptile or amphibian"
     for i, a in enumerate(animals[:8]):
-        q = cycle([f"Is {_a(a)} a {classes}? Answer with one word.",
-                   f"Which animal class does the {a} belong to: {classes}? One word."], i)
+        q = cycle(
+            [
+                f"Is {_a(a)} a {classes}? Answer with one word.",
+                f"Which animal class does the {a} belong to: {classes}? One word.",
+            ],
+            i,
+        )
         add([(q, ANIMALS[a])])
     for i in range(3):
         a, b = animals[8 + 2 * i], animals[9 + 2 * i]
-        add([(f"Is {_a(a)} a {classes}? Answer with one word.", ANIMALS[a]),
-             (f"And {_a(b)}? One word.", ANIMALS[b])])
+        add(
+            [
+                (f"Is {_a(a)} a {classes}? Answer with one word.", ANIMALS[a]),
+                (f"And {_a(b)}? One word.", ANIMALS[b]),
+            ]
+        )
     # Fruit or vegetable.
     produce = sorted(PRODUCE)
     rng.shuffle(produce)

@@ -29,10 +29,26 @@ from ._common import MATH_TUTOR, STEP_TUTOR, conv, cycle
 CAT = "math"
 CUES = ["Give only the number.", "Answer with just the number.", "Reply with the number only."]
 WORK = "Show your work."
-ITEMS = ["apples", "marbles", "stickers", "pencils", "cards", "shells", "stamps", "cookies",
-         "coins", "books"]
-PRICED = [("notebook", "notebooks"), ("ticket", "tickets"), ("sandwich", "sandwiches"),
-          ("pen", "pens"), ("mug", "mugs"), ("candle", "candles")]
+ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "cards",
+    "shells",
+    "stamps",
+    "cookies",
+    "coins",
+    "books",
+]
+PRICED = [
+    ("notebook", "notebooks"),
+    ("ticket", "tickets"),
+    ("sandwich", "sandwiches"),
+    ("pen", "pens"),
+    ("mug", "mugs"),
+    ("candle", "candles"),
+]
 # conversion chains: (unit, next unit, factor), each step 1 unit == factor next units
 CHAINS = [
     [("hours", "minutes", 60), ("minutes", "seconds", 60)],
@@ -74,8 +90,12 @@ def _start(rng):
 def _follow(rng, v):
     """A follow-up on the previous answer ``v``: (text, new value, work line)."""
     divisors = [d for d in range(2, 10) if v % d == 0 and v // d > 1]
-    kinds = ["add", "mul", "double"] + (["sub"] if v > 3 else []) + \
-        (["div"] if divisors else []) + (["halve"] if v % 2 == 0 else [])
+    kinds = (
+        ["add", "mul", "double"]
+        + (["sub"] if v > 3 else [])
+        + (["div"] if divisors else [])
+        + (["halve"] if v % 2 == 0 else [])
+    )
     kind = rng.choice(kinds)
     if kind == "add":
         n = rng.randint(3, 40)
@@ -149,23 +169,30 @@ def shop(rng, i: int) -> list[tuple[str, str]]:
     p, k = rng.randint(2, 9), rng.randint(2, 6)
     total = p * k
     bill = next(b for b in (20, 50, 100) if b > total)
-    return [(f"One {one} costs {p} dollars. How much do {k} {many} cost? {cycle(CUES, i)}",
-             str(total)),
-            (f"I pay with a {bill} dollar bill. How much change do I get? {cycle(CUES, i + 1)}",
-             str(bill - total))]
+    return [
+        (f"One {one} costs {p} dollars. How much do {k} {many} cost? {cycle(CUES, i)}", str(total)),
+        (
+            f"I pay with a {bill} dollar bill. How much change do I get? {cycle(CUES, i + 1)}",
+            str(bill - total),
+        ),
+    ]
 
 
 def precedence(rng) -> tuple[str, str]:
     a, b, c = rng.randint(2, 20), rng.randint(2, 9), rng.randint(2, 9)
-    return (f"What is {a} + {b} x {c}?",
-            f"Multiply first: {b} x {c} = {b * c}. Then {a} + {b * c} = {a + b * c}.")
+    return (
+        f"What is {a} + {b} x {c}?",
+        f"Multiply first: {b} x {c} = {b * c}. Then {a} + {b * c} = {a + b * c}.",
+    )
 
 
 def boxes(rng, i: int) -> tuple[str, str]:
     items = cycle(["eggs", "crayons", "cupcakes", "bottles"], i)
     a, b = rng.randint(4, 12), rng.randint(3, 9)
-    return (f"A box holds {a} {items}. How many {items} are in {b} boxes? {WORK}",
-            f"{b} x {a} = {a * b}, so there are {a * b} {items}.")
+    return (
+        f"A box holds {a} {items}. How many {items} are in {b} boxes? {WORK}",
+        f"{b} x {a} = {a * b}, so there are {a * b} {items}.",
+    )
 
 
 def records(rng) -> list[dict]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def rec(instruction: str, input: str, output: str, category: str, exact: bool,
-        origin: str = "hand") -> dict:
+def rec(
+    instruction: str, input: str, output: str, category: str, exact: bool, origin: str = "hand"
+) -> dict:
     """Build one record (``origin`` is bookkeeping and is dropped on export)."""
     return {
         "instruction": instruction,

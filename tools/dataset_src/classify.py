@@ -119,56 +119,93 @@ SENTENCE_TYPE = [
 
 # Free-form grouping tasks (not exact).
 GROUPING = [
-    ("Sort these animals into mammals and birds.",
-     "dog, eagle, cat, sparrow, horse, parrot",
-     "Mammals: dog, cat, horse. Birds: eagle, sparrow, parrot."),
-    ("Group these foods into fruits and vegetables.",
-     "apple, carrot, banana, spinach, grape, potato",
-     "Fruits: apple, banana, grape. Vegetables: carrot, spinach, potato."),
-    ("Sort these things into hot and cold.",
-     "ice cube, oven, snowball, campfire, freezer",
-     "Hot: oven, campfire. Cold: ice cube, snowball, freezer."),
-    ("Label each sentence as positive or negative.",
-     "1. I love this song. 2. The bus is late again. 3. This cake is delicious.",
-     "1. positive 2. negative 3. positive"),
-    ("Group these into land vehicles and water vehicles.",
-     "bicycle, canoe, truck, sailboat, train, ferry",
-     "Land: bicycle, truck, train. Water: canoe, sailboat, ferry."),
-    ("Classify these objects as musical instruments or tools.",
-     "hammer, violin, screwdriver, flute, wrench, drum",
-     "Instruments: violin, flute, drum. Tools: hammer, screwdriver, wrench."),
-    ("Sort these words into colors and shapes.",
-     "red, circle, green, triangle, square, yellow",
-     "Colors: red, green, yellow. Shapes: circle, triangle, square."),
-    ("Which of these are countries and which are cities?",
-     "Brazil, Chicago, Kenya, Madrid, Canada, Toronto",
-     "Countries: Brazil, Kenya, Canada. Cities: Chicago, Madrid, Toronto."),
+    (
+        "Sort these animals into mammals and birds.",
+        "dog, eagle, cat, sparrow, horse, parrot",
+        "Mammals: dog, cat, horse. Birds: eagle, sparrow, parrot.",
+    ),
+    (
+        "Group these foods into fruits and vegetables.",
+        "apple, carrot, banana, spinach, grape, potato",
+        "Fruits: apple, banana, grape. Vegetables: carrot, spinach, potato.",
+    ),
+    (
+        "Sort these things into hot and cold.",
+        "ice cube, oven, snowball, campfire, freezer",
+        "Hot: oven, campfire. Cold: ice cube, snowball, freezer.",
+    ),
+    (
+        "Label each sentence as positive or negative.",
+        "1. I love this song. 2. The bus is late again. 3. This cake is delicious.",
+        "1. positive 2. negative 3. positive",
+    ),
+    (
+        "Group these into land vehicles and water vehicles.",
+        "bicycle, canoe, truck, sailboat, train, ferry",
+        "Land: bicycle, truck, train. Water: canoe, sailboat, ferry.",
+    ),
+    (
+        "Classify these objects as musical instruments or tools.",
+        "hammer, violin, screwdriver, flute, wrench, drum",
+        "Instruments: violin, flute, drum. Tools: hammer, screwdriver, wrench.",
+    ),
+    (
+        "Sort these words into colors and shapes.",
+        "red, circle, green, triangle, square, yellow",
+        "Colors: red, green, yellow. Shapes: circle, triangle, square.",
+    ),
+    (
+        "Which of these are countries and which are cities?",
+        "Brazil, Chicago, Kenya, Madrid, Canada, Toronto",
+        "Countries: Brazil, Kenya, Canada. Cities: Chicago, Madrid, Toronto.",
+    ),
 ]
 
 # Fact tables (templated).
 ANIMAL_PLANT = [
-    ("elephant", "animal"), ("oak", "plant"), ("eagle", "animal"),
-    ("rose", "plant"), ("salmon", "animal"), ("cactus", "plant"),
-    ("frog", "animal"), ("fern", "plant"), ("butterfly", "animal"),
-    ("sunflower", "plant"), ("dolphin", "animal"), ("bamboo", "plant"),
+    ("elephant", "animal"),
+    ("oak", "plant"),
+    ("eagle", "animal"),
+    ("rose", "plant"),
+    ("salmon", "animal"),
+    ("cactus", "plant"),
+    ("frog", "animal"),
+    ("fern", "plant"),
+    ("butterfly", "animal"),
+    ("sunflower", "plant"),
+    ("dolphin", "animal"),
+    ("bamboo", "plant"),
 ]
 ANIMAL_GROUP = [
-    ("whale", "mammal"), ("penguin", "bird"), ("shark", "fish"),
-    ("crocodile", "reptile"), ("frog", "amphibian"), ("bee", "insect"),
-    ("bat", "mammal"), ("ostrich", "bird"), ("salmon", "fish"),
-    ("turtle", "reptile"), ("salamander", "amphibian"), ("ant", "insect"),
+    ("whale", "mammal"),
+    ("penguin", "bird"),
+    ("shark", "fish"),
+    ("crocodile", "reptile"),
+    ("frog", "amphibian"),
+    ("bee", "insect"),
+    ("bat", "mammal"),
+    ("ostrich", "bird"),
+    ("salmon", "fish"),
+    ("turtle", "reptile"),
+    ("salamander", "amphibian"),
+    ("ant", "insect"),
 ]
 MATTER = [
-    ("iron", "solid"), ("water", "liquid"), ("oxygen", "gas"),
-    ("mercury", "liquid"), ("salt", "solid"), ("helium", "gas"),
-    ("gold", "solid"), ("nitrogen", "gas"),
+    ("iron", "solid"),
+    ("water", "liquid"),
+    ("oxygen", "gas"),
+    ("mercury", "liquid"),
+    ("salt", "solid"),
+    ("helium", "gas"),
+    ("gold", "solid"),
+    ("nitrogen", "gas"),
 ]
 
 
 def _is_prime(n: int) -> bool:
     if n < 2:
         return False
-    return all(n % d for d in range(2, int(n ** 0.5) + 1))
+    return all(n % d for d in range(2, int(n**0.5) + 1))
 
 
 def records(rng):
@@ -180,29 +217,76 @@ def records(rng):
     for i, (text, label) in enumerate(TOPIC):
         out.append(rec(cycle(TOPIC_PHRASES, i), text, label, CAT, True))
     for text, label in SPAM:
-        out.append(rec("Is this message spam or not spam? Answer with 'spam' or 'not spam'.",
-                       text, label, CAT, True))
+        out.append(
+            rec(
+                "Is this message spam or not spam? Answer with 'spam' or 'not spam'.",
+                text,
+                label,
+                CAT,
+                True,
+            )
+        )
     for text, label in SENTENCE_TYPE:
-        out.append(rec("Is this sentence a question, a statement, or a command? Answer with one word.",
-                       text, label, CAT, True))
+        out.append(
+            rec(
+                "Is this sentence a question, a statement, or a command? Answer with one word.",
+                text,
+                label,
+                CAT,
+                True,
+            )
+        )
     for instruction, text, answer in GROUPING:
         out.append(rec(instruction, text, answer, CAT, False))
 
     # --- templated from tables ---
     for i, (thing, label) in enumerate(ANIMAL_PLANT):
         if i % 2:
-            out.append(rec("Is this an animal or a plant? Answer with one word.",
-                           thing, label, CAT, True, origin="template"))
+            out.append(
+                rec(
+                    "Is this an animal or a plant? Answer with one word.",
+                    thing,
+                    label,
+                    CAT,
+                    True,
+                    origin="template",
+                )
+            )
         else:
-            out.append(rec(f"Is a {thing} an animal or a plant? Answer with one word.",
-                           "", label, CAT, True, origin="template"))
+            out.append(
+                rec(
+                    f"Is a {thing} an animal or a plant? Answer with one word.",
+                    "",
+                    label,
+                    CAT,
+                    True,
+                    origin="template",
+                )
+            )
     for thing, label in ANIMAL_GROUP:
-        out.append(rec("Which group does this animal belong to: mammal, bird, fish, "
-                       "reptile, amphibian, or insect? Answer with one word.",
-                       thing, label, CAT, True, origin="template"))
+        out.append(
+            rec(
+                "Which group does this animal belong to: mammal, bird, fish, "
+                "reptile, amphibian, or insect? Answer with one word.",
+                thing,
+                label,
+                CAT,
+                True,
+                origin="template",
+            )
+        )
     for thing, label in MATTER:
-        out.append(rec(f"At room temperature, is {thing} a solid, a liquid, or a gas? "
-                       "Answer with one word.", "", label, CAT, True, origin="template"))
+        out.append(
+            rec(
+                f"At room temperature, is {thing} a solid, a liquid, or a gas? "
+                "Answer with one word.",
+                "",
+                label,
+                CAT,
+                True,
+                origin="template",
+            )
+        )
 
     # --- generated numbers, labels computed ---
     seen = set()
@@ -215,8 +299,16 @@ def records(rng):
         evens += n % 2 == 0
         odds += n % 2 == 1
         label = "even" if n % 2 == 0 else "odd"
-        out.append(rec("Is this number even or odd? Answer with one word.", str(n),
-                       label, CAT, True, origin="template"))
+        out.append(
+            rec(
+                "Is this number even or odd? Answer with one word.",
+                str(n),
+                label,
+                CAT,
+                True,
+                origin="template",
+            )
+        )
     primes = composites = 0
     seen = set()
     while primes + composites < 8:
@@ -230,6 +322,14 @@ def records(rng):
         seen.add(n)
         primes += p
         composites += not p
-        out.append(rec(f"Is {n} a prime number? Answer yes or no.", "",
-                       "yes" if p else "no", CAT, True, origin="template"))
+        out.append(
+            rec(
+                f"Is {n} a prime number? Answer yes or no.",
+                "",
+                "yes" if p else "no",
+                CAT,
+                True,
+                origin="template",
+            )
+        )
     return out

@@ -19,15 +19,27 @@ ONLY = "Give only the number."
 NAMES = ["Sam", "Lena", "Omar", "Mia", "Ravi", "Nora", "Leo", "Ava", "Ken", "Ines"]
 ITEMS = ["apples", "marbles", "stickers", "pencils", "cards", "shells", "stamps", "cookies"]
 PRODUCTS = ["jacket", "lamp", "bicycle", "backpack", "kettle", "guitar"]
-PRICED = [("notebook", "notebooks"), ("ticket", "tickets"), ("sandwich", "sandwiches"),
-          ("pen", "pens"), ("mug", "mugs")]
+PRICED = [
+    ("notebook", "notebooks"),
+    ("ticket", "tickets"),
+    ("sandwich", "sandwiches"),
+    ("pen", "pens"),
+    ("mug", "mugs"),
+]
 # (from_unit, to_unit, factor): 1 from_unit == factor to_unit
 CONVERSIONS = [
-    ("kilometers", "meters", 1000), ("meters", "centimeters", 100),
-    ("centimeters", "millimeters", 10), ("kilograms", "grams", 1000),
-    ("hours", "minutes", 60), ("minutes", "seconds", 60), ("days", "hours", 24),
-    ("weeks", "days", 7), ("liters", "milliliters", 1000), ("feet", "inches", 12),
-    ("yards", "feet", 3), ("years", "months", 12),
+    ("kilometers", "meters", 1000),
+    ("meters", "centimeters", 100),
+    ("centimeters", "millimeters", 10),
+    ("kilograms", "grams", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("days", "hours", 24),
+    ("weeks", "days", 7),
+    ("liters", "milliliters", 1000),
+    ("feet", "inches", 12),
+    ("yards", "feet", 3),
+    ("years", "months", 12),
 ]
 
 
@@ -40,6 +52,7 @@ def _int(x) -> str:
 
 # ---------------------------------------------------------------- generators
 # Each returns (instruction, input, output, exact).
+
 
 def g_add(rng):
     a, b = rng.randint(12, 999), rng.randint(12, 999)
@@ -82,8 +95,9 @@ def g_expr(rng):
     else:
         a = a + b
         expr, val = f"{a} - {b} + {c}", a - b + c
-    q = rng.choice([f"Calculate the value of the expression. {ONLY}",
-                    f"Evaluate the expression. {ONLY}"])
+    q = rng.choice(
+        [f"Calculate the value of the expression. {ONLY}", f"Evaluate the expression. {ONLY}"]
+    )
     return q, expr, _int(val), True
 
 
@@ -102,8 +116,7 @@ def g_percent_of(rng):
 def g_increase(rng):
     p = rng.choice([5, 10, 20, 25, 50])
     n = _percent_base(rng, p, 20, 400)
-    q = (f"A price of {n} dollars increases by {p}%. "
-         f"What is the new price in dollars? {ONLY}")
+    q = f"A price of {n} dollars increases by {p}%. What is the new price in dollars? {ONLY}"
     return q, "", _int(n + p * n // 100), True
 
 
@@ -111,8 +124,10 @@ def g_discount(rng):
     p = rng.choice([10, 20, 25, 30, 40, 50])
     n = _percent_base(rng, p, 20, 400)
     item = rng.choice(PRODUCTS)
-    q = (f"A {item} costs {n} dollars and is on sale for {p}% off. "
-         f"What is the sale price in dollars? {ONLY}")
+    q = (
+        f"A {item} costs {n} dollars and is on sale for {p}% off. "
+        f"What is the sale price in dollars? {ONLY}"
+    )
     return q, "", _int(n - p * n // 100), True
 
 
@@ -120,8 +135,7 @@ def g_percent_rate(rng):
     b = rng.choice([20, 25, 40, 50, 200])
     step = b // gcd(b, 100)
     a = step * rng.randint(1, b // step - 1)
-    q = (f"{a} out of {b} students passed a test. "
-         f"What percentage of the students passed? {ONLY}")
+    q = f"{a} out of {b} students passed a test. What percentage of the students passed? {ONLY}"
     return q, "", _int(100 * a // b), True
 
 
@@ -147,8 +161,7 @@ def g_temperature(rng):
 def g_word_add(rng):
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(5, 60), rng.randint(3, 40)
-    q = (f"{name} has {a} {item} and gets {b} more. "
-         f"How many {item} does {name} have now? {ONLY}")
+    q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now? {ONLY}"
     return q, "", _int(a + b), True
 
 
@@ -156,8 +169,10 @@ def g_word_sub(rng):
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a = rng.randint(15, 80)
     b = rng.randint(2, a - 3)
-    q = (f"{name} had {a} {item} and gave {b} of them to a friend. "
-         f"How many {item} does {name} have left? {ONLY}")
+    q = (
+        f"{name} had {a} {item} and gave {b} of them to a friend. "
+        f"How many {item} does {name} have left? {ONLY}"
+    )
     return q, "", _int(a - b), True
 
 
@@ -171,15 +186,19 @@ def g_word_mul(rng):
 def g_word_div(rng):
     item = rng.choice(ITEMS)
     k, each = rng.randint(2, 9), rng.randint(3, 15)
-    q = (f"{k * each} {item} are shared equally among {k} children. "
-         f"How many {item} does each child get? {ONLY}")
+    q = (
+        f"{k * each} {item} are shared equally among {k} children. "
+        f"How many {item} does each child get? {ONLY}"
+    )
     return q, "", _int(each), True
 
 
 def g_speed(rng):
     s, t = 10 * rng.randint(4, 12), rng.randint(2, 6)
-    q = (f"A train travels at {s} kilometers per hour for {t} hours. "
-         f"How many kilometers does it travel? {ONLY}")
+    q = (
+        f"A train travels at {s} kilometers per hour for {t} hours. "
+        f"How many kilometers does it travel? {ONLY}"
+    )
     return q, "", _int(s * t), True
 
 
@@ -193,22 +212,25 @@ def g_cost(rng):
 def g_change(rng):
     bill = rng.choice([20, 50, 100])
     c = rng.randint(3, bill - 1)
-    q = (f"You buy a book for {c} dollars and pay with a {bill}-dollar bill. "
-         f"How much change do you get in dollars? {ONLY}")
+    q = (
+        f"You buy a book for {c} dollars and pay with a {bill}-dollar bill. "
+        f"How much change do you get in dollars? {ONLY}"
+    )
     return q, "", _int(bill - c), True
 
 
 def g_area(rng):
     w, h = rng.randint(3, 20), rng.randint(3, 20)
-    q = (f"A rectangle is {w} cm wide and {h} cm long. "
-         f"What is its area in square centimeters? {ONLY}")
+    q = (
+        f"A rectangle is {w} cm wide and {h} cm long. "
+        f"What is its area in square centimeters? {ONLY}"
+    )
     return q, "", _int(w * h), True
 
 
 def g_perimeter(rng):
     w, h = rng.randint(3, 30), rng.randint(3, 30)
-    q = (f"A rectangle is {w} cm wide and {h} cm long. "
-         f"What is its perimeter in centimeters? {ONLY}")
+    q = f"A rectangle is {w} cm wide and {h} cm long. What is its perimeter in centimeters? {ONLY}"
     return q, "", _int(2 * (w + h)), True
 
 
@@ -262,10 +284,18 @@ def g_round(rng):
 def g_extreme(rng):
     nums = rng.sample(range(10, 1000), 5)
     if rng.random() < 0.5:
-        return f"Which of these numbers is the largest? {ONLY}", ", ".join(map(str, nums)), \
-            _int(max(nums)), True
-    return f"Which of these numbers is the smallest? {ONLY}", ", ".join(map(str, nums)), \
-        _int(min(nums)), True
+        return (
+            f"Which of these numbers is the largest? {ONLY}",
+            ", ".join(map(str, nums)),
+            _int(max(nums)),
+            True,
+        )
+    return (
+        f"Which of these numbers is the smallest? {ONLY}",
+        ", ".join(map(str, nums)),
+        _int(min(nums)),
+        True,
+    )
 
 
 def _tenths(t: int) -> str:
@@ -301,8 +331,10 @@ def g_minutes(rng):
     return q, "", _int(60 * h + m), True
 
 
-SHOW_WORK = ["Solve the problem and briefly show your work.",
-             "Solve this word problem. Show your steps briefly."]
+SHOW_WORK = [
+    "Solve the problem and briefly show your work.",
+    "Solve this word problem. Show your steps briefly.",
+]
 
 
 def g_show_work(rng):
@@ -314,10 +346,11 @@ def g_show_work(rng):
         out = f"{q} x {p} = {q * p}, so the pens cost {q * p} dollars."
     elif kind == 1:
         q, p, c = rng.randint(2, 6), rng.randint(5, 20), rng.randint(2, 15)
-        text = (f"{name} buys {q} books at {p} dollars each and a bag for {c} dollars. "
-                f"How much does {name} spend?")
-        out = (f"Books: {q} x {p} = {q * p} dollars. "
-               f"Total: {q * p} + {c} = {q * p + c} dollars.")
+        text = (
+            f"{name} buys {q} books at {p} dollars each and a bag for {c} dollars. "
+            f"How much does {name} spend?"
+        )
+        out = f"Books: {q} x {p} = {q * p} dollars. Total: {q * p} + {c} = {q * p + c} dollars."
     elif kind == 2:
         s = rng.randint(30, 60)
         p = rng.randint(5, s - 1)
@@ -325,30 +358,58 @@ def g_show_work(rng):
         out = f"{s} - {p} = {s - p}, so {s - p} seats are empty."
     elif kind == 3:
         b, r = rng.choice([4, 6, 8, 12]), rng.randint(3, 15)
-        text = (f"A baker makes {b * r} muffins and puts them in boxes of {b}. "
-                f"How many boxes does the baker fill?")
+        text = (
+            f"A baker makes {b * r} muffins and puts them in boxes of {b}. "
+            f"How many boxes does the baker fill?"
+        )
         out = f"{b * r} / {b} = {r}, so the baker fills {r} boxes."
     elif kind == 4:
         t, v = rng.randint(2, 6), 5 * rng.randint(8, 24)
-        text = (f"A car travels {t * v} kilometers in {t} hours at a steady speed. "
-                f"What is its speed in kilometers per hour?")
+        text = (
+            f"A car travels {t * v} kilometers in {t} hours at a steady speed. "
+            f"What is its speed in kilometers per hour?"
+        )
         out = f"{t * v} / {t} = {v}, so the speed is {v} kilometers per hour."
     else:
         s, r = 5 * rng.randint(2, 10), rng.randint(3, 20)
-        text = (f"{name} saves {s} dollars a week. "
-                f"How many weeks does it take to save {s * r} dollars?")
+        text = (
+            f"{name} saves {s} dollars a week. How many weeks does it take to save {s * r} dollars?"
+        )
         out = f"{s * r} / {s} = {r}, so it takes {r} weeks."
     return rng.choice(SHOW_WORK), text, out, False
 
 
 GENERATORS = [
-    (g_add, 7), (g_sub, 7), (g_mul, 7), (g_div, 7), (g_expr, 8), (g_percent_of, 7),
-    (g_increase, 5), (g_discount, 6), (g_percent_rate, 5), (g_convert, 12),
-    (g_temperature, 5), (g_word_add, 5), (g_word_sub, 5), (g_word_mul, 5),
-    (g_word_div, 5), (g_speed, 5), (g_cost, 5), (g_change, 5), (g_area, 5),
-    (g_perimeter, 4), (g_average, 6), (g_square, 5), (g_remainder, 5),
-    (g_fraction_of, 6), (g_round, 6), (g_extreme, 5), (g_decimal_add, 5),
-    (g_divide_round, 5), (g_minutes, 4), (g_show_work, 12),
+    (g_add, 7),
+    (g_sub, 7),
+    (g_mul, 7),
+    (g_div, 7),
+    (g_expr, 8),
+    (g_percent_of, 7),
+    (g_increase, 5),
+    (g_discount, 6),
+    (g_percent_rate, 5),
+    (g_convert, 12),
+    (g_temperature, 5),
+    (g_word_add, 5),
+    (g_word_sub, 5),
+    (g_word_mul, 5),
+    (g_word_div, 5),
+    (g_speed, 5),
+    (g_cost, 5),
+    (g_change, 5),
+    (g_area, 5),
+    (g_perimeter, 4),
+    (g_average, 6),
+    (g_square, 5),
+    (g_remainder, 5),
+    (g_fraction_of, 6),
+    (g_round, 6),
+    (g_extreme, 5),
+    (g_decimal_add, 5),
+    (g_divide_round, 5),
+    (g_minutes, 4),
+    (g_show_work, 12),
 ]
 
 

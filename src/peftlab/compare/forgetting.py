@@ -19,8 +19,16 @@ from ..data.sources import BUNDLED_GENERAL
 from .fmt import DASH, fmt_value
 from .stats import paired_difference, perplexity_interval, wilson
 
-KEYS = ("eval_loss", "perplexity", "exact_match", "exact_n", "eval_tokens", "record_nll",
-        "record_tokens", "exact_hits")
+KEYS = (
+    "eval_loss",
+    "perplexity",
+    "exact_match",
+    "exact_n",
+    "eval_tokens",
+    "record_nll",
+    "record_tokens",
+    "exact_hits",
+)
 GENERAL_FILE = "general.json"
 
 
@@ -33,20 +41,35 @@ def general_source(spec: str | None) -> str | None:
         return BUNDLED_GENERAL
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"--general-eval {spec}: no such file (give a .json or "
-                                ".jsonl file of records, or 'bundled')")
+        raise FileNotFoundError(
+            f"--general-eval {spec}: no such file (give a .json or "
+            ".jsonl file of records, or 'bundled')"
+        )
     return str(path.resolve())
 
 
-def eval_args(cfg_dict: dict, dataset: str, output: Path, adapter: Path | None,
-              eval_all: bool) -> list[str]:
+def eval_args(
+    cfg_dict: dict, dataset: str, output: Path, adapter: Path | None, eval_all: bool
+) -> list[str]:
     """``peftlab eval`` arguments: with ``adapter``, the run's own settings (its
     config.yaml) on ``dataset``; without, the base model under the comparison's."""
     t, d = cfg_dict["train"], cfg_dict["data"]
-    args = ["eval", "--output", str(output)] + (["--dataset", dataset] if dataset else []) + [
-            "--eval-batch-size", str(t["eval_batch_size"]), "--exact-match-limit",
-            str(t["exact_match_limit"]), "--max-new-tokens", str(t["max_new_tokens"]),
-            "--device", t["device"], "--max-length", str(d["max_length"])]
+    args = (
+        ["eval", "--output", str(output)]
+        + (["--dataset", dataset] if dataset else [])
+        + [
+            "--eval-batch-size",
+            str(t["eval_batch_size"]),
+            "--exact-match-limit",
+            str(t["exact_match_limit"]),
+            "--max-new-tokens",
+            str(t["max_new_tokens"]),
+            "--device",
+            t["device"],
+            "--max-length",
+            str(d["max_length"]),
+        ]
+    )
     if eval_all:
         args += ["--eval-all", "--data-format", "auto"]
     else:
@@ -54,20 +77,21 @@ def eval_args(cfg_dict: dict, dataset: str, output: Path, adapter: Path | None,
     if adapter is not None:
         return args + ["--adapter", str(adapter)]
     args += ["--mixed-precision", t["mixed_precision"], "--dtype", cfg_dict["model"]["dtype"]]
-    for flag, value in (("--model", cfg_dict["model"]["name"]),
-                        ("--max-eval-records", None if eval_all else d["max_eval_records"]),
-                        ("--data-format", None if eval_all else d.get("data_format")),
-                        ("--prompt-format", d.get("prompt_format")),
-                        ("--chat-template", d.get("chat_template")),
-                        ("--train-on", d.get("train_on"))):
+    for flag, value in (
+        ("--model", cfg_dict["model"]["name"]),
+        ("--max-eval-records", None if eval_all else d["max_eval_records"]),
+        ("--data-format", None if eval_all else d.get("data_format")),
+        ("--prompt-format", d.get("prompt_format")),
+        ("--chat-template", d.get("chat_template")),
+        ("--train-on", d.get("train_on")),
+    ):
         if value is not None:
             args += [flag, str(value)]
     return args
 
 
 def needs_general(row: dict, dataset: str | None) -> bool:
-    return bool(dataset) and row.get("status") == "ok" and \
-        row.get("general_dataset") != dataset
+    return bool(dataset) and row.get("status") == "ok" and row.get("general_dataset") != dataset
 
 
 def run_general(row: dict, dataset: str, output: Path, run_subprocess, log) -> dict:
@@ -80,25 +104,29 @@ def run_general(row: dict, dataset: str, output: Path, run_subprocess, log) -> d
     out_json = run_dir / GENERAL_FILE
     log(f"== {name}: general set {dataset}")
     started = time.time()
-    rc, err = run_subprocess(eval_args(row["config"], dataset, out_json, adapter, True),
-                             run_dir.parent / f"{name}.general.log")
-    row = {**row, "general_dataset": dataset,
-           "general_seconds": time.time() - started}
+    rc, err = run_subprocess(
+        eval_args(row["config"], dataset, out_json, adapter, True),
+        run_dir.parent / f"{name}.general.log",
+    )
+    row = {**row, "general_dataset": dataset, "general_seconds": time.time() - started}
     if rc != 0:
         return {**row, "general": None, "general_error": err}
     full = json.loads(out_json.read_text())
-    return {**row, "general": {k: full[k] for k in KEYS if k in full},
-            "general_error": None}
+    return {**row, "general": {k: full[k] for k in KEYS if k in full}, "general_error": None}
 
 
 # ---------------------------------------------------------------- the report's table
-COLUMNS = ["Run", "In-domain perplexity", "General-set perplexity", "Change vs base",
-           "General-set exact match"]
+COLUMNS = [
+    "Run",
+    "In-domain perplexity",
+    "General-set perplexity",
+    "Change vs base",
+    "General-set exact match",
+]
 
 
 def _ppl_samples(g: dict) -> dict:
-    return {"nll": [g["record_nll"]], "tokens": [g["record_tokens"]]} \
-        if g.get("record_nll") else {}
+    return {"nll": [g["record_nll"]], "tokens": [g["record_tokens"]]} if g.get("record_nll") else {}
 
 
 def table(runs: list[dict]) -> list[list[str]]:
@@ -117,8 +145,11 @@ def table(runs: list[dict]) -> list[list[str]]:
             rows.append([r["name"], DASH, f"failed: {r.get('general_error')}", DASH, DASH])
             continue
         b, a = ((r.get(s) or {}).get("perplexity") for s in ("before", "after"))
-        domain = fmt_value(a) if r.get("method") == "base" or b is None else \
-            f"{fmt_value(b)} → {fmt_value(a)} ({(a - b) / b * 100:+.1f}%)"
+        domain = (
+            fmt_value(a)
+            if r.get("method") == "base" or b is None
+            else f"{fmt_value(b)} → {fmt_value(a)} ({(a - b) / b * 100:+.1f}%)"
+        )
         ppl = fmt_value(g.get("perplexity"))
         ci = perplexity_interval(g.get("record_nll") or [], g.get("record_tokens") or [])
         if ci is not None:
@@ -129,8 +160,10 @@ def table(runs: list[dict]) -> list[list[str]]:
             change = f"{(g['perplexity'] - p0) / p0 * 100:+.1f}%"
             iv = paired_difference(_ppl_samples(g), _ppl_samples(base), "perplexity")
             if iv is not None:
-                change += (f" ({iv.estimate:+.3f}, 95% CI {iv.low:+.3f} to {iv.high:+.3f}"
-                           f"{'' if iv.excludes_zero else ': no clear change'})")
+                change += (
+                    f" ({iv.estimate:+.3f}, 95% CI {iv.low:+.3f} to {iv.high:+.3f}"
+                    f"{'' if iv.excludes_zero else ': no clear change'})"
+                )
         em = DASH
         if g.get("exact_match") is not None and g.get("exact_n"):
             n = g["exact_n"]

@@ -52,8 +52,11 @@ def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, 
     methods = data.pop("methods", None)
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
-    per_method = {name: data.pop(name) for name in list(data)
-                  if name in METHODS and isinstance(data[name], dict)}
+    per_method = {
+        name: data.pop(name)
+        for name in list(data)
+        if name in METHODS and isinstance(data[name], dict)
+    }
     return methods, per_method, data
 
 
@@ -89,8 +92,9 @@ def parse_sweep(spec: Any) -> tuple[str, list[Any]] | None:
         key, sep, rest = str(spec).partition("=")
         values = [_scalar(v.strip()) for v in rest.split(",") if v.strip()]
         if not sep or not key.strip() or not values:
-            raise ValueError(f"--sweep must look like OPTION=V1,V2,... (e.g. r=2,4,8), got "
-                             f"{spec!r}")
+            raise ValueError(
+                f"--sweep must look like OPTION=V1,V2,... (e.g. r=2,4,8), got {spec!r}"
+            )
     key = str(key).strip().replace("-", "_")
     if len(set(map(str, values))) != len(values):
         raise ValueError(f"--sweep lists a value twice: {values}")
@@ -113,21 +117,29 @@ def sweepable(method: str, key: str) -> bool:
     import dataclasses
 
     from ..config import TrainConfig
+
     fields = {f.name for f in dataclasses.fields(METHODS[method].config_cls)}
     return key in fields or key in {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def plan_runs(methods: list[str], seed_list: list[int] | None,
-              sweep: tuple[str, list[Any]] | None) -> list[tuple[str, str, int | None, dict]]:
+def plan_runs(
+    methods: list[str], seed_list: list[int] | None, sweep: tuple[str, list[Any]] | None
+) -> list[tuple[str, str, int | None, dict]]:
     """(row name, method, seed, swept options) of every run, in order: each method
     once per swept value (methods without the option run once) and per seed."""
     out = []
     for m in methods:
-        points = [(f"{m}-{sweep[0]}{v}", {sweep[0]: v}) for v in sweep[1]] \
-            if sweep and sweepable(m, sweep[0]) else [(m, {})]
+        points = (
+            [(f"{m}-{sweep[0]}{v}", {sweep[0]: v}) for v in sweep[1]]
+            if sweep and sweepable(m, sweep[0])
+            else [(m, {})]
+        )
         for name, opts in points:
-            out += [(name, m, None, opts)] if seed_list is None else \
-                [(f"{name}-s{s}", m, s, opts) for s in seed_list]
+            out += (
+                [(name, m, None, opts)]
+                if seed_list is None
+                else [(f"{name}-s{s}", m, s, opts) for s in seed_list]
+            )
     return out
 
 
@@ -149,8 +161,12 @@ def _run_subprocess(args: list[str], log_path: Path) -> tuple[int, str]:
     """Run ``python -m peftlab ...``, echoing its stderr live and keeping it in a log."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "peftlab", *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peftlab", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         try:
             while chunk := proc.stderr.read1(4096):
                 sys.stderr.buffer.write(chunk)
@@ -181,33 +197,48 @@ def _metrics_curves(run_dir: Path) -> tuple[list, list, dict]:
                 seconds[rec["step"]] = seconds[rec["step"] - 1] + rec["step_seconds"]
                 tokens[rec["step"]] = tokens[rec["step"] - 1] + rec.get("tokens", 0)
         if "eval_loss" in rec:
-            evals.append([rec["step"], rec["eval_loss"], seconds.get(rec["step"]),
-                          tokens.get(rec["step"])])
+            evals.append(
+                [rec["step"], rec["eval_loss"], seconds.get(rec["step"]), tokens.get(rec["step"])]
+            )
         for key, value in rec.items():
             if key.endswith("_ranks") and isinstance(value, dict):
                 ranks[key] = value
     return loss, evals, ranks
 
 
-def _row(name: str, cfg_dict: dict, started: float, res: dict | None, error: str | None,
-         run_dir: Path) -> dict:
-    row = {"name": name, "method": cfg_dict.get("method", name), "config": cfg_dict,
-           "status": "failed" if error else "ok", "error": error,
-           "wall_seconds": time.time() - started,
-           "finished_at": datetime.datetime.now().isoformat(timespec="seconds")}
+def _row(
+    name: str, cfg_dict: dict, started: float, res: dict | None, error: str | None, run_dir: Path
+) -> dict:
+    row = {
+        "name": name,
+        "method": cfg_dict.get("method", name),
+        "config": cfg_dict,
+        "status": "failed" if error else "ok",
+        "error": error,
+        "wall_seconds": time.time() - started,
+        "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     if res is None:
         return row
     loss, evals, ranks = _metrics_curves(run_dir)
-    row.update(params=res.get("params"), adapter_bytes=res.get("adapter_bytes", 0),
-               peak_memory_bytes=res.get("peak_memory_bytes"),
-               predicted_memory_bytes=(res.get("predicted_memory") or {}).get("peak_bytes"),
-               memory_kind="cuda" if str(res.get("device", "")).startswith("cuda")
-               else "rss",
-               train_seconds=res.get("train_seconds"), tokens_per_s=res.get("tokens_per_s"),
-               train_tokens=res.get("train_tokens"), loss_curve=loss, eval_curve=evals,
-               before=res.get("before"), after=res.get("after"),
-               merge_check=res.get("merge_check"), layer_ranks=ranks, env=res.get("env"),
-               data=res.get("data"))
+    row.update(
+        params=res.get("params"),
+        adapter_bytes=res.get("adapter_bytes", 0),
+        peak_memory_bytes=res.get("peak_memory_bytes"),
+        predicted_memory_bytes=(res.get("predicted_memory") or {}).get("peak_bytes"),
+        memory_kind="cuda" if str(res.get("device", "")).startswith("cuda") else "rss",
+        train_seconds=res.get("train_seconds"),
+        tokens_per_s=res.get("tokens_per_s"),
+        train_tokens=res.get("train_tokens"),
+        loss_curve=loss,
+        eval_curve=evals,
+        before=res.get("before"),
+        after=res.get("after"),
+        merge_check=res.get("merge_check"),
+        layer_ranks=ranks,
+        env=res.get("env"),
+        data=res.get("data"),
+    )
     return row
 
 
@@ -217,14 +248,22 @@ def run_method(name: str, cfg_dict: dict, output: Path) -> dict:
     resume = any((run_dir / "checkpoints").glob("step-*/trainer_state.json"))
     # The harness owns runs/<name>: a run that never reached a checkpoint starts over
     # (--overwrite). Its config and log live beside the run directory, not in it.
-    cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "output": str(run_dir),
-                                      "resume": resume, "overwrite": not resume}}
+    cfg_dict = {
+        **cfg_dict,
+        "train": {
+            **cfg_dict["train"],
+            "output": str(run_dir),
+            "resume": resume,
+            "overwrite": not resume,
+        },
+    }
     cfg_path = output / "runs" / f"{name}.compare-config.yaml"
     atomic_write_bytes(cfg_path, yaml.safe_dump(cfg_dict, sort_keys=False).encode())
     log(f"== {name}: {'resuming' if resume else 'training'} -> {run_dir}")
     started = time.time()
-    rc, err = _run_subprocess(["train", "--config", str(cfg_path)],
-                              output / "runs" / f"{name}.train.log")
+    rc, err = _run_subprocess(
+        ["train", "--config", str(cfg_path)], output / "runs" / f"{name}.train.log"
+    )
     if rc != 0:
         return _row(name, cfg_dict, started, None, err, run_dir)
     res = json.loads((run_dir / "results.json").read_text())
@@ -236,40 +275,66 @@ def run_base(cfg_dict: dict, output: Path) -> dict:
     run_dir = output / "runs" / BASE
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"== {BASE}: evaluating the base model")
-    args = eval_args(cfg_dict, cfg_dict["data"]["dataset"], run_dir / "eval.json", None,
-                     eval_all=False)
+    args = eval_args(
+        cfg_dict, cfg_dict["data"]["dataset"], run_dir / "eval.json", None, eval_all=False
+    )
     started = time.time()
     rc, err = _run_subprocess(args, run_dir / "eval.log")
     cfg_dict = {**cfg_dict, "method": BASE, "adapter": {}}
     if rc != 0:
         return _row(BASE, cfg_dict, started, None, err, run_dir)
     full = json.loads((run_dir / "eval.json").read_text())
-    ev = {k: full[k] for k in ("eval_loss", "perplexity", "exact_match", "exact_n",
-                               "eval_tokens", "record_nll", "record_tokens", "exact_hits")
-          if k in full}
+    ev = {
+        k: full[k]
+        for k in (
+            "eval_loss",
+            "perplexity",
+            "exact_match",
+            "exact_n",
+            "eval_tokens",
+            "record_nll",
+            "record_tokens",
+            "exact_hits",
+        )
+        if k in full
+    }
     params = {"trainable": 0, "total": full["params"]["total"], "share_pct": 0.0}
-    res = {"params": params, "before": ev, "after": ev, "adapter_bytes": 0,
-           "tokens_per_s": None, "merge_check": None, "env": full.get("env", {}),
-           "device": full.get("device"), "peak_memory_bytes": full.get("peak_memory_bytes"),
-           "data": full.get("data")}
+    res = {
+        "params": params,
+        "before": ev,
+        "after": ev,
+        "adapter_bytes": 0,
+        "tokens_per_s": None,
+        "merge_check": None,
+        "env": full.get("env", {}),
+        "device": full.get("device"),
+        "peak_memory_bytes": full.get("peak_memory_bytes"),
+        "data": full.get("data"),
+    }
     return _row(BASE, cfg_dict, started, res, None, run_dir)
 
 
-def compare(config: str | Path | dict | None = None, methods: list[str] | None = None,
-            output: str | Path = "runs/compare", include_base: bool = True,
-            report: bool = True, extra_methods: list[str] | None = None,
-            seeds: int | str | list[int] | None = None, general_eval: str | None = None,
-            sweep: str | dict | None = None, **overrides: Any) -> list[dict]:
+def compare(
+    config: str | Path | dict | None = None,
+    methods: list[str] | None = None,
+    output: str | Path = "runs/compare",
+    include_base: bool = True,
+    report: bool = True,
+    extra_methods: list[str] | None = None,
+    seeds: int | str | list[int] | None = None,
+    general_eval: str | None = None,
+    sweep: str | dict | None = None,
+    **overrides: Any,
+) -> list[dict]:
     """Run every method (and the base model); write results.jsonl and (``report``) the
     report; return the rows in run order. ``methods``: default the config's, else
     :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``).
     ``general_eval``: a file or ``bundled``, scored by every run and the base
     (:mod:`.forgetting`). ``sweep``: ``r=2,4,8`` trains each method once per value of
     one of its options (the parameter-efficiency curve)."""
-    data = (load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {}))
+    data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
     seeds = seeds if seeds is not None else data.get("seeds")
-    general = general_source(general_eval if general_eval is not None
-                             else data.get("general_eval"))
+    general = general_source(general_eval if general_eval is not None else data.get("general_eval"))
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     common.setdefault("plan_memory", True)  # the report shows predicted beside measured
@@ -277,21 +342,30 @@ def compare(config: str | Path | dict | None = None, methods: list[str] | None =
     methods += [m for m in dict.fromkeys(extra_methods or []) if m not in methods]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; available: "
-                         f"{', '.join(sorted(METHODS))}")
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}"
+        )
     output = Path(output)
     seed_list = parse_seeds(seeds, build_config(common).train.seed)
     swept = parse_sweep(sweep if sweep is not None else data.get("sweep"))
     if swept and not any(sweepable(m, swept[0]) for m in methods):
-        raise ValueError(f"--sweep {swept[0]}: none of {', '.join(methods)} has an option "
-                         f"{swept[0]!r}")
+        raise ValueError(
+            f"--sweep {swept[0]}: none of {', '.join(methods)} has an option {swept[0]!r}"
+        )
     runs = plan_runs(methods, seed_list, swept)
     with output_lock(output, "compare"):
         return _compare(output, runs, per_method, common, include_base, report, general)
 
 
-def _compare(output: Path, runs: list[tuple], per_method: dict, common: dict,
-             include_base: bool, report: bool, general: str | None = None) -> list[dict]:
+def _compare(
+    output: Path,
+    runs: list[tuple],
+    per_method: dict,
+    common: dict,
+    include_base: bool,
+    report: bool,
+    general: str | None = None,
+) -> list[dict]:
     """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
     set every finished row is scored on (once: a rerun only fills rows that lack it)."""
     output.mkdir(parents=True, exist_ok=True)
@@ -308,18 +382,19 @@ def _compare(output: Path, runs: list[tuple], per_method: dict, common: dict,
         opts = {**opts, **swept, **({"seed": seed} if seed is not None else {})}
         cfg = build_config(common, **({"method": method, **opts} if name != BASE else {}))
         try:
-            row = run_base(cfg.to_dict(), output) if name == BASE \
+            row = (
+                run_base(cfg.to_dict(), output)
+                if name == BASE
                 else run_method(name, cfg.to_dict(), output)
+            )
             row["seed"] = seed
             row["sweep"] = swept or None
             if needs_general(row, general):
                 row = run_general(row, general, output, _run_subprocess, log)
         except Exception as e:  # a harness failure for one method must not stop the rest
-            row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}",
-                       output)
+            row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}", output)
         append_row(output, row)
         done[name] = row
     if report:
         write_report(output)
     return [done[n] for n, *_ in order if n in done]
-

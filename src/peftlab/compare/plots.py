@@ -21,8 +21,22 @@ from matplotlib.ticker import NullFormatter
 
 DPI = 110
 BASE_COLOR = "#7f7f7f"
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+]
 STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10, "legend.fontsize": 9}
 
 
@@ -75,10 +89,12 @@ def colors(runs: list[dict]) -> dict[str, str]:
 
 def styled(fn):
     """Draw under the report's rc settings without changing the caller's."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -97,8 +113,12 @@ def _png(fig: Figure) -> bytes:
 def _curve(points: Any) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for p in points or []:
-        if isinstance(p, (list, tuple)) and len(p) >= 2 and num(p[0]) is not None \
-                and num(p[1]) is not None:
+        if (
+            isinstance(p, (list, tuple))
+            and len(p) >= 2
+            and num(p[0]) is not None
+            and num(p[1]) is not None
+        ):
             xs.append(num(p[0]))
             ys.append(num(p[1]))
     return xs, ys
@@ -118,16 +138,18 @@ def loss_curves(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
             drawn = True
         xs, ys = _curve(r.get("eval_curve"))
         if xs:
-            ax.plot(xs, ys, color=c, lw=1.4, ls="--", marker="o", ms=4,
-                    label=f"{r['name']} eval")
+            ax.plot(xs, ys, color=c, lw=1.4, ls="--", marker="o", ms=4, label=f"{r['name']} eval")
             drawn = True
         base_loss = num((r.get("after") or {}).get("eval_loss"))
         if r.get("method") == "base" and base_loss is not None:
             ax.axhline(base_loss, color=c, lw=1, ls=":", label=f"{r['name']} eval (untrained)")
     if not drawn:
         return None
-    ax.set(xlabel="optimiser step", ylabel="loss (mean NLL per target token)",
-           title="Training and eval loss")
+    ax.set(
+        xlabel="optimiser step",
+        ylabel="loss (mean NLL per target token)",
+        title="Training and eval loss",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _png(fig)
@@ -141,19 +163,32 @@ def equal_compute(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
     axes = fig.subplots(1, 2, sharey=True)
     drawn = False
     for r in runs:
-        pts = [p for p in r.get("eval_curve") or []
-               if len(p) >= 4 and None not in (num(p[1]), num(p[2]), num(p[3]))]
+        pts = [
+            p
+            for p in r.get("eval_curve") or []
+            if len(p) >= 4 and None not in (num(p[1]), num(p[2]), num(p[3]))
+        ]
         if len(pts) < 2:
             continue
         ppl = [math.exp(min(num(p[1]), 50.0)) for p in pts]
         for ax, col in zip(axes, (2, 3)):
-            ax.plot([num(p[col]) for p in pts], ppl, color=cmap[r["name"]], lw=1.4,
-                    marker="o", ms=4, label=r["name"])
+            ax.plot(
+                [num(p[col]) for p in pts],
+                ppl,
+                color=cmap[r["name"]],
+                lw=1.4,
+                marker="o",
+                ms=4,
+                label=r["name"],
+            )
         drawn = True
     if not drawn:
         return None
-    axes[0].set(xlabel="training time (s, optimiser steps only)", ylabel="eval perplexity",
-                title="Perplexity against training time")
+    axes[0].set(
+        xlabel="training time (s, optimiser steps only)",
+        ylabel="eval perplexity",
+        title="Perplexity against training time",
+    )
     axes[1].set(xlabel="training tokens", title="Perplexity against training tokens")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -165,16 +200,16 @@ def pareto_set(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names not dominated: no other point is <= on both axes and < on one."""
     keep = []
     for n, (x, y) in points.items():
-        dominated = any(ox <= x and oy <= y and (ox < x or oy < y)
-                        for o, (ox, oy) in points.items() if o != n)
+        dominated = any(
+            ox <= x and oy <= y and (ox < x or oy < y) for o, (ox, oy) in points.items() if o != n
+        )
         if not dominated:
             keep.append(n)
     return keep
 
 
 @styled
-def perplexity_vs_params(runs: list[dict], cmap: dict[str, str],
-                         front: list[str]) -> bytes | None:
+def perplexity_vs_params(runs: list[dict], cmap: dict[str, str], front: list[str]) -> bytes | None:
     """Eval perplexity after training against trainable parameters (log x), one point per
     method (seeds averaged), Pareto line."""
     pts = {g: v for g, v in param_points(runs).items() if v[0] > 0}
@@ -186,23 +221,46 @@ def perplexity_vs_params(runs: list[dict], cmap: dict[str, str],
     for r in runs:
         ppl = num((r.get("after") or {}).get("perplexity"))
         if r.get("method") == "base" and ppl is not None:
-            ax.axhline(ppl, color=BASE_COLOR, ls=":", lw=1.2,
-                       label=f"{r['name']} model (untrained): {ppl:.3g}")
-    fr = sorted((pts[n] for n in front if n in pts))
+            ax.axhline(
+                ppl,
+                color=BASE_COLOR,
+                ls=":",
+                lw=1.2,
+                label=f"{r['name']} model (untrained): {ppl:.3g}",
+            )
+    fr = sorted(pts[n] for n in front if n in pts)
     if len(fr) > 1:
-        ax.plot([p[0] for p in fr], [p[1] for p in fr], color="#444444", lw=1.2, ls="--",
-                drawstyle="steps-post", zorder=1, label="Pareto frontier")
+        ax.plot(
+            [p[0] for p in fr],
+            [p[1] for p in fr],
+            color="#444444",
+            lw=1.2,
+            ls="--",
+            drawstyle="steps-post",
+            zorder=1,
+            label="Pareto frontier",
+        )
     for n, (p, ppl) in pts.items():
         on = n in front
-        ax.scatter([p], [ppl], s=70 if on else 45, color=cmap[n], zorder=3,
-                   edgecolors="black" if on else "none", linewidths=1.2)
+        ax.scatter(
+            [p],
+            [ppl],
+            s=70 if on else 45,
+            color=cmap[n],
+            zorder=3,
+            edgecolors="black" if on else "none",
+            linewidths=1.2,
+        )
     xs = [p for p, _ in pts.values()]
     ax.set_xlim(min(xs) / 3, max(xs) * 3)
     ax.get_ylim()  # settle the autoscaled view before placing labels
     labels = {n: n + (" ★" if n in front and len(pts) > 1 else "") for n in pts}
     _place_labels(fig, ax, pts, labels)
-    ax.set(xlabel="trainable parameters (log scale)", ylabel="eval perplexity after training",
-           title="Perplexity against trainable parameters (★ = Pareto set)")
+    ax.set(
+        xlabel="trainable parameters (log scale)",
+        ylabel="eval perplexity after training",
+        title="Perplexity against trainable parameters (★ = Pareto set)",
+    )
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", frameon=False)
@@ -210,13 +268,13 @@ def perplexity_vs_params(runs: list[dict], cmap: dict[str, str],
 
 
 @styled
-def efficiency_curve(runs: list[dict], cmap: dict[str, str],
-                     front: list[str]) -> bytes | None:
+def efficiency_curve(runs: list[dict], cmap: dict[str, str], front: list[str]) -> bytes | None:
     """The parameter-efficiency curve: eval perplexity with its 95% bootstrap interval
     against trainable parameters and against training wall time, one line per method
     through its swept values (``compare --sweep``; one point per method without a
     sweep), and the Pareto frontier over all points."""
     from .stats import perplexity_interval
+
     by: dict[str, list[tuple]] = {}
     for r in runs:
         a = r.get("after") or {}
@@ -225,7 +283,8 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
             continue
         ci = perplexity_interval(a.get("record_nll") or [], a.get("record_tokens") or [])
         by.setdefault(r.get("method") or r["name"], []).append(
-            (p, num(r.get("train_seconds")), y, *(ci or (y, y)), r["name"]))
+            (p, num(r.get("train_seconds")), y, *(ci or (y, y)), r["name"])
+        )
     if sum(len(v) for v in by.values()) < 2:
         return None
     for method, rs in by.items():  # seeds of one swept value: their mean, widest interval
@@ -237,9 +296,16 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
             y = sum(q[2] for q in qs) / len(qs)
             secs = [q[1] for q in qs if q[1] is not None]
             # (a percentile interval need not contain the estimate: clamp the bars)
-            by[method].append((p, sum(secs) / len(secs) if secs else None, y,
-                               max(0.0, y - min(q[3] for q in qs)),
-                               max(0.0, max(q[4] for q in qs) - y), qs[0][5]))
+            by[method].append(
+                (
+                    p,
+                    sum(secs) / len(secs) if secs else None,
+                    y,
+                    max(0.0, y - min(q[3] for q in qs)),
+                    max(0.0, max(q[4] for q in qs) - y),
+                    qs[0][5],
+                )
+            )
     fig = _figure(12, 4.8)
     axes = fig.subplots(1, 2, sharey=True)
     for method, pts in by.items():
@@ -247,22 +313,48 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
         for ax, col in zip(axes, (0, 1)):
             row = sorted((q for q in pts if q[col] is not None), key=lambda q: q[col])
             if row:
-                ax.errorbar([q[col] for q in row], [q[2] for q in row],
-                            yerr=[[q[3] for q in row], [q[4] for q in row]], color=color,
-                            marker="o", ms=4, lw=1.4, capsize=3, label=method)
+                ax.errorbar(
+                    [q[col] for q in row],
+                    [q[2] for q in row],
+                    yerr=[[q[3] for q in row], [q[4] for q in row]],
+                    color=color,
+                    marker="o",
+                    ms=4,
+                    lw=1.4,
+                    capsize=3,
+                    label=method,
+                )
     pts = param_points(runs)
     fr = sorted(pts[n] for n in front if n in pts)
     if len(fr) > 1:
-        axes[0].plot([p[0] for p in fr], [p[1] for p in fr], color="#444444", lw=1.2,
-                     ls="--", drawstyle="steps-post", zorder=1, label="Pareto frontier")
+        axes[0].plot(
+            [p[0] for p in fr],
+            [p[1] for p in fr],
+            color="#444444",
+            lw=1.2,
+            ls="--",
+            drawstyle="steps-post",
+            zorder=1,
+            label="Pareto frontier",
+        )
     for n in front:
         if n in pts:
-            axes[0].scatter([pts[n][0]], [pts[n][1]], s=80, facecolors="none",
-                            edgecolors="black", linewidths=1.2, zorder=4)
+            axes[0].scatter(
+                [pts[n][0]],
+                [pts[n][1]],
+                s=80,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+            )
     axes[0].set_xscale("log")
     axes[0].xaxis.set_minor_formatter(NullFormatter())  # minor labels would overlap
-    axes[0].set(xlabel="trainable parameters (log scale)", ylabel="eval perplexity",
-                title="Perplexity against trainable parameters (○ = Pareto set)")
+    axes[0].set(
+        xlabel="trainable parameters (log scale)",
+        ylabel="eval perplexity",
+        title="Perplexity against trainable parameters (○ = Pareto set)",
+    )
     axes[1].set(xlabel="training wall time (s)", title="Perplexity against training time")
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
@@ -271,14 +363,23 @@ def efficiency_curve(runs: list[dict], cmap: dict[str, str],
 
 
 # Label offsets (pixels) tried in order: right-above, right-below, left-above, ...
-OFFSETS = [(7, 4, "left", "bottom"), (7, -4, "left", "top"), (-7, 4, "right", "bottom"),
-           (-7, -4, "right", "top"), (7, 18, "left", "bottom"), (7, -18, "left", "top"),
-           (-7, 18, "right", "bottom"), (-7, -18, "right", "top"), (7, 32, "left", "bottom"),
-           (7, -32, "left", "top")]
+OFFSETS = [
+    (7, 4, "left", "bottom"),
+    (7, -4, "left", "top"),
+    (-7, 4, "right", "bottom"),
+    (-7, -4, "right", "top"),
+    (7, 18, "left", "bottom"),
+    (7, -18, "left", "top"),
+    (-7, 18, "right", "bottom"),
+    (-7, -18, "right", "top"),
+    (7, 32, "left", "bottom"),
+    (7, -32, "left", "top"),
+]
 
 
-def _place_labels(fig: Figure, ax, pts: dict[str, tuple[float, float]],
-                  labels: dict[str, str]) -> None:
+def _place_labels(
+    fig: Figure, ax, pts: dict[str, tuple[float, float]], labels: dict[str, str]
+) -> None:
     """Annotate each point where its label overlaps no marker and no earlier label
     (greedy, on an estimate of the axes' size in pixels; text ~7.5 px per character)."""
     to_axes = ax.transScale + ax.transLimits
@@ -294,21 +395,30 @@ def _place_labels(fig: Figure, ax, pts: dict[str, tuple[float, float]],
             y0 = y + dy if va == "bottom" else y + dy - h
             box = (x0, y0, x0 + w, y0 + h)
             inside = 0 <= box[0] and box[2] <= w_px and 0 <= box[1] and box[3] <= h_px
-            if inside and not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3]
-                                  and t[1] < box[3] for t in taken):
+            if inside and not any(
+                box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken
+            ):
                 choice = (dx, dy, ha, va)
                 break
         dx, dy, ha, va = choice
         x0 = x + dx if ha == "left" else x + dx - w
         y0 = y + dy if va == "bottom" else y + dy - h
         taken.append((x0, y0, x0 + w, y0 + h))
-        ax.annotate(labels[n], pts[n], xytext=(dx * 72 / DPI, dy * 72 / DPI),
-                    textcoords="offset points", ha=ha, va=va, fontsize=9)
+        ax.annotate(
+            labels[n],
+            pts[n],
+            xytext=(dx * 72 / DPI, dy * 72 / DPI),
+            textcoords="offset points",
+            ha=ha,
+            va=va,
+            fontsize=9,
+        )
 
 
 @styled
-def _bars(items: list[tuple[str, float, str]], title: str, xlabel: str, fmt,
-          rows: int) -> bytes | None:
+def _bars(
+    items: list[tuple[str, float, str]], title: str, xlabel: str, fmt, rows: int
+) -> bytes | None:
     if not items:
         return None
     fig = _figure(6.2, 0.45 * max(rows, len(items)) + 1.4)
@@ -328,20 +438,28 @@ def _bars(items: list[tuple[str, float, str]], title: str, xlabel: str, fmt,
 
 
 def memory_bars(runs: list[dict], cmap: dict[str, str], fmt) -> bytes | None:
-    kinds = sorted({str(r.get("memory_kind") or "?") for r in runs
-                    if num(r.get("peak_memory_bytes"))})
-    items = [(r["name"], num(r.get("peak_memory_bytes")) / 2**20, cmap[r["name"]])
-             for r in runs if num(r.get("peak_memory_bytes"))]
+    kinds = sorted(
+        {str(r.get("memory_kind") or "?") for r in runs if num(r.get("peak_memory_bytes"))}
+    )
+    items = [
+        (r["name"], num(r.get("peak_memory_bytes")) / 2**20, cmap[r["name"]])
+        for r in runs
+        if num(r.get("peak_memory_bytes"))
+    ]
     what = {"rss": "process RSS", "cuda": "CUDA max allocated"}
     label = " / ".join(what.get(k, k) for k in kinds)
     return _bars(items, f"Peak memory ({label})", "MiB", lambda v: fmt(v * 2**20), len(runs))
 
 
 def throughput_bars(runs: list[dict], cmap: dict[str, str]) -> bytes | None:
-    items = [(r["name"], num(r.get("tokens_per_s")), cmap[r["name"]])
-             for r in runs if num(r.get("tokens_per_s"))]
-    return _bars(items, "Training throughput", "tokens per second", lambda v: f"{v:,.0f}",
-                 len(runs))
+    items = [
+        (r["name"], num(r.get("tokens_per_s")), cmap[r["name"]])
+        for r in runs
+        if num(r.get("tokens_per_s"))
+    ]
+    return _bars(
+        items, "Training throughput", "tokens per second", lambda v: f"{v:,.0f}", len(runs)
+    )
 
 
 LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)\.(.+)$")
@@ -358,8 +476,9 @@ def layer_ranks(run_name: str, key: str, ranks: dict[str, Any]) -> bytes | None:
     title = f"{run_name}: {key} (per adapted module)"
     if all(parsed.values()):
         one_prefix = len({m.group(1) for m in parsed.values()}) == 1
-        kind = {n: m.group(3) if one_prefix else f"{m.group(1)}.{m.group(3)}"
-                for n, m in parsed.items()}
+        kind = {
+            n: m.group(3) if one_prefix else f"{m.group(1)}.{m.group(3)}" for n, m in parsed.items()
+        }
         layers = sorted({int(m.group(2)) for m in parsed.values()})
         kinds = list(dict.fromkeys(kind.values()))
         grid = [[math.nan] * len(layers) for _ in kinds]
@@ -369,17 +488,24 @@ def layer_ranks(run_name: str, key: str, ranks: dict[str, Any]) -> bytes | None:
         ax = fig.add_subplot()
         im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_yticks(range(len(kinds)), kinds)
-        ax.set_xticks(range(len(layers)), [str(i) for i in layers],
-                      fontsize=8 if len(layers) <= 40 else 6)
+        ax.set_xticks(
+            range(len(layers)), [str(i) for i in layers], fontsize=8 if len(layers) <= 40 else 6
+        )
         if len(layers) * len(kinds) <= 400:
             lo, hi = min(vals.values()), max(vals.values())
             for i, row in enumerate(grid):
                 for j, v in enumerate(row):
                     if not math.isnan(v):
                         light = hi > lo and (v - lo) / (hi - lo) < 0.6
-                        ax.text(j, i, f"{v:g}", ha="center", va="center",
-                                fontsize=8 if len(layers) <= 16 else 7,
-                                color="white" if light or hi == lo else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{v:g}",
+                            ha="center",
+                            va="center",
+                            fontsize=8 if len(layers) <= 16 else 7,
+                            color="white" if light or hi == lo else "black",
+                        )
         ax.set(xlabel="layer", title=title)
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
         return _png(fig)

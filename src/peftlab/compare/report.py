@@ -27,8 +27,19 @@ from .stats import perplexity_interval, wilson
 from .verdicts import findings
 
 RESULTS = "results.jsonl"
-COLUMNS = ["Method", "Status", "Trainable params", "Adapter size", "Peak memory", "Wall time",
-           "Tokens/s", "Eval loss", "Perplexity", "Exact match", "Merge check"]
+COLUMNS = [
+    "Method",
+    "Status",
+    "Trainable params",
+    "Adapter size",
+    "Peak memory",
+    "Wall time",
+    "Tokens/s",
+    "Eval loss",
+    "Perplexity",
+    "Exact match",
+    "Merge check",
+]
 num = plots.num
 
 
@@ -101,12 +112,24 @@ def table_row(run: dict) -> dict[str, str]:
             merge = f"{'✓' if ok else '✗'} {merge} (tol {tol:.0e})"
     elif mc.get("skipped"):  # e.g. "nothing to merge" (full fine-tuning); reason up to ';'
         merge = f"skipped: {str(mc['skipped']).split(';')[0]}"
-    name = run["name"] if run.get("method") in (None, run["name"]) \
+    name = (
+        run["name"]
+        if run.get("method") in (None, run["name"])
         else f"{run['name']} ({run['method']})"
-    cells = [name, str(run.get("status") or "?"), trainable,
-             fmt_bytes(run.get("adapter_bytes")) if not base else "no adapter", mem,
-             fmt_seconds(run.get("wall_seconds")), fmt_value(run.get("tokens_per_s"), 0),
-             _before_after(run, "eval_loss", lambda x: f"{x:.3f}"), ppl, em, merge]
+    )
+    cells = [
+        name,
+        str(run.get("status") or "?"),
+        trainable,
+        fmt_bytes(run.get("adapter_bytes")) if not base else "no adapter",
+        mem,
+        fmt_seconds(run.get("wall_seconds")),
+        fmt_value(run.get("tokens_per_s"), 0),
+        _before_after(run, "eval_loss", lambda x: f"{x:.3f}"),
+        ppl,
+        em,
+        merge,
+    ]
     if base and run.get("status") == "ok":
         cells = [c if c != DASH else "n/a" for c in cells]
     return dict(zip(COLUMNS, cells))
@@ -127,39 +150,68 @@ def _common(runs, get) -> str:
 
 def settings(runs: list[dict]) -> list[tuple[str, str]]:
     """The settings every run shares, once ("varies: ..." where they differ)."""
+
     def c(sec, key, default=None):
-        return lambda r: ((r.get("config") or {}).get(sec) or {}).get(key, default) \
-            if r.get("config") else None
+        return lambda r: (
+            ((r.get("config") or {}).get(sec) or {}).get(key, default) if r.get("config") else None
+        )
 
     def steps(r):
         t = (r.get("config") or {}).get("train") or {}
         if not t:
             return None
         return f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs')} epochs"
+
     trained = [r for r in runs if r.get("method") != "base"] or runs
     # The base row's count; else the smallest total (totals may include the adapter).
-    totals = [t for r in runs if r.get("method") == "base"
-              if (t := num((r.get("params") or {}).get("total")))] or \
-        [t for r in runs if (t := num((r.get("params") or {}).get("total")))]
-    rows = [("Model", _common(runs, lambda r: (c("model", "name")(r) or "embedded "
-                                                 "SmolLM2-135M-Instruct") if r.get("config")
-                              else None)),
-            ("Model parameters", fmt_count(min(totals)) if totals else DASH),
-            ("Base weights dtype", _common(runs, c("model", "dtype"))),
-            ("Dataset", _common(runs, lambda r: (c("data", "dataset")(r) or "bundled set")
-                                if r.get("config") else None)),
-            ("Data format", _common(runs, lambda r: (r.get("data") or {}).get("format"))),
-            ("Prompt format", _common(runs, _prompt_label)),
-            ("Max length", _common(runs, c("data", "max_length"))),
-            ("Budget", _common(trained, steps)),
-            ("Batch size × grad accum", _common(trained, lambda r: (
-                f"{c('train', 'batch_size')(r)} × {c('train', 'grad_accum')(r)}"
-                if r.get("config") else None))),
-            ("Learning rate", _common(trained, c("train", "lr"))),
-            ("Seed", _common(runs, c("train", "seed"))),
-            ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
-            ("Eval every", _common(trained, c("train", "eval_every"))),
-            ("General set (forgetting)", _common(runs, lambda r: r.get("general_dataset")))]
+    totals = [
+        t
+        for r in runs
+        if r.get("method") == "base"
+        if (t := num((r.get("params") or {}).get("total")))
+    ] or [t for r in runs if (t := num((r.get("params") or {}).get("total")))]
+    rows = [
+        (
+            "Model",
+            _common(
+                runs,
+                lambda r: (
+                    (c("model", "name")(r) or "embedded SmolLM2-135M-Instruct")
+                    if r.get("config")
+                    else None
+                ),
+            ),
+        ),
+        ("Model parameters", fmt_count(min(totals)) if totals else DASH),
+        ("Base weights dtype", _common(runs, c("model", "dtype"))),
+        (
+            "Dataset",
+            _common(
+                runs,
+                lambda r: (c("data", "dataset")(r) or "bundled set") if r.get("config") else None,
+            ),
+        ),
+        ("Data format", _common(runs, lambda r: (r.get("data") or {}).get("format"))),
+        ("Prompt format", _common(runs, _prompt_label)),
+        ("Max length", _common(runs, c("data", "max_length"))),
+        ("Budget", _common(trained, steps)),
+        (
+            "Batch size × grad accum",
+            _common(
+                trained,
+                lambda r: (
+                    f"{c('train', 'batch_size')(r)} × {c('train', 'grad_accum')(r)}"
+                    if r.get("config")
+                    else None
+                ),
+            ),
+        ),
+        ("Learning rate", _common(trained, c("train", "lr"))),
+        ("Seed", _common(runs, c("train", "seed"))),
+        ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
+        ("Eval every", _common(trained, c("train", "eval_every"))),
+        ("General set (forgetting)", _common(runs, lambda r: r.get("general_dataset"))),
+    ]
     return [(k, v) for k, v in rows if v != DASH]
 
 
@@ -180,13 +232,26 @@ def method_options(runs: list[dict]) -> list[tuple[str, str]]:
 
 
 def environment(runs: list[dict]) -> list[tuple[str, str]]:
-    keys = list(dict.fromkeys(["python", "torch", "transformers", "accelerate", "cpu",
-                               "threads", "gpu", *(k for r in runs for k in r.get("env") or {})]))
+    keys = list(
+        dict.fromkeys(
+            [
+                "python",
+                "torch",
+                "transformers",
+                "accelerate",
+                "cpu",
+                "threads",
+                "gpu",
+                *(k for r in runs for k in r.get("env") or {}),
+            ]
+        )
+    )
     rows = [(k, _common(runs, lambda r, k=k: (r.get("env") or {}).get(k))) for k in keys]
     finished = sorted(str(r["finished_at"]) for r in runs if r.get("finished_at"))
     if finished:
-        rows.append(("finished", finished[0] if len(finished) == 1
-                     else f"{finished[0]} … {finished[-1]}"))
+        rows.append(
+            ("finished", finished[0] if len(finished) == 1 else f"{finished[0]} … {finished[-1]}")
+        )
     return [(k, v) for k, v in rows if v != DASH]
 
 
@@ -206,18 +271,27 @@ def write_report(output_dir: str | Path) -> dict:
         ("loss", "Training and eval loss", plots.loss_curves(ok, cmap)),
         ("compute", "Perplexity at equal compute", plots.equal_compute(ok, cmap)),
         ("efficiency", "Parameter-efficiency curve", plots.efficiency_curve(ok, cmap, front)),
-        ("pareto", "Perplexity against trainable parameters",
-         plots.perplexity_vs_params(ok, cmap, front)),
+        (
+            "pareto",
+            "Perplexity against trainable parameters",
+            plots.perplexity_vs_params(ok, cmap, front),
+        ),
         ("memory", "Peak memory", plots.memory_bars(ok, cmap, fmt_bytes)),
-        ("throughput", "Throughput", plots.throughput_bars(ok, cmap))]
+        ("throughput", "Throughput", plots.throughput_bars(ok, cmap)),
+    ]
     for r in ok:
         for key, ranks in sorted((r.get("layer_ranks") or {}).items()):
             if isinstance(ranks, dict) and ranks:
                 slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{r['name']}_{key}")
                 while any(c[0] == f"ranks_{slug}" for c in charts):
                     slug += "_"
-                charts.append((f"ranks_{slug}", f"{r['name']}: {key}",
-                               plots.layer_ranks(r["name"], key, ranks)))
+                charts.append(
+                    (
+                        f"ranks_{slug}",
+                        f"{r['name']}: {key}",
+                        plots.layer_ranks(r["name"], key, ranks),
+                    )
+                )
     images = [(f"report_{slug}.png", title, png) for slug, title, png in charts if png]
     for fname, _, png in images:
         atomic_write_bytes(out / fname, png)
@@ -226,19 +300,28 @@ def write_report(output_dir: str | Path) -> dict:
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
     summary = {
-        "rows": [table_row(r) for r in runs], "columns": COLUMNS, "findings": found,
-        "forgetting": forgetting.table(runs), "forgetting_columns": forgetting.COLUMNS,
-        "seeds": seeds.table(runs), "seeds_columns": seeds.COLUMNS,
-        "failed": [{"name": r["name"], "method": r.get("method"), "error": r.get("error")}
-                   for r in runs if r.get("status") != "ok"],
-        "settings": settings(runs), "method_options": method_options(runs),
-        "environment": environment(runs), "skipped_lines": bad,
+        "rows": [table_row(r) for r in runs],
+        "columns": COLUMNS,
+        "findings": found,
+        "forgetting": forgetting.table(runs),
+        "forgetting_columns": forgetting.COLUMNS,
+        "seeds": seeds.table(runs),
+        "seeds_columns": seeds.COLUMNS,
+        "failed": [
+            {"name": r["name"], "method": r.get("method"), "error": r.get("error")}
+            for r in runs
+            if r.get("status") != "ok"
+        ],
+        "settings": settings(runs),
+        "method_options": method_options(runs),
+        "environment": environment(runs),
+        "skipped_lines": bad,
         "images": [{"file": f, "title": t} for f, t, _ in images],
-        "report_md": str(out / "report.md"), "report_html": str(out / "report.html")}
+        "report_md": str(out / "report.md"),
+        "report_html": str(out / "report.html"),
+    }
     atomic_write_bytes(out / "report.md", render_markdown(summary).encode())
     uris = ["data:image/png;base64," + base64.b64encode(p).decode() for _, _, p in images]
     atomic_write_bytes(out / "report.html", render_html(summary, uris).encode())
     summary["text"] = summary_text(summary)
     return summary
-
-

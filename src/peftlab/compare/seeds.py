@@ -8,8 +8,16 @@ from .plots import num
 from .stats import spread
 from .verdicts import groups
 
-COLUMNS = ["Method", "Seeds", "Perplexity after", "Exact match", "General-set perplexity",
-           "Peak memory", "Tokens/s", "Wall time"]
+COLUMNS = [
+    "Method",
+    "Seeds",
+    "Perplexity after",
+    "Exact match",
+    "General-set perplexity",
+    "Peak memory",
+    "Tokens/s",
+    "Wall time",
+]
 
 
 def _ppl(v: float) -> str:
@@ -43,6 +51,8 @@ def table(runs: list[dict]) -> list[list[str]]:
     by = groups([r for r in runs if r.get("status") == "ok" and r.get("method") != "base"])
     if not any(len(rs) > 1 for rs in by.values()):
         return []
-    return [[g, str(len(rs))] + [cell([v for r in rs if (v := num(get(r))) is not None], show)
-                                 for get, show in FIGURES]
-            for g, rs in by.items()]
+    return [
+        [g, str(len(rs))]
+        + [cell([v for r in rs if (v := num(get(r))) is not None], show) for get, show in FIGURES]
+        for g, rs in by.items()
+    ]

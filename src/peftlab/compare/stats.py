@@ -74,8 +74,9 @@ def _rate(hits: np.ndarray, idx: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return out / seeds.shape[1]
 
 
-def paired_difference(a: dict, b: dict, kind: str, n_boot: int = N_BOOT,
-                      seed: int = 0) -> Interval | None:
+def paired_difference(
+    a: dict, b: dict, kind: str, n_boot: int = N_BOOT, seed: int = 0
+) -> Interval | None:
     """95% interval of (figure of a) - (figure of b) over shared records (and seeds).
 
     ``a``/``b``: per-seed lists of per-record values: for ``kind="perplexity"``
@@ -97,8 +98,7 @@ def paired_difference(a: dict, b: dict, kind: str, n_boot: int = N_BOOT,
     if kind == "perplexity":
         arrs = [(np.asarray(x["nll"], float), np.asarray(x["tokens"], float)) for x in (a, b)]
         boot = _ppl(*arrs[0], idx, sa) - _ppl(*arrs[1], idx, sb)
-        est = (_ppl(*arrs[0], full, _all(len(a[key]))) - _ppl(*arrs[1], full,
-                                                               _all(len(b[key]))))[0]
+        est = (_ppl(*arrs[0], full, _all(len(a[key]))) - _ppl(*arrs[1], full, _all(len(b[key]))))[0]
     else:
         ha, hb = (np.asarray(x["hits"], float) for x in (a, b))
         boot = _rate(ha, idx, sa) - _rate(hb, idx, sb)
@@ -118,15 +118,16 @@ def spread(values: list[float]) -> tuple[float, float] | None:
     return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
-def perplexity_interval(nll: list[float], tokens: list[int], n_boot: int = N_BOOT,
-                        seed: int = 0) -> tuple[float, float] | None:
+def perplexity_interval(
+    nll: list[float], tokens: list[int], n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float] | None:
     """95% bootstrap interval of one run's perplexity over its eval records."""
     if not nll or len(nll) != len(tokens):
         return None
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(nll), size=(n_boot, len(nll)))
-    boot = _ppl(np.asarray([nll], float), np.asarray([tokens], float), idx,
-                np.zeros((n_boot, 1), dtype=int))
+    boot = _ppl(
+        np.asarray([nll], float), np.asarray([tokens], float), idx, np.zeros((n_boot, 1), dtype=int)
+    )
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return float(lo), float(hi)
-

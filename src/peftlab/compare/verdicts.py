@@ -47,10 +47,11 @@ def _value(r: dict, kind: str) -> float | None:
 def _samples(rs: list[dict], kind: str) -> dict:
     afters = [r.get(_section(kind)) or {} for r in rs]
     if _metric(kind) == "perplexity":
-        return {"nll": [a.get("record_nll") for a in afters if a.get("record_nll")],
-                "tokens": [a.get("record_tokens") for a in afters if a.get("record_nll")]}
-    return {"hits": [[float(h) for h in a["exact_hits"]] for a in afters
-                     if a.get("exact_hits")]}
+        return {
+            "nll": [a.get("record_nll") for a in afters if a.get("record_nll")],
+            "tokens": [a.get("record_tokens") for a in afters if a.get("record_nll")],
+        }
+    return {"hits": [[float(h) for h in a["exact_hits"]] for a in afters if a.get("exact_hits")]}
 
 
 def _show(kind: str, v: float) -> str:
@@ -78,47 +79,64 @@ def describe(rs: list[dict], kind: str) -> str:
 
 def quality_finding(runs: list[dict], kind: str, extra: str = "") -> dict | None:
     spec = _KINDS[kind]
-    by = {m: rs for m, rs in groups(runs).items()
-          if [v for r in rs if (v := _value(r, kind)) is not None]}
+    by = {
+        m: rs
+        for m, rs in groups(runs).items()
+        if [v for r in rs if (v := _value(r, kind)) is not None]
+    }
     if not by:
         return None
-    mean = {m: sum(_value(r, kind) for r in rs if _value(r, kind) is not None)
-            / len([r for r in rs if _value(r, kind) is not None]) for m, rs in by.items()}
+    mean = {
+        m: sum(_value(r, kind) for r in rs if _value(r, kind) is not None)
+        / len([r for r in rs if _value(r, kind) is not None])
+        for m, rs in by.items()
+    }
     order = sorted(mean, key=lambda m: mean[m] if spec["lower"] else -mean[m])
     best = order[0]
-    what = {"perplexity": "perplexity", "exact": "exact match",
-            "general": "general-set perplexity (least forgetting)"}[kind]
-    base = {"key": spec["key"], "title": spec["title"], "value": mean[best],
-            "interval": None}
+    what = {
+        "perplexity": "perplexity",
+        "exact": "exact match",
+        "general": "general-set perplexity (least forgetting)",
+    }[kind]
+    base = {"key": spec["key"], "title": spec["title"], "value": mean[best], "interval": None}
     if len(order) == 1:
-        return {**base, "winners": [best], "runner_up": None,
-                "text": f"{best}: {what} {describe(by[best], kind)}; no other method has "
-                        f"this figure to compare with.{extra}"}
+        return {
+            **base,
+            "winners": [best],
+            "runner_up": None,
+            "text": f"{best}: {what} {describe(by[best], kind)}; no other method has "
+            f"this figure to compare with.{extra}",
+        }
     runner = order[1]
-    iv = paired_difference(_samples(by[best], kind), _samples(by[runner], kind),
-                           _metric(kind))
+    iv = paired_difference(_samples(by[best], kind), _samples(by[runner], kind), _metric(kind))
     figures = f"{best} {describe(by[best], kind)}, {runner} {describe(by[runner], kind)}"
     if iv is None:  # results from before per-record scores: equal values tie, no interval
         winners = [m for m in order if abs(mean[m] - mean[best]) <= 1e-12]
         runner = next((m for m in order if m not in winners), None)
-        figures = ", ".join(f"{m} {describe(by[m], kind)}" for m in order[:len(winners) + 1])
-        lead = (f"{best} has the best {what}" if len(winners) == 1
-                else f"{', '.join(winners[:-1])} and {winners[-1]} tie on {what}")
+        figures = ", ".join(f"{m} {describe(by[m], kind)}" for m in order[: len(winners) + 1])
+        lead = (
+            f"{best} has the best {what}"
+            if len(winners) == 1
+            else f"{', '.join(winners[:-1])} and {winners[-1]} tie on {what}"
+        )
         text = f"{lead} ({figures}); no per-record scores to put an interval on it."
     else:
-        n = len(_samples(by[best], kind)["nll" if _metric(kind) == "perplexity"
-                                          else "hits"][0])
+        n = len(_samples(by[best], kind)["nll" if _metric(kind) == "perplexity" else "hits"][0])
         seeds = max(len(by[best]), len(by[runner]))
         over = f"{n} eval records" + (f" and {seeds} seeds" if seeds > 1 else "")
-        ci = (f"difference {_diff(kind, iv.estimate)}, 95% interval {_diff(kind, iv.low)} to "
-              f"{_diff(kind, iv.high)} (paired bootstrap over {over})")
+        ci = (
+            f"difference {_diff(kind, iv.estimate)}, 95% interval {_diff(kind, iv.low)} to "
+            f"{_diff(kind, iv.high)} (paired bootstrap over {over})"
+        )
         if iv.excludes_zero:
             winners = [best]
             text = f"{best} has the best {what}: {figures}; {ci}."
         else:
             winners = [best, runner]
-            text = (f"{best} and {runner} tie on {what}: {figures}; {ci}, which contains "
-                    "zero, so the data do not tell them apart.")
+            text = (
+                f"{best} and {runner} tie on {what}: {figures}; {ci}, which contains "
+                "zero, so the data do not tell them apart."
+            )
         base["interval"] = [iv.estimate, iv.low, iv.high]
     return {**base, "winners": winners, "runner_up": runner, "text": text + extra}
 
@@ -157,8 +175,14 @@ def _finding(key, title, cands, lower, show, lead, compare, extra=""):
         text += "; no other method has this figure to compare with."
     else:
         text += "."
-    return {"key": key, "title": title, "winners": winners, "value": best,
-            "runner_up": runner[0] if runner else None, "text": text + extra}
+    return {
+        "key": key,
+        "title": title,
+        "winners": winners,
+        "value": best,
+        "runner_up": runner[0] if runner else None,
+        "text": text + extra,
+    }
 
 
 def _less(best, other, word="lower"):
@@ -189,42 +213,87 @@ def findings(runs: list[dict]) -> list[dict]:
     speed = lambda r: r.get("tokens_per_s")  # noqa: E731
 
     base_ppl = num(((base or {}).get("after") or {}).get("perplexity"))
-    out = [quality_finding(
-        ok, "perplexity", f" The untrained base model scores {fmt_value(base_ppl)}."
-        if base_ppl else "")]
+    out = [
+        quality_finding(
+            ok,
+            "perplexity",
+            f" The untrained base model scores {fmt_value(base_ppl)}." if base_ppl else "",
+        )
+    ]
     share = {g: (rs[0].get("params") or {}).get("share_pct") for g, rs in gs.items()}
-    out.append(_finding(
-        "fewest_params", "Fewest trainable parameters",
-        cands(lambda r: (r.get("params") or {}).get("trainable")), True, fmt_count,
-        lambda n, v: f"{n} trains {fmt_count(v)} parameters" + (
-            f" ({fmt_share(share[n])} of the model)" if num(share[n]) is not None else ""),
-        lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer"))))
+    out.append(
+        _finding(
+            "fewest_params",
+            "Fewest trainable parameters",
+            cands(lambda r: (r.get("params") or {}).get("trainable")),
+            True,
+            fmt_count,
+            lambda n, v: (
+                f"{n} trains {fmt_count(v)} parameters"
+                + (f" ({fmt_share(share[n])} of the model)" if num(share[n]) is not None else "")
+            ),
+            lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer")),
+        )
+    )
     kinds = sorted({str(r.get("memory_kind")) for r in ok if r.get("memory_kind")})
-    out.append(_finding(
-        "lowest_memory", "Lowest peak memory", cands(mem),
-        True, fmt_bytes, lambda n, v: f"{n} peaked at {fmt_bytes(v)}{mean(n, mem, fmt_bytes)}",
-        lambda b, o: _less(b, o, "less"),
-        f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
-        if len(kinds) > 1 else ""))
+    out.append(
+        _finding(
+            "lowest_memory",
+            "Lowest peak memory",
+            cands(mem),
+            True,
+            fmt_bytes,
+            lambda n, v: f"{n} peaked at {fmt_bytes(v)}{mean(n, mem, fmt_bytes)}",
+            lambda b, o: _less(b, o, "less"),
+            f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
+            if len(kinds) > 1
+            else "",
+        )
+    )
     tps = lambda v: f"{fmt_value(v, 0)} tokens/s"  # noqa: E731
-    out.append(_finding(
-        "fastest", "Fastest training", cands(speed), False, tps,
-        lambda n, v: f"{n} trained at {tps(v)}{mean(n, speed, tps)}",
-        lambda b, o: _times(b, o, "the throughput of",
-                            f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than")))
+    out.append(
+        _finding(
+            "fastest",
+            "Fastest training",
+            cands(speed),
+            False,
+            tps,
+            lambda n, v: f"{n} trained at {tps(v)}{mean(n, speed, tps)}",
+            lambda b, o: _times(
+                b,
+                o,
+                "the throughput of",
+                f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than",
+            ),
+        )
+    )
     em = cands(lambda r: (r.get("after") or {}).get("exact_match"))
     if em:
         out.append(quality_finding(ok, "exact"))
     elif ok:
-        out.append({"key": "best_exact_match", "title": "Exact match", "winners": [],
-                    "value": None, "runner_up": None,
-                    "text": "No exact-match figures: the eval set has no exactly checkable "
-                            "records, so perplexity is the quality measure here."})
+        out.append(
+            {
+                "key": "best_exact_match",
+                "title": "Exact match",
+                "winners": [],
+                "value": None,
+                "runner_up": None,
+                "text": "No exact-match figures: the eval set has no exactly checkable "
+                "records, so perplexity is the quality measure here.",
+            }
+        )
     if any(r.get("general") for r in ok):
         g0 = num(((base or {}).get("general") or {}).get("perplexity"))
-        out.append(quality_finding(
-            ok, "general", f" The base model scores {fmt_value(g0)} on the general set; a "
-            "run above that lost ground outside its training data." if g0 else ""))
+        out.append(
+            quality_finding(
+                ok,
+                "general",
+                f" The base model scores {fmt_value(g0)} on the general set; a "
+                "run above that lost ground outside its training data."
+                if g0
+                else "",
+            )
+        )
     out.append(_pareto(plots.param_points(ok)))
     return [f for f in out if f]
 
@@ -235,10 +304,13 @@ def _pareto(pts: dict[str, tuple[float, float]]) -> dict | None:
     if not pts:
         return None
     front = sorted(plots.pareto_set(pts), key=lambda n: pts[n])
-    desc = [f"{n} ({fmt_count(pts[n][0])} params, perplexity {fmt_value(pts[n][1])})"
-            for n in front]
-    text = (f"{_names(desc)} {'is' if len(front) == 1 else 'are'} Pareto-optimal: no other "
-            "method has both fewer trainable parameters and lower perplexity.")
+    desc = [
+        f"{n} ({fmt_count(pts[n][0])} params, perplexity {fmt_value(pts[n][1])})" for n in front
+    ]
+    text = (
+        f"{_names(desc)} {'is' if len(front) == 1 else 'are'} Pareto-optimal: no other "
+        "method has both fewer trainable parameters and lower perplexity."
+    )
     if len(pts) == 1:
         text += " Only one method finished, so there is no trade-off to show."
     elif len(front) == len(pts):
@@ -247,10 +319,18 @@ def _pareto(pts: dict[str, tuple[float, float]]) -> dict | None:
         if n in front:
             continue
         by = min((o for o in front if pts[o][0] <= p and pts[o][1] <= y), key=lambda o: pts[o][1])
-        text += (f" {n} is dominated by {by} ({fmt_count(pts[by][0])} vs {fmt_count(p)} "
-                 f"parameters, perplexity {fmt_value(pts[by][1])} vs {fmt_value(y)}).")
-    return {"key": "pareto", "title": "Pareto set", "winners": front, "value": None,
-            "runner_up": None, "text": text}
+        text += (
+            f" {n} is dominated by {by} ({fmt_count(pts[by][0])} vs {fmt_count(p)} "
+            f"parameters, perplexity {fmt_value(pts[by][1])} vs {fmt_value(y)})."
+        )
+    return {
+        "key": "pareto",
+        "title": "Pareto set",
+        "winners": front,
+        "value": None,
+        "runner_up": None,
+        "text": text,
+    }
 
 
 # ---------------------------------------------------------------- settings

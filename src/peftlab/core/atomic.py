@@ -10,8 +10,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -51,6 +52,7 @@ temporary name but not yet renamed)."""
 def fault_point(name: str) -> None:
     if os.environ.get(FAULT_ENV) == name:
         import signal
+
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -33,8 +33,7 @@ def read_json(path: str | Path, what: str, required: tuple[str, ...] = ()) -> di
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object ({what}), got "
-                         f"{type(data).__name__}")
+        raise ValueError(f"{path}: expected a JSON object ({what}), got {type(data).__name__}")
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"{path}: {what} lacks {', '.join(repr(k) for k in missing)}")
@@ -45,11 +44,14 @@ def read_safetensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """Every tensor of a ``.safetensors`` file; a damaged file is named, with its size."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
     path = Path(path)
     _check_file(path, what)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         size = path.stat().st_size
-        raise ValueError(f"{path}: not a readable safetensors file ({size} bytes; "
-                         f"{str(e).splitlines()[0][:160]}): truncated or damaged?") from None
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({size} bytes; "
+            f"{str(e).splitlines()[0][:160]}): truncated or damaged?"
+        ) from None

@@ -23,8 +23,8 @@ import shutil
 import socket
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .atomic import atomic_write_json
 
@@ -54,8 +54,9 @@ def read_marker(out: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable run marker ({e}); move it away or pass "
-                         "--overwrite") from None
+        raise ValueError(
+            f"{path}: not a readable run marker ({e}); move it away or pass --overwrite"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
         raise ValueError(f"{path}: not a peftlab run marker (no run_id)")
     return data
@@ -82,22 +83,40 @@ def claim_run_dir(out: Path, resume: bool, overwrite: bool) -> tuple[str, Path |
     aside = None
     if _non_empty(out):
         if not overwrite:
-            what = (f"an earlier peftlab run (started {marker.get('started', '?')})"
-                    if marker else "files that are not a peftlab run")
-            hint = ("continue it with --resume, or start again with --overwrite" if marker
-                    else "choose another --output, or pass --overwrite")
-            raise OutputExistsError(f"--output {out} holds {what}; {hint} (--overwrite moves "
-                                    "the old contents aside until the new run's first "
-                                    "checkpoint is written)")
+            what = (
+                f"an earlier peftlab run (started {marker.get('started', '?')})"
+                if marker
+                else "files that are not a peftlab run"
+            )
+            hint = (
+                "continue it with --resume, or start again with --overwrite"
+                if marker
+                else "choose another --output, or pass --overwrite"
+            )
+            raise OutputExistsError(
+                f"--output {out} holds {what}; {hint} (--overwrite moves "
+                "the old contents aside until the new run's first "
+                "checkpoint is written)"
+            )
         aside = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
         os.replace(out, aside)
-        print(f"peftlab: moved the old contents of {out} aside to {aside} (deleted once "
-              "the new run has a checkpoint)", file=sys.stderr)
+        print(
+            f"peftlab: moved the old contents of {out} aside to {aside} (deleted once "
+            "the new run has a checkpoint)",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
-    atomic_write_json(out / MARKER, {"run_id": run_id, "started": _now(),
-                                     "command": " ".join(sys.argv), "host": socket.gethostname(),
-                                     "pid": os.getpid()})
+    atomic_write_json(
+        out / MARKER,
+        {
+            "run_id": run_id,
+            "started": _now(),
+            "command": " ".join(sys.argv),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        },
+    )
     return run_id, aside
 
 
@@ -113,8 +132,9 @@ def check_new_output(output: Path, overwrite: bool, protect: Path | None = None)
     if protect is not None:
         p = Path(protect).resolve()
         if output == p or output in p.parents:
-            raise OutputExistsError(f"--output {output} is (or contains) the run being read, "
-                                    f"{p}; choose another path")
+            raise OutputExistsError(
+                f"--output {output} is (or contains) the run being read, {p}; choose another path"
+            )
     if output.exists() and not overwrite:
         raise OutputExistsError(f"--output {output} exists; pass --overwrite to replace it")
 
@@ -122,8 +142,9 @@ def check_new_output(output: Path, overwrite: bool, protect: Path | None = None)
 def _holder(raw: bytes) -> str:
     try:
         info = json.loads(raw.decode("utf-8", "replace"))
-        return (f"pid {info['pid']} on {info['host']}, peftlab {info['command']} since "
-                f"{info['since']}")
+        return (
+            f"pid {info['pid']} on {info['host']}, peftlab {info['command']} since {info['since']}"
+        )
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
 
@@ -154,10 +175,14 @@ def output_lock(output: Path, command: str) -> Iterator[None]:
             with contextlib.suppress(ValueError, KeyError, json.JSONDecodeError):
                 info = json.loads(old)
                 if info["host"] == socket.gethostname() and not _alive(int(info["pid"])):
-                    print(f"peftlab: took over the lock on {output} left by pid {info['pid']} "
-                          "(no longer running)", file=sys.stderr)
-        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                         "since": _now()})
+                    print(
+                        f"peftlab: took over the lock on {output} left by pid {info['pid']} "
+                        "(no longer running)",
+                        file=sys.stderr,
+                    )
+        me = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": _now()}
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, me.encode(), 0)
         yield
@@ -175,8 +200,10 @@ def _acquire(path: Path, output: Path) -> int:
         except BlockingIOError:
             holder = _holder(os.pread(fd, 4096, 0))
             os.close(fd)
-            raise LockedError(f"another peftlab process is writing to {output} ({holder}); "
-                              "wait for it to finish or choose another output") from None
+            raise LockedError(
+                f"another peftlab process is writing to {output} ({holder}); "
+                "wait for it to finish or choose another output"
+            ) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

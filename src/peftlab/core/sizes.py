@@ -4,9 +4,21 @@ them. GB counts as GiB, as GPU memory is quoted (an "80GB" A100 holds 80 GiB).""
 from __future__ import annotations
 
 GiB = 1 << 30
-_UNITS = (("TIB", 1 << 40), ("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
-          ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10),
-          ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1))
+_UNITS = (
+    ("TIB", 1 << 40),
+    ("GIB", 1 << 30),
+    ("MIB", 1 << 20),
+    ("KIB", 1 << 10),
+    ("TB", 1 << 40),
+    ("GB", 1 << 30),
+    ("MB", 1 << 20),
+    ("KB", 1 << 10),
+    ("T", 1 << 40),
+    ("G", 1 << 30),
+    ("M", 1 << 20),
+    ("K", 1 << 10),
+    ("B", 1),
+)
 
 
 def parse_size(text: str | int | float) -> int:
@@ -29,8 +41,10 @@ def parse_size(text: str | int | float) -> int:
                 return int(float(s))
         except ValueError:
             pass
-    raise ValueError(f"memory size {text!r}: use a positive size such as 24GB, 3.5GiB, "
-                     f"512MiB, or a number of bytes")
+    raise ValueError(
+        f"memory size {text!r}: use a positive size such as 24GB, 3.5GiB, "
+        f"512MiB, or a number of bytes"
+    )
 
 
 def describe_bytes(n: float) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .batching import Encoded, Example
 
-
 # The Stanford Alpaca prompt template (Taori et al., 2023), with and without input.
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides "

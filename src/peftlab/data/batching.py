@@ -55,8 +55,14 @@ class Encoded:
     """Records whose prompt alone filled ``max_length`` (no response token left)."""
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                  shuffle: bool = True, group: bool = True) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    group: bool = True,
+) -> list[list[int]]:
     """Index batches for one epoch, a pure function of (lengths, seed, epoch).
 
     Length-grouped: shuffle, cut into chunks of ``LENGTH_GROUP_CHUNK`` batches, sort each
@@ -67,16 +73,16 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     n = len(lengths)
     if not shuffle:
         order = sorted(range(n), key=lambda i: -lengths[i])
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     if not group:
-        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
     chunk = batch_size * LENGTH_GROUP_CHUNK
     batches = []
     for start in range(0, n, chunk):
-        part = sorted(perm[start:start + chunk], key=lambda i: -lengths[i])
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(perm[start : start + chunk], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
 
@@ -113,7 +119,7 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
             keep = torch.tensor(e.mask, dtype=torch.bool)
             labels[row, :n] = torch.where(keep, ids[row, :n], IGNORE)
         else:
-            labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
+            labels[row, e.n_prompt : n] = ids[row, e.n_prompt : n]
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 

@@ -48,8 +48,10 @@ def resolve_template(spec: str) -> str:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ChatTemplateError(f"chat template file {path}: cannot read it ({e})") from None
-    raise ChatTemplateError(f"chat template {spec!r}: neither a built-in template "
-                            f"({', '.join(BUILTIN_TEMPLATES)}) nor an existing Jinja file")
+    raise ChatTemplateError(
+        f"chat template {spec!r}: neither a built-in template "
+        f"({', '.join(BUILTIN_TEMPLATES)}) nor an existing Jinja file"
+    )
 
 
 def set_template(tokenizer, spec: str | None) -> str | None:
@@ -65,25 +67,34 @@ def require_template(tokenizer, model_id: str = "the model") -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"{model_id} has no chat template; give one with --chat-template "
-            f"({', '.join(BUILTIN_TEMPLATES)} or a Jinja file), or use --prompt-format alpaca")
+            f"({', '.join(BUILTIN_TEMPLATES)} or a Jinja file), or use --prompt-format alpaca"
+        )
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False,
-           where: str = "conversation") -> str:
+def render(
+    tokenizer,
+    messages: list[dict],
+    add_generation_prompt: bool = False,
+    where: str = "conversation",
+) -> str:
     """The template's text for ``messages``; a template's own refusal (``raise_exception``,
     e.g. roles that do not alternate) becomes an error naming ``where`` and the turn."""
     try:
         return _apply(tokenizer, messages, add_generation_prompt)
     except Exception as e:  # jinja2's TemplateError and whatever a template raises
-        turn = next((k for k in range(1, len(messages) + 1) if _refuses(tokenizer, messages[:k])),
-                    len(messages))
-        raise BadRecordError(f"{where}: turn {turn - 1}: the chat template refuses it: "
-                             f"{type(e).__name__}: {e}") from None
+        turn = next(
+            (k for k in range(1, len(messages) + 1) if _refuses(tokenizer, messages[:k])),
+            len(messages),
+        )
+        raise BadRecordError(
+            f"{where}: turn {turn - 1}: the chat template refuses it: {type(e).__name__}: {e}"
+        ) from None
 
 
 def _apply(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def _refuses(tokenizer, messages: list[dict]) -> bool:
@@ -94,8 +105,12 @@ def _refuses(tokenizer, messages: list[dict]) -> bool:
         return True
 
 
-def assistant_spans(tokenizer, messages: list[dict], where: str = "conversation",
-                    template_name: str = "chat template") -> tuple[list[int], list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer,
+    messages: list[dict],
+    where: str = "conversation",
+    template_name: str = "chat template",
+) -> tuple[list[int], list[tuple[int, int]]]:
     """The conversation's token ids and one ``(start, end)`` token span per assistant turn
     (content + end-of-turn token), derived from prefix renderings (see the module doc)."""
     full = render(tokenizer, messages, where=where)
@@ -110,7 +125,8 @@ def assistant_spans(tokenizer, messages: list[dict], where: str = "conversation"
                 raise ChatTemplateError(
                     f"{where}: {template_name} renders assistant turn {i} differently "
                     f"inside the conversation than as {what} alone (the prefix property "
-                    "that an exact loss mask needs does not hold); use another template")
+                    "that an exact loss mask needs does not hold); use another template"
+                )
         if len(after) <= len(before):
             raise ChatTemplateError(f"{where}: assistant turn {i} renders to no text")
         chars.append((i, len(before), len(after)))
@@ -136,19 +152,26 @@ def target_mask(n: int, spans: list[tuple[int, int]], train_on: str) -> list[boo
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
     mask = [False] * n
-    for start, end in (spans[-1:] if train_on == "last-assistant" else spans):
+    for start, end in spans[-1:] if train_on == "last-assistant" else spans:
         mask[start:end] = [True] * (end - start)
     return mask
 
 
-def encode_chat(tokenizer, records: list[dict], max_length: int, train_on: str,
-                where: str = "dataset", template_name: str = "chat template") -> Encoded:
+def encode_chat(
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    train_on: str,
+    where: str = "dataset",
+    template_name: str = "chat template",
+) -> Encoded:
     """Tokenise conversations (or instructions as one-turn conversations) with their
     assistant masks; truncate from the end and count what was cut or left untrainable."""
     out = Encoded([], [])  # dropped: every target token lies beyond max_length
     for index, rec in enumerate(records):
-        ids, spans = assistant_spans(tokenizer, as_conversation(rec),
-                                     f"{where}: record {index}", template_name)
+        ids, spans = assistant_spans(
+            tokenizer, as_conversation(rec), f"{where}: record {index}", template_name
+        )
         mask = target_mask(len(ids), spans, train_on)
         truncated = len(ids) > max_length
         ids, mask = ids[:max_length], mask[:max_length]

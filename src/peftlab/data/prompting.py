@@ -47,8 +47,9 @@ class PromptFormat:
 
     def encode(self, records: list[dict], max_length: int, where: str) -> Encoded:
         if self.is_chat:
-            return encode_chat(self.tokenizer, records, max_length, self.train_on, where,
-                               self.template_label)
+            return encode_chat(
+                self.tokenizer, records, max_length, self.train_on, where, self.template_label
+            )
         return encode(self.tokenizer, records, max_length)
 
     @property
@@ -101,22 +102,31 @@ def template_spec_to_save(spec: str | None) -> str | None:
 
 def _is_builtin_or_text(spec: str) -> bool:
     from .chat import BUILTIN_TEMPLATES
+
     return spec in BUILTIN_TEMPLATES or "{%" in spec or "{{" in spec
 
 
-def make_prompt_format(tokenizer, prompt_format: str, data_format: str | None,
-                       chat_template: str | None, train_on: str,
-                       model_id: str = "the model") -> PromptFormat:
+def make_prompt_format(
+    tokenizer,
+    prompt_format: str,
+    data_format: str | None,
+    chat_template: str | None,
+    train_on: str,
+    model_id: str = "the model",
+) -> PromptFormat:
     """Resolve ``auto``, install ``chat_template`` on the tokenizer, check the pairing."""
     if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got "
-                         f"{prompt_format!r}")
+        raise ValueError(
+            f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}"
+        )
     conversations = data_format in CONVERSATION_FORMATS
     kind = prompt_format if prompt_format != "auto" else ("chat" if conversations else "alpaca")
     if kind == "alpaca" and conversations:
-        raise ValueError(f"the data are conversations ({data_format}): they can only be "
-                         "rendered with a chat template, not the Alpaca prompt; use "
-                         "--prompt-format chat (or auto)")
+        raise ValueError(
+            f"the data are conversations ({data_format}): they can only be "
+            "rendered with a chat template, not the Alpaca prompt; use "
+            "--prompt-format chat (or auto)"
+        )
     template = set_template(tokenizer, chat_template)
     if kind == "chat":
         require_template(tokenizer, model_id)

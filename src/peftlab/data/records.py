@@ -9,13 +9,19 @@ marks a record whose (final) answer can be checked by string comparison.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 FORMATS = ("alpaca", "messages", "sharegpt")
 CONVERSATION_FORMATS = ("messages", "sharegpt")
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant"}
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+}
 # The field that identifies each format, in the order detection tries them.
 _KEY_OF = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction"}
 
@@ -29,8 +35,10 @@ def detect_format(records: list[Any], where: str) -> str:
     ``sharegpt`` (a ``conversations`` list) or ``alpaca`` (an ``instruction``)."""
     first = next((r for r in records if isinstance(r, dict)), None)
     if first is None:
-        raise BadRecordError(f"{where}: no record is a JSON object, cannot tell the format "
-                             f"(expected one of {', '.join(FORMATS)})")
+        raise BadRecordError(
+            f"{where}: no record is a JSON object, cannot tell the format "
+            f"(expected one of {', '.join(FORMATS)})"
+        )
     for fmt, key in _KEY_OF.items():
         if key in first:
             return fmt
@@ -38,7 +46,8 @@ def detect_format(records: list[Any], where: str) -> str:
     raise BadRecordError(
         f"{where}: cannot tell the data format from the first record (its keys: {keys}); "
         "expected 'instruction'/'output' (alpaca), 'messages' (OpenAI chat) or "
-        "'conversations' (ShareGPT); force one with --data-format")
+        "'conversations' (ShareGPT); force one with --data-format"
+    )
 
 
 def check_record(rec: Any, where: str, index: int, fmt: str = "alpaca") -> dict:
@@ -50,19 +59,20 @@ def check_record(rec: Any, where: str, index: int, fmt: str = "alpaca") -> dict:
     raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def check_records(raw: Iterable[Any], where: str, skip_bad: bool,
-                  fmt: str = "alpaca") -> tuple[list[dict], int]:
+def check_records(
+    raw: Iterable[Any], where: str, skip_bad: bool, fmt: str = "alpaca"
+) -> tuple[list[dict], int]:
     good, skipped = [], 0
     for i, rec in enumerate(raw):
         try:
             good.append(check_record(rec, where, i, fmt))
         except BadRecordError as e:
             if not skip_bad:
-                raise BadRecordError(f"{e} (use --skip-bad-records to skip such records)") \
-                    from None
+                raise BadRecordError(f"{e} (use --skip-bad-records to skip such records)") from None
             skipped += 1
             if skipped <= 3:
                 import sys
+
                 print(f"skipping {e}", file=sys.stderr)
     return good, skipped
 
@@ -82,14 +92,18 @@ def check_alpaca(rec: Any, where: str, index: int) -> dict:
     """``input`` may be missing or null (many Alpaca-style sets omit it) but must be a
     string when present; ``instruction`` and ``output`` must be non-empty strings."""
     if not isinstance(rec, dict):
-        raise _bad(where, index, "expected an object with instruction/input/output, got "
-                   f"{type(rec).__name__}")
+        raise _bad(
+            where,
+            index,
+            f"expected an object with instruction/input/output, got {type(rec).__name__}",
+        )
     for key in ("instruction", "output"):
         if key not in rec:
             raise _bad(where, index, f"field {key!r} is missing")
         if not isinstance(rec[key], str):
-            raise _bad(where, index, f"field {key!r} must be a string, got "
-                       f"{type(rec[key]).__name__}")
+            raise _bad(
+                where, index, f"field {key!r} must be a string, got {type(rec[key]).__name__}"
+            )
         if not rec[key].strip():
             raise _bad(where, index, f"field {key!r} is empty")
     inp = rec.get("input", "")
@@ -97,36 +111,45 @@ def check_alpaca(rec: Any, where: str, index: int) -> dict:
         inp = ""
     if not isinstance(inp, str):
         raise _bad(where, index, f"field 'input' must be a string, got {type(inp).__name__}")
-    return {"instruction": rec["instruction"], "input": inp, "output": rec["output"],
-            "exact": _exact(rec, where, index)}
+    return {
+        "instruction": rec["instruction"],
+        "input": inp,
+        "output": rec["output"],
+        "exact": _exact(rec, where, index),
+    }
 
 
-def check_conversation(rec: Any, where: str, index: int, fmt: str,
-                       to_train: bool = True) -> dict:
+def check_conversation(rec: Any, where: str, index: int, fmt: str, to_train: bool = True) -> dict:
     """A ``messages`` (role/content) or ShareGPT ``conversations`` (from/value) record as
     ``{messages, exact}``: known roles, non-empty string contents, a system turn only
     first, at least one assistant turn; an ``exact`` record must end with the answer."""
-    field, role_key, text_key = (("messages", "role", "content") if fmt == "messages"
-                                 else ("conversations", "from", "value"))
+    field, role_key, text_key = (
+        ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
+    )
     roles = {r: r for r in ROLES} if fmt == "messages" else SHAREGPT_ROLES
     if not isinstance(rec, dict):
-        raise _bad(where, index, f"expected an object with a {field!r} list, got "
-                   f"{type(rec).__name__}")
+        raise _bad(
+            where, index, f"expected an object with a {field!r} list, got {type(rec).__name__}"
+        )
     turns = rec.get(field)
     if turns is None:
         raise _bad(where, index, f"field {field!r} is missing")
     if not isinstance(turns, list):
-        raise _bad(where, index, f"field {field!r} must be a list of turns, got "
-                   f"{type(turns).__name__}")
+        raise _bad(
+            where, index, f"field {field!r} must be a list of turns, got {type(turns).__name__}"
+        )
     if not turns:
         raise _bad(where, index, f"field {field!r} is empty")
     messages = []
     for t, turn in enumerate(turns):
+
         def bad(why: str) -> BadRecordError:
             return _bad(where, index, f"turn {t}: {why}")
+
         if not isinstance(turn, dict):
-            raise bad(f"expected an object with {role_key!r} and {text_key!r}, got "
-                      f"{type(turn).__name__}")
+            raise bad(
+                f"expected an object with {role_key!r} and {text_key!r}, got {type(turn).__name__}"
+            )
         for key in (role_key, text_key):
             if key not in turn:
                 raise bad(f"field {key!r} is missing")

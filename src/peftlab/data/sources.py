@@ -39,8 +39,7 @@ class Splits:
     """The records' format as read: alpaca, messages or sharegpt."""
 
 
-def _checked(raw: list[Any], where: str, skip_bad: bool, fmt: str
-             ) -> tuple[list[dict], int, str]:
+def _checked(raw: list[Any], where: str, skip_bad: bool, fmt: str) -> tuple[list[dict], int, str]:
     if not raw:
         raise ValueError(f"{where}: the dataset has no records")
     fmt = detect_format(raw, where) if fmt == "auto" else fmt
@@ -53,8 +52,9 @@ def read_json_records(path: Path) -> list[Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise BadRecordError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save "
-                             "the dataset as UTF-8") from None
+        raise BadRecordError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the dataset as UTF-8"
+        ) from None
     if path.suffix == ".jsonl":
         out = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -63,8 +63,7 @@ def read_json_records(path: Path) -> list[Any]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise BadRecordError(f"{path}: line {lineno}: not valid JSON ({e.msg})") \
-                    from None
+                raise BadRecordError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
         return out
     try:
         data = json.loads(text)
@@ -83,8 +82,10 @@ def check_count(records: list, where: str, skipped: int = 0) -> None:
     if not records:
         raise ValueError(f"{where}: the dataset has no records{bad}")
     if len(records) == 1:
-        raise ValueError(f"{where}: the dataset has one record{bad}; at least 2 are needed "
-                         "(one to train on, one held out for evaluation)")
+        raise ValueError(
+            f"{where}: the dataset has one record{bad}; at least 2 are needed "
+            "(one to train on, one held out for evaluation)"
+        )
 
 
 def split_fixed(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
@@ -102,28 +103,35 @@ def bundled_dir() -> Path:
     return Path(str(resources.files("peftlab.data") / "bundled"))
 
 
-def load_splits(source: str | None = None, eval_fraction: float = 0.1,
-                skip_bad_records: bool = False, data_format: str = "auto") -> Splits:
+def load_splits(
+    source: str | None = None,
+    eval_fraction: float = 0.1,
+    skip_bad_records: bool = False,
+    data_format: str = "auto",
+) -> Splits:
     """Train and eval records from the bundled sets, a local file, or a Hub dataset id."""
     if source == BUNDLED_GENERAL:
         path = bundled_dir() / "general.jsonl"
-        recs, skipped, fmt = _checked(read_json_records(path), str(path), skip_bad_records,
-                                      data_format)
+        recs, skipped, fmt = _checked(
+            read_json_records(path), str(path), skip_bad_records, data_format
+        )
         return Splits([], recs, BUNDLED_GENERAL, skipped, fmt)
     if source in BUNDLED_ALIASES or source == BUNDLED_CHAT:
         d = bundled_dir()
         stem = "chat_" if source == BUNDLED_CHAT else ""
         tr_path, ev_path = d / f"{stem}train.jsonl", d / f"{stem}eval.jsonl"
-        tr, s1, fmt = _checked(read_json_records(tr_path), str(tr_path), skip_bad_records,
-                               data_format)
+        tr, s1, fmt = _checked(
+            read_json_records(tr_path), str(tr_path), skip_bad_records, data_format
+        )
         ev, s2, _ = _checked(read_json_records(ev_path), str(ev_path), skip_bad_records, fmt)
         return Splits(tr, ev, source if source == BUNDLED_CHAT else BUNDLED, s1 + s2, fmt)
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix not in (".json", ".jsonl"):
             raise ValueError(f"{path}: expected a .json or .jsonl file of records")
-        recs, skipped, fmt = _checked(read_json_records(path), str(path), skip_bad_records,
-                                      data_format)
+        recs, skipped, fmt = _checked(
+            read_json_records(path), str(path), skip_bad_records, data_format
+        )
         check_count(recs, str(path), skipped)
         train, ev = split_fixed(recs, eval_fraction)
         return Splits(train, ev, str(path), skipped, fmt)
@@ -137,6 +145,7 @@ def load_splits(source: str | None = None, eval_fraction: float = 0.1,
 def _load_hub(dataset_id: str, eval_fraction: float, skip_bad: bool, fmt: str) -> Splits:
     try:
         import datasets
+
         ds = datasets.load_dataset(dataset_id)
     except Exception as e:  # datasets raises many types when offline or not found
         raise FileNotFoundError(

@@ -21,8 +21,7 @@ from torch import nn
 from ..quant.linear4bit import Linear4bit
 from ..quant.nf4 import ABSMAX_BLOCKSIZE, _table, nf4_levels
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16",
-                torch.float16: "float16"}
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def _json_tensor(record: dict) -> torch.Tensor:
@@ -33,17 +32,27 @@ def layer_tensors(prefix: str, layer: Linear4bit, dtype: torch.dtype) -> dict[st
     """bitsandbytes' serialised tensors for one NF4 layer; ``dtype``: what the weight
     dequantizes to (and the bias's dtype)."""
     q = layer.quant_state()
-    out = {f"{prefix}.weight": q.packed.reshape(-1, 1).contiguous(),
-           f"{prefix}.weight.absmax": q.absmax.contiguous(),
-           f"{prefix}.weight.quant_map": nf4_levels(q.packed.device).float().contiguous()}
-    record = {"quant_type": "nf4", "blocksize": q.blocksize, "dtype": _DTYPE_NAMES[dtype],
-              "shape": list(q.shape)}
+    out = {
+        f"{prefix}.weight": q.packed.reshape(-1, 1).contiguous(),
+        f"{prefix}.weight.absmax": q.absmax.contiguous(),
+        f"{prefix}.weight.quant_map": nf4_levels(q.packed.device).float().contiguous(),
+    }
+    record = {
+        "quant_type": "nf4",
+        "blocksize": q.blocksize,
+        "dtype": _DTYPE_NAMES[dtype],
+        "shape": list(q.shape),
+    }
     if q.double_quant:
         out[f"{prefix}.weight.nested_absmax"] = q.absmax_scale.contiguous()
-        out[f"{prefix}.weight.nested_quant_map"] = _table("dynamic", q.packed.device) \
-            .float().clone()
-        record.update(nested_blocksize=ABSMAX_BLOCKSIZE, nested_dtype="float32",
-                      nested_offset=float(q.absmax_offset))
+        out[f"{prefix}.weight.nested_quant_map"] = (
+            _table("dynamic", q.packed.device).float().clone()
+        )
+        record.update(
+            nested_blocksize=ABSMAX_BLOCKSIZE,
+            nested_dtype="float32",
+            nested_offset=float(q.absmax_offset),
+        )
     out[f"{prefix}.weight.quant_state.bitsandbytes__nf4"] = _json_tensor(record)
     if layer.bias is not None:
         out[f"{prefix}.bias"] = layer.bias.detach().to(dtype).contiguous()
@@ -69,10 +78,15 @@ def quantized_state_dict(model: nn.Module, dtype: torch.dtype) -> dict[str, torc
     return out
 
 
-def quantization_config(compute_dtype: torch.dtype, double_quant: bool,
-                        skip: list[str]) -> dict:
+def quantization_config(compute_dtype: torch.dtype, double_quant: bool, skip: list[str]) -> dict:
     """The ``quantization_config`` entry of config.json for these weights."""
-    return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
-            "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
-            "bnb_4bit_compute_dtype": _DTYPE_NAMES[compute_dtype],
-            "bnb_4bit_quant_storage": "uint8", "llm_int8_skip_modules": skip}
+    return {
+        "quant_method": "bitsandbytes",
+        "load_in_4bit": True,
+        "load_in_8bit": False,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": double_quant,
+        "bnb_4bit_compute_dtype": _DTYPE_NAMES[compute_dtype],
+        "bnb_4bit_quant_storage": "uint8",
+        "llm_int8_skip_modules": skip,
+    }

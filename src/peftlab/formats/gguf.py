@@ -13,9 +13,9 @@ template) travels in the metadata so the file runs on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,10 +27,15 @@ Q8_0_BLOCK, Q8_0_BLOCK_BYTES = 32, 34  # 32 int8 weights + one fp16 scale (ggml'
 
 # llama.cpp's names for the modules of one decoder layer.
 LAYER_TENSORS = {
-    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-    "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
 }
 
 
@@ -43,7 +48,8 @@ def check_supported(config) -> None:
     if mtype not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"GGUF export supports the Llama family ({', '.join(SUPPORTED_MODEL_TYPES)}; "
-            f"SmolLM2 is Llama), not model type {mtype!r}")
+            f"SmolLM2 is Llama), not model type {mtype!r}"
+        )
     kind = rope_parameters(config).get("rope_type", "default")
     if kind not in (None, "default"):
         raise UnsupportedModelError(f"GGUF export does not handle rope scaling {kind!r} yet")
@@ -68,8 +74,7 @@ def permute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     each head's first half of rows pairs with its second half, into the interleaved order
     where rows 2i and 2i+1 pair (the order llama.cpp's rope expects)."""
     out = w.shape[0]
-    return (w.reshape(n_heads, 2, out // n_heads // 2, *w.shape[1:])
-            .transpose(1, 2).reshape(w.shape))
+    return w.reshape(n_heads, 2, out // n_heads // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 def head_counts(config) -> tuple[int, int]:
@@ -81,8 +86,9 @@ def model_tensor_names(config, tied: bool) -> list[tuple[str, str]]:
     """(llama.cpp name, Hugging Face module path) in writing order."""
     names = [("token_embd.weight", "model.embed_tokens")]
     for i in range(config.num_hidden_layers):
-        names += [(f"blk.{i}.{g}.weight", f"model.layers.{i}.{h}")
-                  for h, g in LAYER_TENSORS.items()]
+        names += [
+            (f"blk.{i}.{g}.weight", f"model.layers.{i}.{h}") for h, g in LAYER_TENSORS.items()
+        ]
     names.append(("output_norm.weight", "model.norm"))
     if not tied:
         names.append(("output.weight", "lm_head"))
@@ -92,6 +98,7 @@ def model_tensor_names(config, tied: bool) -> list[tuple[str, str]]:
 def ggml_type(outtype: str, ndim: int):
     """The stored type: 1-D tensors (norms) stay F32 as llama.cpp keeps them."""
     from gguf import GGMLQuantizationType as T
+
     if ndim == 1 or outtype == "f32":
         return T.F32
     return {"f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0}[outtype]
@@ -99,27 +106,32 @@ def ggml_type(outtype: str, ndim: int):
 
 def file_type(outtype: str) -> int:
     from gguf import LlamaFileType as F
-    return {"f32": F.ALL_F32, "f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16,
-            "q8_0": F.MOSTLY_Q8_0}[outtype]
+
+    return {"f32": F.ALL_F32, "f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16, "q8_0": F.MOSTLY_Q8_0}[
+        outtype
+    ]
 
 
 def encode_tensor(t: torch.Tensor, qtype) -> np.ndarray:
     """An fp32 tensor as the bytes/array ``qtype`` stores (numpy, C order)."""
     from gguf import GGMLQuantizationType as T
     from gguf import quants
+
     a = t.detach().to(torch.float32).contiguous().numpy()
     if qtype == T.F32:
         return a
     if qtype == T.F16:
         return a.astype(np.float16)
     if qtype == T.Q8_0 and a.shape[-1] % Q8_0_BLOCK:
-        raise ValueError(f"q8_0 needs rows that are a multiple of {Q8_0_BLOCK} long, got "
-                         f"{a.shape[-1]}")
+        raise ValueError(
+            f"q8_0 needs rows that are a multiple of {Q8_0_BLOCK} long, got {a.shape[-1]}"
+        )
     return quants.quantize(a, qtype)
 
 
 def stored_nbytes(shape: tuple[int, ...], qtype) -> int:
     from gguf import GGMLQuantizationType as T
+
     n = int(np.prod(shape))
     if qtype == T.Q8_0:
         return n // Q8_0_BLOCK * Q8_0_BLOCK_BYTES
@@ -135,36 +147,47 @@ class TensorPlan:
     """Produces the fp32 tensor (Hugging Face shape, permutation applied) when written."""
 
 
-def write_gguf(path: Path, metadata: Callable, tensors: list[TensorPlan],
-               progress: Callable[[Iterator], Iterator] = iter) -> None:
+def write_gguf(
+    path: Path,
+    metadata: Callable,
+    tensors: list[TensorPlan],
+    progress: Callable[[Iterator], Iterator] = iter,
+) -> None:
     """Write ``tensors`` (made one at a time) after the metadata that ``metadata(writer)``
     adds, to ``path`` (the caller renames a temp file into place)."""
     import gguf
+
     w = gguf.GGUFWriter(str(path), arch="llama")
     metadata(w)
     for t in tensors:
         nbytes = stored_nbytes(t.shape, t.qtype)
         is_q = t.qtype == gguf.GGMLQuantizationType.Q8_0
-        w.add_tensor_info(t.name, (t.shape[0], t.shape[1] // Q8_0_BLOCK * Q8_0_BLOCK_BYTES)
-                          if is_q else t.shape,
-                          np.dtype(np.uint8) if is_q else _np_dtype(t.qtype), nbytes,
-                          raw_dtype=t.qtype)
+        w.add_tensor_info(
+            t.name,
+            (t.shape[0], t.shape[1] // Q8_0_BLOCK * Q8_0_BLOCK_BYTES) if is_q else t.shape,
+            np.dtype(np.uint8) if is_q else _np_dtype(t.qtype),
+            nbytes,
+            raw_dtype=t.qtype,
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     for t in progress(tensors):
         data = encode_tensor(t.make(), t.qtype)
         if data.nbytes != stored_nbytes(t.shape, t.qtype):
-            raise AssertionError(f"{t.name}: {data.nbytes} bytes, planned "
-                                 f"{stored_nbytes(t.shape, t.qtype)}")
+            raise AssertionError(
+                f"{t.name}: {data.nbytes} bytes, planned {stored_nbytes(t.shape, t.qtype)}"
+            )
         w.write_tensor_data(data)
     w.close()
 
 
 def _np_dtype(qtype):
     from gguf import GGMLQuantizationType as T
-    return {T.F32: np.dtype(np.float32), T.F16: np.dtype(np.float16),
-            T.BF16: np.dtype(np.uint16)}[qtype]
+
+    return {T.F32: np.dtype(np.float32), T.F16: np.dtype(np.float16), T.BF16: np.dtype(np.uint16)}[
+        qtype
+    ]
 
 
 def add_model_metadata(w, config, name: str, outtype: str) -> None:

@@ -86,10 +86,12 @@ def add_tokenizer_metadata(w, tokenizer, n_vocab: int) -> None:
     if scores is not None:
         w.add_token_scores(scores)
     w.add_token_merges(merges(tokenizer))
-    for add, tid in ((w.add_bos_token_id, tokenizer.bos_token_id),
-                     (w.add_eos_token_id, tokenizer.eos_token_id),
-                     (w.add_unk_token_id, tokenizer.unk_token_id),
-                     (w.add_pad_token_id, tokenizer.pad_token_id)):
+    for add, tid in (
+        (w.add_bos_token_id, tokenizer.bos_token_id),
+        (w.add_eos_token_id, tokenizer.eos_token_id),
+        (w.add_unk_token_id, tokenizer.unk_token_id),
+        (w.add_pad_token_id, tokenizer.pad_token_id),
+    ):
         if tid is not None:
             add(tid)
     w.add_add_bos_token(adds_bos(tokenizer))

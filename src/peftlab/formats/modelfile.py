@@ -31,9 +31,10 @@ def _after(text: str, sentinel: str) -> str:
 
 def _strip(prefix: str, text: str, what: str) -> str:
     if not text.startswith(prefix):
-        raise TemplateTranslationError(f"the chat template's {what} does not decompose "
-                                       "into fixed pieces around each turn")
-    return text[len(prefix):]
+        raise TemplateTranslationError(
+            f"the chat template's {what} does not decompose into fixed pieces around each turn"
+        )
+    return text[len(prefix) :]
 
 
 def chat_pieces(tok) -> dict:
@@ -44,27 +45,42 @@ def chat_pieces(tok) -> dict:
     full = _render(tok, conv, True)
     one = _render(tok, [user1], False)
     p = {"user_suffix": _after(one, _U1)}
-    p["generation"] = _strip(_render(tok, [user1], False), _render(tok, [user1], True),
-                             "generation prompt")
-    p["assistant_prefix"] = _strip(p["user_suffix"], full.split(_U1, 1)[1].split(_A1)[0],
-                                   "assistant turn")
+    p["generation"] = _strip(
+        _render(tok, [user1], False), _render(tok, [user1], True), "generation prompt"
+    )
+    p["assistant_prefix"] = _strip(
+        p["user_suffix"], full.split(_U1, 1)[1].split(_A1)[0], "assistant turn"
+    )
     p["assistant_suffix"] = _after(_render(tok, [user1, asst1], False), _A1)
-    p["user_prefix"] = _strip(p["assistant_suffix"], full.split(_A1, 1)[1].split(_U2)[0],
-                              "user turn")
+    p["user_prefix"] = _strip(
+        p["assistant_suffix"], full.split(_A1, 1)[1].split(_U2)[0], "user turn"
+    )
     p["head"] = one.split(_U1)[0]  # BOS, a default system prompt, then user_prefix
-    rebuilt = (p["head"] + _U1 + p["user_suffix"] + p["assistant_prefix"] + _A1
-               + p["assistant_suffix"] + p["user_prefix"] + _U2 + p["user_suffix"]
-               + p["generation"])
+    rebuilt = (
+        p["head"]
+        + _U1
+        + p["user_suffix"]
+        + p["assistant_prefix"]
+        + _A1
+        + p["assistant_suffix"]
+        + p["user_prefix"]
+        + _U2
+        + p["user_suffix"]
+        + p["generation"]
+    )
     if rebuilt != full or not p["head"].endswith(p["user_prefix"]):
-        raise TemplateTranslationError("the chat template renders turns differently by "
-                                       "position; write the Modelfile's TEMPLATE by hand")
+        raise TemplateTranslationError(
+            "the chat template renders turns differently by "
+            "position; write the Modelfile's TEMPLATE by hand"
+        )
     try:
         sys_text = _render(tok, [{"role": "system", "content": _S}, user1], False)
         p["system_prefix"] = sys_text.split(_S)[0]
         between = sys_text.split(_S, 1)[1].split(_U1)[0]
         if not between.endswith(p["user_prefix"]):
-            raise TemplateTranslationError("the chat template's system turn does not "
-                                           "decompose into fixed pieces")
+            raise TemplateTranslationError(
+                "the chat template's system turn does not decompose into fixed pieces"
+            )
         p["system_suffix"] = between[: len(between) - len(p["user_prefix"])]
     except TemplateTranslationError:
         raise
@@ -79,40 +95,57 @@ def go_template(p: dict, bos: str | None) -> tuple[str, str | None]:
     BOS text to drop from the front when llama.cpp adds BOS itself."""
     head = p["head"]
     if bos and head.startswith(bos):
-        head = head[len(bos):]  # llama.cpp adds BOS itself (tokenizer.ggml.add_bos_token)
+        head = head[len(bos) :]  # llama.cpp adds BOS itself (tokenizer.ggml.add_bos_token)
     default_system, const = None, ""
     lead = head[: len(head) - len(p["user_prefix"])]  # before the first turn, no system
     sp, ss = p["system_prefix"], p["system_suffix"]
     if sp is not None and bos and sp.startswith(bos):
-        sp = sp[len(bos):]
-    if lead and sp is not None and lead.startswith(sp) and lead.endswith(ss) \
-            and len(lead) >= len(sp) + len(ss):
-        default_system = lead[len(sp): len(lead) - len(ss)]  # the template's default
+        sp = sp[len(bos) :]
+    if (
+        lead
+        and sp is not None
+        and lead.startswith(sp)
+        and lead.endswith(ss)
+        and len(lead) >= len(sp) + len(ss)
+    ):
+        default_system = lead[len(sp) : len(lead) - len(ss)]  # the template's default
     elif sp is None or sp.startswith(lead):
-        const, sp = lead, (sp[len(lead):] if sp is not None else None)  # e.g. BOS text
+        const, sp = lead, (sp[len(lead) :] if sp is not None else None)  # e.g. BOS text
     else:
-        raise TemplateTranslationError("the chat template puts fixed text before the first "
-                                       "turn that is neither a system prompt nor a prefix")
+        raise TemplateTranslationError(
+            "the chat template puts fixed text before the first "
+            "turn that is neither a system prompt nor a prefix"
+        )
     # Plain {{ }} actions only: Go's {{- would also trim the template's own newlines.
-    system = _go(const) + ("{{ if .System }}" + _go(sp) + "{{ .System }}" + _go(ss)
-                           + "{{ end }}" if sp is not None else "")
-    body = ("{{ range .Messages }}{{ if eq .Role \"user\" }}" + _go(p["user_prefix"])
-            + "{{ .Content }}" + _go(p["user_suffix"]) + "{{ else if eq .Role \"assistant\" }}"
-            + _go(p["assistant_prefix"]) + "{{ .Content }}" + _go(p["assistant_suffix"])
-            + "{{ end }}{{ end }}" + _go(p["generation"]))
+    system = _go(const) + (
+        "{{ if .System }}" + _go(sp) + "{{ .System }}" + _go(ss) + "{{ end }}"
+        if sp is not None
+        else ""
+    )
+    body = (
+        '{{ range .Messages }}{{ if eq .Role "user" }}'
+        + _go(p["user_prefix"])
+        + "{{ .Content }}"
+        + _go(p["user_suffix"])
+        + '{{ else if eq .Role "assistant" }}'
+        + _go(p["assistant_prefix"])
+        + "{{ .Content }}"
+        + _go(p["assistant_suffix"])
+        + "{{ end }}{{ end }}"
+        + _go(p["generation"])
+    )
     return system + body, default_system
 
 
 def _go(text: str) -> str:
     """Literal text inside a Go template (``{{`` would start an action)."""
-    return text.replace("{{", "{{ \"{{\" }}")
+    return text.replace("{{", '{{ "{{" }}')
 
 
 def modelfile(gguf_name: str, tok, chat: bool, stops: list[str]) -> str:
     """The Modelfile text for a GGUF named ``gguf_name`` beside it."""
     if chat:
-        template, system = go_template(chat_pieces(tok),
-                                       tok.bos_token if adds_bos(tok) else None)
+        template, system = go_template(chat_pieces(tok), tok.bos_token if adds_bos(tok) else None)
     else:  # the Alpaca prompt of instruction-tuned runs
         template = PROMPT_NO_INPUT.replace("{instruction}", "{{ .Prompt }}")
         system = None

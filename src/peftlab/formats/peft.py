@@ -72,9 +72,12 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
     return read_json(path, "adapter config", required=("peft_type",))
 
 
-def load_adapter_into(model: nn.Module, directory: str | os.PathLike,
-                      method: str | None = None,
-                      method_options: dict[str, Any] | None = None) -> AdapterInfo:
+def load_adapter_into(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    method: str | None = None,
+    method_options: dict[str, Any] | None = None,
+) -> AdapterInfo:
     """Inject the adapter saved in ``directory`` into ``model`` and load its weights.
 
     The method is recognised from ``adapter_config.json`` unless ``method`` names it.
@@ -90,13 +93,16 @@ def load_adapter_into(model: nn.Module, directory: str | os.PathLike,
     directory = Path(directory)
     cfg = read_adapter_config(directory)
     try:
-        method = method_for_peft_config(cfg, where=str(directory / CONFIG_NAME), method=method,
-                                        options=method_options)
+        method = method_for_peft_config(
+            cfg, where=str(directory / CONFIG_NAME), method=method, options=method_options
+        )
     except (KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{directory / CONFIG_NAME}: cannot be read as a "
-                         f"{cfg.get('peft_type')} adapter config ({type(e).__name__}: {e}); "
-                         "is a key such as 'r' or 'target_modules' missing or of the wrong "
-                         "type?") from None
+        raise ValueError(
+            f"{directory / CONFIG_NAME}: cannot be read as a "
+            f"{cfg.get('peft_type')} adapter config ({type(e).__name__}: {e}); "
+            "is a key such as 'r' or 'target_modules' missing or of the wrong "
+            "type?"
+        ) from None
     try:
         info = inject(model, method, base_model=cfg.get("base_model_name_or_path") or "")
     except ValueError as e:

@@ -59,8 +59,10 @@ def save_whole_model(model: nn.Module, tokenizer, directory: str | os.PathLike) 
         with _cache_enabled(model):
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        files = sorted((p for p in tmp.iterdir() if p.is_file()),
-                       key=lambda p: (p.name == MODEL_CONFIG, p.name))
+        files = sorted(
+            (p for p in tmp.iterdir() if p.is_file()),
+            key=lambda p: (p.name == MODEL_CONFIG, p.name),
+        )
         weights = sum(p.stat().st_size for p in files if p.name.endswith(".safetensors"))
         for stale in (MODEL_CONFIG, CONFIG_NAME, WEIGHTS_NAME):
             (directory / stale).unlink(missing_ok=True)

@@ -21,8 +21,15 @@ until a name is asked for), :mod:`.heap` (allocator settings, trims, mapped page
 
 from importlib import import_module
 
-__all__ = ["ALLOCATOR_MODES", "CpuHost", "HostMemory", "for_run", "malloc_name", "reclaim",
-           "resolve_allocator"]
+__all__ = [
+    "ALLOCATOR_MODES",
+    "CpuHost",
+    "HostMemory",
+    "for_run",
+    "malloc_name",
+    "reclaim",
+    "resolve_allocator",
+]
 
 
 def __getattr__(name: str):

@@ -63,8 +63,7 @@ def resolve_allocator(mode: str, memory_first: bool = False) -> str:
     """``auto`` → ``lean`` for memory-first methods (QLoRA), else ``default`` (the
     fastest; BENCHMARKS.md)."""
     if mode not in ALLOCATOR_MODES:
-        raise ValueError(f"allocator must be one of {', '.join(ALLOCATOR_MODES)}, not "
-                         f"{mode!r}")
+        raise ValueError(f"allocator must be one of {', '.join(ALLOCATOR_MODES)}, not {mode!r}")
     if mode == "auto":
         return "lean" if memory_first else "default"
     return mode

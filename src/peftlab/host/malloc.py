@@ -81,7 +81,12 @@ def wanted() -> bool:
     if "LOCAL_RANK" in os.environ:
         return False
     return os.environ.get(CHOICE_ENV, "mimalloc").lower() not in (
-        "system", "glibc", "0", "off", "no")
+        "system",
+        "glibc",
+        "0",
+        "off",
+        "no",
+    )
 
 
 def preload_env(env: dict | None = None) -> dict | None:
@@ -101,8 +106,11 @@ def without_preload(env: dict) -> dict:
     """``env`` without mimalloc in ``LD_PRELOAD`` (other preloads kept)."""
     env = dict(env)
     lib = library()
-    kept = [p for p in env.get("LD_PRELOAD", "").split(":")
-            if p and "libmimalloc" not in Path(p).name and (lib is None or p != str(lib))]
+    kept = [
+        p
+        for p in env.get("LD_PRELOAD", "").split(":")
+        if p and "libmimalloc" not in Path(p).name and (lib is None or p != str(lib))
+    ]
     if kept:
         env["LD_PRELOAD"] = ":".join(kept)
     else:

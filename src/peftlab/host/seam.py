@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -12,9 +12,15 @@ from . import malloc
 from .heap import ALLOCATOR_MODES, resolve_allocator, set_allocator, trim_heap
 from .stash import narrowed
 
-__all__ = ["ALLOCATOR_MODES", "CpuHost", "HostMemory", "for_run", "malloc_name", "reclaim",
-           "resolve_allocator"]
-
+__all__ = [
+    "ALLOCATOR_MODES",
+    "CpuHost",
+    "HostMemory",
+    "for_run",
+    "malloc_name",
+    "reclaim",
+    "resolve_allocator",
+]
 
 
 class HostMemory:
@@ -62,9 +68,15 @@ class CpuHost(HostMemory):
     leaves less than ``room`` below ``cap`` (``--max-memory``), and frozen fp32 weights
     spilled to a file while training."""
 
-    def __init__(self, device: torch.device, allocator: str = "auto",
-                 memory_first: bool = False, cap: int | None = None, room: int = 0,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        device: torch.device,
+        allocator: str = "auto",
+        memory_first: bool = False,
+        cap: int | None = None,
+        room: int = 0,
+        log: Callable[[str], None] = print,
+    ):
         super().__init__(device, log)
         self.asked, self.memory_first = allocator, memory_first
         self.limit = cap - room if cap else None
@@ -92,9 +104,12 @@ class CpuHost(HostMemory):
             if set_allocator("lean") == "lean":
                 self.allocator = "lean"
                 from ..core.sizes import describe_bytes
-                self.log(f"--max-memory: the heap keeps {describe_bytes(resident_bytes())}"
-                         f" between steps, too close to {describe_bytes(self.cap)}: freed "
-                         "buffers go back to the OS at once from now on (allocator lean)")
+
+                self.log(
+                    f"--max-memory: the heap keeps {describe_bytes(resident_bytes())}"
+                    f" between steps, too close to {describe_bytes(self.cap)}: freed "
+                    "buffers go back to the OS at once from now on (allocator lean)"
+                )
 
     def end_phase(self, name: str) -> None:
         super().end_phase(name)
@@ -110,9 +125,14 @@ class CpuHost(HostMemory):
         return {**super().summary(), "allocator": self.allocator, "malloc": malloc.name()}
 
 
-def for_run(device: torch.device, allocator: str = "auto", memory_first: bool = False,
-            cap: int | None = None, room: int = 0,
-            log: Callable[[str], None] = print) -> HostMemory:
+def for_run(
+    device: torch.device,
+    allocator: str = "auto",
+    memory_first: bool = False,
+    cap: int | None = None,
+    room: int = 0,
+    log: Callable[[str], None] = print,
+) -> HostMemory:
     """The host-memory manager of one run on ``device``."""
     if device.type == "cpu":
         return CpuHost(device, allocator, memory_first, cap, room, log)

@@ -45,8 +45,9 @@ class _FileStash:
         self.file.seek(offset)
         view = memoryview(out.view(torch.uint8).numpy())
         if self.file.readinto(view) != view.nbytes:
-            raise OSError(f"{self.path}: the fp32 weights set aside for training came back "
-                          f"short at {name}")
+            raise OSError(
+                f"{self.path}: the fp32 weights set aside for training came back short at {name}"
+            )
         return out
 
     def ready(self) -> None:
@@ -77,8 +78,13 @@ class _HostStash:
 
 
 @contextlib.contextmanager
-def narrowed(layers: dict[str, nn.Module], dtype: torch.dtype | None, folder: Path,
-             log=None, spill: bool = True):
+def narrowed(
+    layers: dict[str, nn.Module],
+    dtype: torch.dtype | None,
+    folder: Path,
+    log=None,
+    spill: bool = True,
+):
     """Within the block, the weights of ``layers`` (by name) are stored in ``dtype``
     (None, or no layers: nothing changes); yields the bytes saved. The originals are set
     aside (``spill``: in a temporary file under ``folder``, and the pages they held go
@@ -112,9 +118,11 @@ def narrowed(layers: dict[str, nn.Module], dtype: torch.dtype | None, folder: Pa
             trim_heap()  # the fp32 weights' pages back to the OS, not kept in the heap
         if log is not None:
             where = stash.path if isinstance(stash, _FileStash) else "host memory"
-            log(f"frozen weights of {len(layers)} Linear layers stored in "
+            log(
+                f"frozen weights of {len(layers)} Linear layers stored in "
                 f"{str(dtype).removeprefix('torch.')} while training "
-                f"({saved / 2**30:.2f} GiB less; the originals wait in {where})")
+                f"({saved / 2**30:.2f} GiB less; the originals wait in {where})"
+            )
         yield saved
     finally:
         try:
@@ -140,6 +148,8 @@ def _set_aside(layers: dict[str, nn.Module], make_stash, folder: Path, log):
         if stash is not None:
             stash.close()
         if log is not None:
-            log(f"warning: frozen weights stay in {next(iter(layers.values())).weight.dtype}"
-                f" while training: could not set them aside under {folder} ({e})")
+            log(
+                f"warning: frozen weights stay in {next(iter(layers.values())).weight.dtype}"
+                f" while training: could not set them aside under {folder} ({e})"
+            )
         return None

@@ -4,7 +4,7 @@ anything loads, or stop saying what would fit; and the prediction saved with a r
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.sizes import describe_bytes, parse_size
 
@@ -21,6 +21,7 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
     if not t.max_memory:
         return None
     from .planner import FIT_MARGIN, data_shape, fit_settings, target_device
+
     cap = parse_size(t.max_memory)
     device = target_device(t.device)
     try:
@@ -39,19 +40,24 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
             f"{s['allocator'] or 'n/a'}), and a setting needs a {1 - FIT_MARGIN:.0%} "
             f"margin. Nothing was trained. Raise the limit to at least {describe_bytes(need)}, "
             "or shorten max_length, use a smaller model, or a method with a smaller "
-            "footprint (`peftlab plan --fit SIZE` compares them)")
-    before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing",
-                                         "allocator")}
+            "footprint (`peftlab plan --fit SIZE` compares them)"
+        )
+    before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing", "allocator")}
     for k in before:
         setattr(t, k, chosen[k])
-    t.generation_cache = chosen["generation_cache"] if t.generation_cache is None else min(
-        t.generation_cache, chosen["generation_cache"])
+    t.generation_cache = (
+        chosen["generation_cache"]
+        if t.generation_cache is None
+        else min(t.generation_cache, chosen["generation_cache"])
+    )
     changed = [f"{k} {before[k]} -> {chosen[k]}" for k in before if before[k] != chosen[k]]
-    log(f"--max-memory {t.max_memory}: predicted peak {describe_bytes(est.peak)} of "
+    log(
+        f"--max-memory {t.max_memory}: predicted peak {describe_bytes(est.peak)} of "
         f"{describe_bytes(cap)} with token budget {t.token_budget}, gradient "
         f"checkpointing {'on' if t.gradient_checkpointing else 'off'}, allocator "
         f"{t.allocator}, generation copies up to {describe_bytes(t.generation_cache)}"
-        + (f" (changed: {', '.join(changed)})" if changed else " (as asked)"))
+        + (f" (changed: {', '.join(changed)})" if changed else " (as asked)")
+    )
     return est.to_dict()
 
 
@@ -59,6 +65,7 @@ def predicted_peak(cfg) -> dict | None:
     """The planner's prediction for ``cfg`` (what ``results.json`` keeps beside the
     measured peak); None when the model's shape cannot be read."""
     from .planner import data_shape, estimate_run
+
     try:
         c = copy.deepcopy(cfg)
         return estimate_run(c, data_shape(c), with_time=False).to_dict()

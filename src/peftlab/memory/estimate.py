@@ -79,34 +79,40 @@ class Estimate:
     step_seconds: float | None = None
 
     def to_dict(self) -> dict:
-        return {"peak_bytes": self.peak, "peak_phase": self.phase, "parts": self.parts,
-                "phases": self.phases, "piece": vars(self.piece), "settings": self.settings,
-                "step_seconds": self.step_seconds}
+        return {
+            "peak_bytes": self.peak,
+            "peak_phase": self.phase,
+            "parts": self.parts,
+            "phases": self.phases,
+            "piece": vars(self.piece),
+            "settings": self.settings,
+            "step_seconds": self.step_seconds,
+        }
 
 
-def activation_parts(census: LayerCensus, layers: int, piece: Piece,
-                     checkpointing: bool) -> dict[str, int]:
+def activation_parts(
+    census: LayerCensus, layers: int, piece: Piece, checkpointing: bool
+) -> dict[str, int]:
     """Bytes saved for backward over the whole decoder, by kind."""
     one = census.per_layer(piece.rows, piece.seq)
     tokens = piece.rows * piece.seq
     if checkpointing:  # every layer's input kept; one layer's activations recomputed
         out = {f"activations: {k}": int(v) for k, v in one.items() if v}
-        out["activations: checkpointed layer inputs"] = int(census.layer_input * tokens
-                                                            * layers)
+        out["activations: checkpointed layer inputs"] = int(census.layer_input * tokens * layers)
     else:
         out = {f"activations: {k}": int(v * layers) for k, v in one.items() if v}
     return out
 
 
-def head_bytes(census: LayerCensus, piece: Piece, vocab: int, chunk: int,
-               logit_bytes: int) -> int:
+def head_bytes(census: LayerCensus, piece: Piece, vocab: int, chunk: int, logit_bytes: int) -> int:
     """The loss: saved hidden states of the target positions and one chunk's logits."""
     positions = piece.loss_tokens if chunk <= 0 else min(chunk, piece.loss_tokens)
     return int(census.head_linear * piece.rows * piece.seq + positions * vocab * logit_bytes)
 
 
-def eval_batch_bytes(census: LayerCensus, rows: int, seq: int, loss_positions: int,
-                     vocab: int, chunk: int) -> int:
+def eval_batch_bytes(
+    census: LayerCensus, rows: int, seq: int, loss_positions: int, vocab: int, chunk: int
+) -> int:
     """One no-grad evaluation batch: a layer's intermediates and one chunk's logits (the
     head runs at the target positions only)."""
     one = sum(census.per_layer(rows, seq).values()) * EVAL_LAYER_SHARE
@@ -114,43 +120,67 @@ def eval_batch_bytes(census: LayerCensus, rows: int, seq: int, loss_positions: i
     return int(one + positions * vocab * LOGIT_BYTES_EVAL)
 
 
-def combine(*, runtime: int, frozen: int, trainable: int, acts: dict[str, int], head: int,
-            eval_batch: int, generation: int, allocator: str | None, piece: Piece,
-            settings: dict, narrowed: int = 0) -> Estimate:
+def combine(
+    *,
+    runtime: int,
+    frozen: int,
+    trainable: int,
+    acts: dict[str, int],
+    head: int,
+    eval_batch: int,
+    generation: int,
+    allocator: str | None,
+    piece: Piece,
+    settings: dict,
+    narrowed: int = 0,
+) -> Estimate:
     """The two phases that can peak (a training step; the evaluation after training,
     when the optimiser state exists and generation keeps its weight copies) and the
     larger one's parts. ``narrowed``: bytes of frozen weights stored in the compute dtype
     while training only (``training/residency.py``)."""
-    fixed = {"runtime": runtime, "frozen weights": frozen, "trainable parameters": trainable,
-             "gradients + AdamW state": 3 * trainable}
+    fixed = {
+        "runtime": runtime,
+        "frozen weights": frozen,
+        "trainable parameters": trainable,
+        "gradients + AdamW state": 3 * trainable,
+    }
     slack = ALLOCATOR_SLACK.get(allocator, 0.0) if allocator else 0.0
     step_dynamic = sum(v for k, v in acts.items() if "weight copies" not in k) + head
     # The evaluation before training leaves its buffers in the heap (CPU): the steps'
     # activations, of other sizes, do not reuse them (lean: the large ones go back).
     kept = (eval_batch + generation) * KEPT_AFTER_EVAL.get(allocator, 0.0) if allocator else 0
-    train = {**fixed, "frozen weights": frozen - narrowed, **acts, "output head and loss": head,
-             "allocator": int(slack * step_dynamic + kept)}
-    evaluation = {**fixed, "evaluation batch": eval_batch,
-                  "generation weight copies": generation,
-                  "allocator": int(EVAL_HEAP.get(allocator, 0.0) * eval_batch)
-                  if allocator else 0}
+    train = {
+        **fixed,
+        "frozen weights": frozen - narrowed,
+        **acts,
+        "output head and loss": head,
+        "allocator": int(slack * step_dynamic + kept),
+    }
+    evaluation = {
+        **fixed,
+        "evaluation batch": eval_batch,
+        "generation weight copies": generation,
+        "allocator": int(EVAL_HEAP.get(allocator, 0.0) * eval_batch) if allocator else 0,
+    }
     totals = {"train": sum(train.values()), "eval": sum(evaluation.values())}
     phase = max(totals, key=totals.get)
     parts = train if phase == "train" else evaluation
-    return Estimate(totals[phase], phase, {k: int(v) for k, v in parts.items() if v},
-                    totals, piece, settings)
+    return Estimate(
+        totals[phase], phase, {k: int(v) for k, v in parts.items() if v}, totals, piece, settings
+    )
 
 
 def matmul_rate(dtype: torch.dtype = torch.bfloat16, n: int = 1024) -> float:
     """This machine's matmul rate now (FLOP/s), best of a few ``n``³ products (CPU)."""
     import time
+
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = float("inf")
     for _ in range(4):
         t = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 MATMUL_EFFICIENCY = 0.17
@@ -160,8 +190,14 @@ alpaca_en_demo) took 4.6 s per step where these FLOPs at the measured bf16 rate 
 0.8 s. Small models spend much of a step outside matmuls; a rough figure."""
 
 
-def step_flops(linear_params: int, head_params: int, tokens: int, loss_tokens: int,
-               trains_base: bool, checkpointing: bool) -> float:
+def step_flops(
+    linear_params: int,
+    head_params: int,
+    tokens: int,
+    loss_tokens: int,
+    trains_base: bool,
+    checkpointing: bool,
+) -> float:
     """Matmul FLOPs of one optimiser step: forward and input gradients of every frozen
     projection (2 + 2 per parameter per token), weight gradients when the base trains
     (+2), the forward again under checkpointing (+2); the head at the loss positions,

@@ -17,27 +17,41 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-KINDS = ("attention", "projection inputs", "adapter", "mlp activation", "norms",
-         "residual / rotary / other", "autocast weight copies", "output head and loss")
+KINDS = (
+    "attention",
+    "projection inputs",
+    "adapter",
+    "mlp activation",
+    "norms",
+    "residual / rotary / other",
+    "autocast weight copies",
+    "output head and loss",
+)
 
 
 def _kind(path: list[tuple[str, nn.Module]], t: torch.Tensor) -> str:
     """The kind of a saved tensor from the stack of running modules (outermost first)."""
     from ..methods.base import AdapterLayer
+
     names = [n for n, _ in path]
     mods = [m for _, m in path]
     if not any(".layers." in n or n.endswith("embed_tokens") for n in names) or any(
-            n.endswith("lm_head") for n in names):
+        n.endswith("lm_head") for n in names
+    ):
         return "output head and loss"
     inner_name, inner = path[-1]
     weight = getattr(inner, "weight", None)
-    if isinstance(weight, torch.Tensor) and t.dim() == 2 and weight.dim() == 2 and tuple(
-            t.shape) in (tuple(weight.shape), tuple(weight.shape)[::-1]):
+    if (
+        isinstance(weight, torch.Tensor)
+        and t.dim() == 2
+        and weight.dim() == 2
+        and tuple(t.shape) in (tuple(weight.shape), tuple(weight.shape)[::-1])
+    ):
         return "autocast weight copies"  # (or its transpose, as some kernels keep it)
     in_adapter = [isinstance(m, AdapterLayer) for m in mods]
     if any(in_adapter):
         at = max(i for i, a in enumerate(in_adapter) if a)
-        inside = names[at + 1:] if at + 1 < len(names) else []
+        inside = names[at + 1 :] if at + 1 < len(names) else []
         if inside and inside[0].endswith("base_layer"):
             return "projection inputs"
         return "adapter"
@@ -73,10 +87,8 @@ def saved_tensor_census(model: nn.Module):
             stack.pop()
 
     for name, module in model.named_modules():  # the hooks return None: nothing changes
-        handles.append(module.register_forward_pre_hook(
-            lambda m, a, _n=name: enter(_n, m)))
-        handles.append(module.register_forward_hook(lambda m, a, o: leave(),
-                                                    always_call=True))
+        handles.append(module.register_forward_pre_hook(lambda m, a, _n=name: enter(_n, m)))
+        handles.append(module.register_forward_hook(lambda m, a, o: leave(), always_call=True))
 
     def pack(t: torch.Tensor):
         try:
@@ -100,9 +112,7 @@ def saved_tensor_census(model: nn.Module):
 def tensor_bytes(model: nn.Module) -> dict[str, int]:
     """Frozen weights (parameters and buffers that do not train) and trainable parameters,
     in bytes as stored."""
-    frozen = sum(p.numel() * p.element_size() for p in model.parameters()
-                 if not p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
     frozen += sum(b.numel() * b.element_size() for b in model.buffers())
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters()
-                    if p.requires_grad)
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return {"frozen weights": frozen, "trainable parameters": trainable}

@@ -16,8 +16,8 @@ import torch
 
 from ..config import RunConfig
 from ..core.runtime import parse_dtype
-from ..host import resolve_allocator
 from ..core.sizes import describe_bytes, parse_size
+from ..host import resolve_allocator
 from ..methods import METHODS, get_method
 from .estimate import (
     LAYER_RESIDENT,
@@ -50,6 +50,7 @@ def target_device(name: str) -> str:
 
 def _precision(mode: str, device: str) -> str:
     from ..core.runtime import cpu_has_fast_bf16
+
     if mode != "auto":
         return mode
     if device == "cuda":
@@ -59,6 +60,7 @@ def _precision(mode: str, device: str) -> str:
 
 def _autocast(precision: str):
     import contextlib
+
     dtype = {"bf16": torch.bfloat16, "fp16": torch.bfloat16}.get(precision)
     if dtype is None:
         return contextlib.nullcontext
@@ -81,6 +83,7 @@ def data_shape(cfg: RunConfig) -> DataShape | None:
     the tokenizer is not available here (a Hub model not in the cache)."""
     from ..model.load import ModelNotFoundError, load_tokenizer, resolve_model_path
     from ..training.session import Session, _load_data
+
     try:
         path = resolve_model_path(cfg.model.name)
     except ModelNotFoundError:
@@ -88,40 +91,48 @@ def data_shape(cfg: RunConfig) -> DataShape | None:
     tok = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
     s = Session(None, tok, cfg.model.name or "embedded", torch.device("cpu"), "no")
     _load_data(s, copy.deepcopy(cfg), True)
-    return DataShape([len(e.input_ids) for e in s.train_data.examples],
-                     [e.n_loss for e in s.train_data.examples],
-                     [len(e.input_ids) for e in s.eval_data.examples],
-                     [e.n_loss for e in s.eval_data.examples], s.splits.source)
+    return DataShape(
+        [len(e.input_ids) for e in s.train_data.examples],
+        [e.n_loss for e in s.train_data.examples],
+        [len(e.input_ids) for e in s.eval_data.examples],
+        [e.n_loss for e in s.eval_data.examples],
+        s.splits.source,
+    )
 
 
-def largest_piece(cfg: RunConfig, data: DataShape | None, processes: int = 1,
-                  weigh=None) -> Piece:
+def largest_piece(cfg: RunConfig, data: DataShape | None, processes: int = 1, weigh=None) -> Piece:
     """The micro-batch piece of the run's steps with the most memory by ``weigh(piece)``
     (default: its tokens): the batches ``train`` takes, cut by the token budget."""
     from ..data.batching import Example, epoch_batches, token_pieces
     from ..training.plan import make_plan
+
     t = cfg.train
     weigh = weigh or (lambda p: p.rows * p.seq)
     if data is None:  # every record at max_length: the worst case
         seq = cfg.data.max_length
-        rows = t.batch_size if not t.token_budget else max(1, min(
-            t.batch_size, t.token_budget // seq))
+        rows = (
+            t.batch_size if not t.token_budget else max(1, min(t.batch_size, t.token_budget // seq))
+        )
         return Piece(rows, seq, rows * (seq - 1))
     plan = make_plan(len(data.lengths), t, processes)
-    examples = [Example(list(range(n)), max(1, n - loss))
-                for n, loss in zip(data.lengths, data.loss)]
+    examples = [
+        Example(list(range(n)), max(1, n - loss)) for n, loss in zip(data.lengths, data.loss)
+    ]
     best, best_key, seen = Piece(1, 1, 1), -1.0, set()
     epochs: dict[int, list] = {}
     for step in range(plan.total_steps):
         epoch, sl = plan.micro_batches(step)
         if epoch not in epochs:
-            epochs = {epoch: epoch_batches(data.lengths, plan.global_batch, t.seed, epoch,
-                                           group=t.group_by_length)}
+            epochs = {
+                epoch: epoch_batches(
+                    data.lengths, plan.global_batch, t.seed, epoch, group=t.group_by_length
+                )
+            }
         for batch in epochs[epoch][sl]:
-            for piece in token_pieces([examples[i] for i in batch[: t.batch_size]],
-                                      t.token_budget):
-                p = Piece(len(piece), max(len(e.input_ids) for e in piece),
-                          sum(e.n_loss for e in piece))
+            for piece in token_pieces([examples[i] for i in batch[: t.batch_size]], t.token_budget):
+                p = Piece(
+                    len(piece), max(len(e.input_ids) for e in piece), sum(e.n_loss for e in piece)
+                )
                 if (p.rows, p.seq, p.loss_tokens) in seen:
                     continue
                 seen.add((p.rows, p.seq, p.loss_tokens))
@@ -134,11 +145,17 @@ def largest_piece(cfg: RunConfig, data: DataShape | None, processes: int = 1,
 def _census_for(config, cfg: RunConfig, precision: str):
     method_opts = tuple(sorted((k, repr(v)) for k, v in cfg.adapter.items()))
     narrow = _narrows(cfg, precision)
-    key = (config.to_json_string(), cfg.method, method_opts, cfg.model.dtype, precision,
-           narrow)
-    return cached_census(key, lambda: layer_census(
-        config, get_method(cfg.method, **cfg.adapter), parse_dtype(cfg.model.dtype),
-        _autocast(precision), narrow=torch.bfloat16 if narrow else None))
+    key = (config.to_json_string(), cfg.method, method_opts, cfg.model.dtype, precision, narrow)
+    return cached_census(
+        key,
+        lambda: layer_census(
+            config,
+            get_method(cfg.method, **cfg.adapter),
+            parse_dtype(cfg.model.dtype),
+            _autocast(precision),
+            narrow=torch.bfloat16 if narrow else None,
+        ),
+    )
 
 
 def _narrows(cfg: RunConfig, precision: str) -> bool:
@@ -168,17 +185,27 @@ def _model(cfg: RunConfig):
     if ckey not in _CONFIGS:
         _CONFIGS[ckey] = model_config(cfg.model.name, cfg.model.trust_remote_code)
     config = _CONFIGS[ckey]
-    skey = (ckey, cfg.method, tuple(sorted((k, repr(v)) for k, v in cfg.adapter.items())),
-            cfg.model.dtype)
+    skey = (
+        ckey,
+        cfg.method,
+        tuple(sorted((k, repr(v)) for k, v in cfg.adapter.items())),
+        cfg.model.dtype,
+    )
     if skey not in _SHAPES:
-        _SHAPES[skey] = shape_of(config, get_method(cfg.method, **cfg.adapter),
-                                 parse_dtype(cfg.model.dtype))
+        _SHAPES[skey] = shape_of(
+            config, get_method(cfg.method, **cfg.adapter), parse_dtype(cfg.model.dtype)
+        )
     return config, _SHAPES[skey]
 
 
-def estimate_run(cfg: RunConfig, data: DataShape | None = None, device: str | None = None,
-                 processes: int = 1, generation_budget: int | None = None,
-                 with_time: bool = True) -> Estimate:
+def estimate_run(
+    cfg: RunConfig,
+    data: DataShape | None = None,
+    device: str | None = None,
+    processes: int = 1,
+    generation_budget: int | None = None,
+    with_time: bool = True,
+) -> Estimate:
     """The predicted peak memory of ``train(cfg)`` (per process), by part."""
     device = device or target_device(cfg.train.device)
     precision = _precision(cfg.train.mixed_precision, device)
@@ -188,14 +215,17 @@ def estimate_run(cfg: RunConfig, data: DataShape | None = None, device: str | No
 
     def step_bytes(p: Piece) -> float:
         acts = activation_parts(census, shape.layers, p, t.gradient_checkpointing)
-        return sum(acts.values()) + head_bytes(census, p, shape.vocab, t.loss_chunk,
-                                               LOGIT_BYTES_TRAIN)
+        return sum(acts.values()) + head_bytes(
+            census, p, shape.vocab, t.loss_chunk, LOGIT_BYTES_TRAIN
+        )
+
     piece = largest_piece(cfg, data, processes, step_bytes)
     acts = activation_parts(census, shape.layers, piece, t.gradient_checkpointing)
     head = head_bytes(census, piece, shape.vocab, t.loss_chunk, LOGIT_BYTES_TRAIN)
     if data:  # evaluation batches run longest first: the first is the largest
         first = sorted(range(len(data.eval_lengths)), key=lambda i: -data.eval_lengths[i])[
-            : t.eval_batch_size]
+            : t.eval_batch_size
+        ]
         eval_rows, eval_seq = len(first), data.eval_lengths[first[0]]
         eval_loss = sum(data.eval_loss[i] for i in first)
     else:
@@ -207,18 +237,34 @@ def estimate_run(cfg: RunConfig, data: DataShape | None = None, device: str | No
     gen = generation_bytes(shape, precision, generation_budget) if t.exact_match_limit else 0
     memory_first = getattr(METHODS[cfg.method], "memory_first", False)
     allocator = resolve_allocator(t.allocator, memory_first) if device == "cpu" else None
-    settings = {"device": device, "precision": precision, "token_budget": t.token_budget,
-                "gradient_checkpointing": t.gradient_checkpointing, "allocator": allocator,
-                "batch_size": t.batch_size, "max_length": cfg.data.max_length,
-                "generation_cache": generation_budget, "processes": processes,
-                "trainable": shape.trainable, "total_params": shape.total_params,
-                "data": data.source if data else "every record at max_length"}
+    settings = {
+        "device": device,
+        "precision": precision,
+        "token_budget": t.token_budget,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "allocator": allocator,
+        "batch_size": t.batch_size,
+        "max_length": cfg.data.max_length,
+        "generation_cache": generation_budget,
+        "processes": processes,
+        "trainable": shape.trainable,
+        "total_params": shape.total_params,
+        "data": data.source if data else "every record at max_length",
+    }
     runtime = RUNTIME_BYTES + LAYER_RESIDENT * shape.layers if device == "cpu" else 0
-    est = combine(runtime=runtime,
-                  frozen=shape.frozen_bytes, trainable=shape.trainable_bytes, acts=acts,
-                  head=head, eval_batch=ev, generation=gen, allocator=allocator,
-                  piece=piece, settings=settings,
-                  narrowed=shape.narrowable_bytes if _narrows(cfg, precision) else 0)
+    est = combine(
+        runtime=runtime,
+        frozen=shape.frozen_bytes,
+        trainable=shape.trainable_bytes,
+        acts=acts,
+        head=head,
+        eval_batch=ev,
+        generation=gen,
+        allocator=allocator,
+        piece=piece,
+        settings=settings,
+        narrowed=shape.narrowable_bytes if _narrows(cfg, precision) else 0,
+    )
     if with_time and device == "cpu":
         est.step_seconds = _step_seconds(cfg, shape, data, precision)
     return est
@@ -228,6 +274,7 @@ def _default_generation_budget(device: str) -> int:
     """The run's own default on CPU; on a GPU (planned from anywhere) the cap, as this
     machine cannot ask that GPU what is free."""
     from ..model.inference import cache_budget, env_budget
+
     if (budget := env_budget()) is not None:
         return budget
     return cache_budget(torch.device("cpu")) if device == "cpu" else DEFAULT_GENERATION_CAP
@@ -242,8 +289,14 @@ def _step_seconds(cfg: RunConfig, shape, data, precision: str) -> float:
     mean_loss = (sum(data.loss) / len(data.loss)) if data else mean_len * 0.5
     records = t.batch_size * t.grad_accum
     trains_base = shape.trainable > shape.linear_params // 2
-    flops = step_flops(shape.linear_params, shape.vocab * shape.hidden, int(records * mean_len),
-                       int(records * mean_loss), trains_base, t.gradient_checkpointing)
+    flops = step_flops(
+        shape.linear_params,
+        shape.vocab * shape.hidden,
+        int(records * mean_len),
+        int(records * mean_loss),
+        trains_base,
+        t.gradient_checkpointing,
+    )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if str(dtype) not in _RATES:
         _RATES[str(dtype)] = matmul_rate(dtype)
@@ -260,14 +313,16 @@ def candidate_settings(cfg: RunConfig, device: str) -> list[dict]:
     while b > 256:
         b = b // 2
         budgets.append(b)
-    allocators = [t.allocator] if device != "cpu" else list(dict.fromkeys(
-        [t.allocator, "trim", "lean"]))
+    allocators = (
+        [t.allocator] if device != "cpu" else list(dict.fromkeys([t.allocator, "trim", "lean"]))
+    )
     out = []
     for alloc in allocators:
         for ckpt in sorted({t.gradient_checkpointing, True}):
             for budget in budgets:
-                out.append({"token_budget": budget, "gradient_checkpointing": ckpt,
-                            "allocator": alloc})
+                out.append(
+                    {"token_budget": budget, "gradient_checkpointing": ckpt, "allocator": alloc}
+                )
     return out
 
 
@@ -277,8 +332,9 @@ within ±11% of the measured peak on this CPU at the default token budget (BENCH
 at small budgets a 3-step run measured up to 18% above it."""
 
 
-def fit_settings(cfg: RunConfig, cap: int, data: DataShape | None = None,
-                 device: str | None = None) -> tuple[dict | None, Estimate]:
+def fit_settings(
+    cfg: RunConfig, cap: int, data: DataShape | None = None, device: str | None = None
+) -> tuple[dict | None, Estimate]:
     """The first setting of :func:`candidate_settings`, with generation's weight copies
     limited (all of them, half, a quarter, none), whose predicted peak stays under
     :data:`FIT_MARGIN` of ``cap``; (None, the smallest estimate) when none does."""
@@ -299,5 +355,11 @@ def fit_settings(cfg: RunConfig, cap: int, data: DataShape | None = None,
     return None, smallest
 
 
-__all__ = ["estimate_run", "fit_settings", "data_shape", "parse_size", "describe_bytes",
-           "largest_piece"]
+__all__ = [
+    "estimate_run",
+    "fit_settings",
+    "data_shape",
+    "parse_size",
+    "describe_bytes",
+    "largest_piece",
+]

@@ -39,17 +39,22 @@ class LayerCensus:
     """Bytes per token of a decoder layer's input (what checkpointing keeps per layer)."""
 
     def per_layer(self, rows: int, seq: int) -> dict[str, float]:
-        return {k: self.const.get(k, 0.0) + self.shared.get(k, 0.0) * seq
-                + rows * (self.linear.get(k, 0.0) * seq + self.square.get(k, 0.0) * seq * seq)
-                for k in set(self.const) | set(self.linear) | set(self.square)}
+        return {
+            k: self.const.get(k, 0.0)
+            + self.shared.get(k, 0.0) * seq
+            + rows * (self.linear.get(k, 0.0) * seq + self.square.get(k, 0.0) * seq * seq)
+            for k in set(self.const) | set(self.linear) | set(self.square)
+        }
 
 
-def _probe_model(config, method, dtype: torch.dtype, device: torch.device,
-                 narrow: torch.dtype | None = None):
+def _probe_model(
+    config, method, dtype: torch.dtype, device: torch.device, narrow: torch.dtype | None = None
+):
     from transformers import AutoModelForCausalLM
 
     from ..model.inject import inject
     from .shapes import _quiet
+
     small = copy.deepcopy(getattr(config, "text_config", None) or config)
     small.num_hidden_layers = 1
     small.vocab_size = PROBE_VOCAB
@@ -67,6 +72,7 @@ def _probe_model(config, method, dtype: torch.dtype, device: torch.device,
     inject(model, method)
     if narrow is not None:  # as training stores them (training/residency.py)
         from ..methods.frozen import castable_linears
+
         with torch.no_grad():
             for m in castable_linears(model, narrow).values():
                 m.weight.data = m.weight.data.to(narrow)
@@ -78,6 +84,7 @@ def _probe_model(config, method, dtype: torch.dtype, device: torch.device,
 def _no_init():
     """Skip transformers' random initialisation (seconds for a 7B layer)."""
     import contextlib
+
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # older transformers
@@ -87,6 +94,7 @@ def _no_init():
 
 def _census(model, rows: int, seq: int, autocast) -> dict[str, int]:
     from ..training.loss import DEFAULT_LOSS, response_nll
+
     dev = next(model.parameters()).device
     ids = torch.randint(0, PROBE_VOCAB, (rows, seq), device=dev)
     labels = ids.clone()
@@ -99,9 +107,14 @@ def _census(model, rows: int, seq: int, autocast) -> dict[str, int]:
     return dict(counts)
 
 
-def layer_census(config, method, dtype: torch.dtype, autocast,
-                 device: torch.device | str = "cpu",
-                 narrow: torch.dtype | None = None) -> LayerCensus:
+def layer_census(
+    config,
+    method,
+    dtype: torch.dtype,
+    autocast,
+    device: torch.device | str = "cpu",
+    narrow: torch.dtype | None = None,
+) -> LayerCensus:
     """Measure one decoder layer of ``config`` with ``method`` (a fresh Method object);
     ``narrow``: the compute dtype the frozen projections are stored in while training
     (``training/residency.py``), None: as loaded."""
@@ -115,8 +128,12 @@ def layer_census(config, method, dtype: torch.dtype, autocast,
             continue
         ys = torch.tensor([[float(c.get(k, 0))] for c in counts], dtype=torch.float64)
         c, d, a, b = torch.linalg.solve(xs, ys).flatten().tolist()  # exact: 4 probes
-        const[k], shared[k], linear[k], square[k] = (max(0.0, c), max(0.0, d), max(0.0, a),
-                                                     max(0.0, b))
+        const[k], shared[k], linear[k], square[k] = (
+            max(0.0, c),
+            max(0.0, d),
+            max(0.0, a),
+            max(0.0, b),
+        )
     head = max(c.get(HEAD_KIND, 0) / (r * s) for c, (r, s) in zip(counts, PROBES))
     hidden = model.config.hidden_size
     emb = model.get_input_embeddings().weight

@@ -19,35 +19,81 @@ from torch import nn
 # one download of its config.json.
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "mistralai/Mistral-7B-Instruct-v0.3": dict(
-        model_type="mistral", architectures=["MistralForCausalLM"], hidden_size=4096,
-        intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=128, vocab_size=32768, tie_word_embeddings=False,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-5,
-        torch_dtype="bfloat16"),
+        model_type="mistral",
+        architectures=["MistralForCausalLM"],
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=32768,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-5,
+        torch_dtype="bfloat16",
+    ),
     "mistralai/Mistral-7B-Instruct-v0.2": dict(
-        model_type="mistral", architectures=["MistralForCausalLM"], hidden_size=4096,
-        intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-5,
-        torch_dtype="bfloat16"),
+        model_type="mistral",
+        architectures=["MistralForCausalLM"],
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-5,
+        torch_dtype="bfloat16",
+    ),
     "meta-llama/Llama-3.1-8B-Instruct": dict(
-        model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=4096,
-        intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
-        max_position_embeddings=131072, rope_theta=500000.0, rms_norm_eps=1e-5,
-        torch_dtype="bfloat16"),
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        torch_dtype="bfloat16",
+    ),
     "Qwen/Qwen2.5-0.5B-Instruct": dict(
-        model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=896,
-        intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-        torch_dtype="bfloat16"),
+        model_type="qwen2",
+        architectures=["Qwen2ForCausalLM"],
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        torch_dtype="bfloat16",
+    ),
     "HuggingFaceTB/SmolLM2-1.7B-Instruct": dict(
-        model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=2048,
-        intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
-        num_key_value_heads=32, vocab_size=49152, tie_word_embeddings=True,
-        max_position_embeddings=8192, rope_theta=130000.0, rms_norm_eps=1e-5,
-        torch_dtype="bfloat16"),
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=24,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        rope_theta=130000.0,
+        rms_norm_eps=1e-5,
+        torch_dtype="bfloat16",
+    ),
 }
 
 
@@ -58,6 +104,7 @@ def model_config(name: str | None, trust_remote_code: bool = False):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     from ..model.load import ModelNotFoundError, _is_embedded, resolve_model_path
+
     if _is_embedded(name):
         return AutoConfig.from_pretrained(resolve_model_path(None))
     path = Path(os.path.expanduser(name))
@@ -77,7 +124,8 @@ def model_config(name: str | None, trust_remote_code: bool = False):
         raise ModelNotFoundError(
             f"model {name!r}: no config.json found locally, in the Hugging Face cache or on "
             f"the hub ({type(e).__name__}); pass a local directory or a config.json file. "
-            f"Known offline: {', '.join(KNOWN_CONFIGS)}") from None
+            f"Known offline: {', '.join(KNOWN_CONFIGS)}"
+        ) from None
 
 
 @dataclass
@@ -112,10 +160,15 @@ def _config_dims(config) -> dict[str, int]:
     text = getattr(config, "text_config", None) or config
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return dict(hidden=text.hidden_size, intermediate=text.intermediate_size,
-                layers=text.num_hidden_layers, heads=heads,
-                kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-                head_dim=head_dim, vocab=text.vocab_size)
+    return dict(
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        vocab=text.vocab_size,
+    )
 
 
 def skeleton(config, method, dtype: torch.dtype, trust_remote_code: bool = False):
@@ -123,9 +176,11 @@ def skeleton(config, method, dtype: torch.dtype, trust_remote_code: bool = False
     from transformers import AutoModelForCausalLM
 
     from ..model.inject import inject
+
     with torch.device("meta"), _quiet():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
-                                                 trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     inject(model, method)
     return model
 
@@ -133,6 +188,7 @@ def skeleton(config, method, dtype: torch.dtype, trust_remote_code: bool = False
 @contextlib.contextmanager
 def _quiet():
     from transformers.utils import logging as hf_logging
+
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -147,19 +203,29 @@ def shape_of(config, method, dtype: torch.dtype) -> Shape:
     from ..methods.frozen import castable_linears
     from ..model.inject import count_parameters
     from ..quant.linear4bit import Linear4bit
+
     model = skeleton(config, method, dtype)
     counts = count_parameters(model)
-    frozen = sum(p.numel() * p.element_size() for p in model.parameters()
-                 if not p.requires_grad)
-    frozen += sum(b.numel() * b.element_size() for b in model.buffers()
-                  if b.dtype != torch.int64 or b.numel() > 1)
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters()
-                    if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    frozen += sum(
+        b.numel() * b.element_size()
+        for b in model.buffers()
+        if b.dtype != torch.int64 or b.numel() > 1
+    )
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     head = model.get_output_embeddings()
-    adapter_parts = {id(m) for layer in model.modules() if isinstance(layer, AdapterLayer)
-                     for m in layer.modules() if m is not layer} - {
-        id(m) for layer in model.modules() if isinstance(layer, AdapterLayer)
-        for m in layer.base_layer.modules()}
+    adapter_parts = {
+        id(m)
+        for layer in model.modules()
+        if isinstance(layer, AdapterLayer)
+        for m in layer.modules()
+        if m is not layer
+    } - {
+        id(m)
+        for layer in model.modules()
+        if isinstance(layer, AdapterLayer)
+        for m in layer.base_layer.modules()
+    }
     linear, by_dtype = 0, {}
     for m in model.modules():
         if isinstance(m, nn.Linear):
@@ -175,9 +241,18 @@ def shape_of(config, method, dtype: torch.dtype) -> Shape:
             linear += m.weight_numel
     embed = model.get_input_embeddings()
     tied = head is not None and head.weight is embed.weight
-    narrow = sum(m.weight.numel() * (m.weight.element_size() - 2)
-                 for m in castable_linears(model, torch.bfloat16).values())
-    return Shape(**_config_dims(config), total_params=int(counts["total"]),
-                 trainable=int(counts["trainable"]), frozen_bytes=int(frozen),
-                 trainable_bytes=int(trainable), linear_params=int(linear), head_tied=tied,
-                 linear_numel=by_dtype, narrowable_bytes=int(narrow))
+    narrow = sum(
+        m.weight.numel() * (m.weight.element_size() - 2)
+        for m in castable_linears(model, torch.bfloat16).values()
+    )
+    return Shape(
+        **_config_dims(config),
+        total_params=int(counts["total"]),
+        trainable=int(counts["trainable"]),
+        frozen_bytes=int(frozen),
+        trainable_bytes=int(trainable),
+        linear_params=int(linear),
+        head_tied=tied,
+        linear_numel=by_dtype,
+        narrowable_bytes=int(narrow),
+    )

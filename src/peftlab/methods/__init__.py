@@ -38,9 +38,12 @@ def get_method(name: str, **options: Any) -> Method:
     return cls(**options)
 
 
-def method_for_peft_config(cfg: dict[str, Any], where: str = "adapter_config.json",
-                           method: str | None = None,
-                           options: dict[str, Any] | None = None) -> Method:
+def method_for_peft_config(
+    cfg: dict[str, Any],
+    where: str = "adapter_config.json",
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Method:
     """The method that reads an ``adapter_config.json``: the one named by ``method``
     (which must accept the file), else the one auto-detectable method that accepts it
     (QLoRA files are LoRA files, so QLoRA is used only when named). ``options``: values
@@ -49,8 +52,7 @@ def method_for_peft_config(cfg: dict[str, Any], where: str = "adapter_config.jso
         return _named_method(cfg, where, method, options or {})
     if options:
         raise ValueError("method options need a method name")
-    matches = [cls for cls in METHODS.values()
-               if cls.auto_detect and cls.accepts_peft_config(cfg)]
+    matches = [cls for cls in METHODS.values() if cls.auto_detect and cls.accepts_peft_config(cfg)]
     if len(matches) != 1:
         raise ValueError(
             f"{where}: peftlab has no method for peft_type={cfg.get('peft_type')!r}"
@@ -60,20 +62,23 @@ def method_for_peft_config(cfg: dict[str, Any], where: str = "adapter_config.jso
     return matches[0].from_peft_config(cfg)
 
 
-def _named_method(cfg: dict[str, Any], where: str, name: str,
-                  options: dict[str, Any]) -> Method:
+def _named_method(cfg: dict[str, Any], where: str, name: str, options: dict[str, Any]) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
     if not cls.accepts_peft_config(cfg):
-        raise ValueError(f"{where}: not a {name} adapter (peft_type="
-                         f"{cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')})")
+        raise ValueError(
+            f"{where}: not a {name} adapter (peft_type="
+            f"{cfg.get('peft_type')!r}, use_dora={cfg.get('use_dora')})"
+        )
     method = cls.from_peft_config(cfg)
     unknown = sorted(set(options) - set(cls.local_options))
     if unknown:
-        raise ValueError(f"{where}: option(s) {', '.join(unknown)} come from the adapter "
-                         f"file, not the caller; {name} takes only "
-                         f"{', '.join(cls.local_options) or 'none'}")
+        raise ValueError(
+            f"{where}: option(s) {', '.join(unknown)} come from the adapter "
+            f"file, not the caller; {name} takes only "
+            f"{', '.join(cls.local_options) or 'none'}"
+        )
     if options:
         opts = {**dataclasses.asdict(method.config), **options}
         method = cls(make_config(cls.config_cls, opts, where=f"{name} options for {where}"))
@@ -81,9 +86,26 @@ def _named_method(cfg: dict[str, Any], where: str, name: str,
 
 
 __all__ = [
-    "AdapterLayer", "Method", "MethodConfig", "METHODS", "get_method",
-    "method_for_peft_config", "LoRA", "LoraConfig", "LoraLinear",
-    "AdaLoRA", "AdaloraConfig", "AdaLoraLinear",
-    "IA3", "Ia3Config", "Ia3Linear",
-    "DoRA", "DoraConfig", "DoraLinear", "QLoRA", "QloraConfig", "FullFineTune", "FullConfig",
+    "AdapterLayer",
+    "Method",
+    "MethodConfig",
+    "METHODS",
+    "get_method",
+    "method_for_peft_config",
+    "LoRA",
+    "LoraConfig",
+    "LoraLinear",
+    "AdaLoRA",
+    "AdaloraConfig",
+    "AdaLoraLinear",
+    "IA3",
+    "Ia3Config",
+    "Ia3Linear",
+    "DoRA",
+    "DoraConfig",
+    "DoraLinear",
+    "QLoRA",
+    "QloraConfig",
+    "FullFineTune",
+    "FullConfig",
 ]

@@ -53,12 +53,17 @@ class AdaloraConfig(MethodConfig):
     """AdaLoRA options (names as in the CLI and YAML; defaults as in peft unless noted).
     The total step count is not an option: it comes from the training plan."""
 
-    init_r: int = option(12, "AdaLoRA: initial rank of every adapted matrix (the budget "
-                             "starts at init_r x number of adapted matrices)")
-    target_r: int = option(8, "AdaLoRA: average rank to end with (final budget: target_r x "
-                              "number of adapted matrices)")
-    alpha: float = option(8.0, "Scale numerator: the update is multiplied by alpha / r "
-                               "(AdaLoRA: alpha / init_r)")
+    init_r: int = option(
+        12,
+        "AdaLoRA: initial rank of every adapted matrix (the budget "
+        "starts at init_r x number of adapted matrices)",
+    )
+    target_r: int = option(
+        8, "AdaLoRA: average rank to end with (final budget: target_r x number of adapted matrices)"
+    )
+    alpha: float = option(
+        8.0, "Scale numerator: the update is multiplied by alpha / r (AdaLoRA: alpha / init_r)"
+    )
     # 0.05 as peftlab's LoRA (peft's AdaLoRA default is 0), so compared runs differ in
     # the method only.
     dropout: float = option(0.05, "Dropout on the adapter's input (not on the base path)")
@@ -67,33 +72,35 @@ class AdaloraConfig(MethodConfig):
     deltaT: int = option(1, "AdaLoRA: reallocate the budget every deltaT steps")
     beta1: float = option(0.85, "AdaLoRA: EMA factor of the sensitivity |w * grad|")
     beta2: float = option(0.85, "AdaLoRA: EMA factor of the sensitivity's uncertainty")
-    orth_reg_weight: float = option(0.5, "AdaLoRA: weight of the orthogonality penalty on "
-                                         "P and Q")
+    orth_reg_weight: float = option(0.5, "AdaLoRA: weight of the orthogonality penalty on P and Q")
 
     def __post_init__(self):
         for name in ("init_r", "target_r", "tinit", "tfinal", "deltaT"):
             value = getattr(self, name)
             if int(value) != value or value < 0:
-                raise ValueError(f"AdaLoRA option {name} must be a non-negative integer, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"AdaLoRA option {name} must be a non-negative integer, got {value!r}"
+                )
             setattr(self, name, int(value))
         if self.init_r < 1 or self.deltaT < 1:
-            raise ValueError(f"AdaLoRA init_r and deltaT must be at least 1, got "
-                             f"init_r={self.init_r}, deltaT={self.deltaT}")
+            raise ValueError(
+                f"AdaLoRA init_r and deltaT must be at least 1, got "
+                f"init_r={self.init_r}, deltaT={self.deltaT}"
+            )
         if self.target_r > self.init_r:
-            raise ValueError(f"AdaLoRA target_r ({self.target_r}) must not exceed init_r "
-                             f"({self.init_r}): the budget only shrinks")
+            raise ValueError(
+                f"AdaLoRA target_r ({self.target_r}) must not exceed init_r "
+                f"({self.init_r}): the budget only shrinks"
+            )
         for name in ("beta1", "beta2"):
             if not 0.0 < getattr(self, name) < 1.0:  # peft asserts the same
-                raise ValueError(f"AdaLoRA {name} must be in (0, 1), got "
-                                 f"{getattr(self, name)}")
+                raise ValueError(f"AdaLoRA {name} must be in (0, 1), got {getattr(self, name)}")
         if self.alpha <= 0:
             raise ValueError(f"AdaLoRA alpha must be positive, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"AdaLoRA dropout must be in [0, 1), got {self.dropout!r}")
         if self.orth_reg_weight < 0:
-            raise ValueError(f"AdaLoRA orth_reg_weight must be >= 0, got "
-                             f"{self.orth_reg_weight!r}")
+            raise ValueError(f"AdaLoRA orth_reg_weight must be >= 0, got {self.orth_reg_weight!r}")
 
 
 class AdaLoraLinear(AdapterLayer):
@@ -104,8 +111,15 @@ class AdaLoraLinear(AdapterLayer):
     its rows are (``None``: the rows *are* the init_r triplets).
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, ranknum: int, alpha: float,
-                 dropout: float, origin: list[bool] | None = None):
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        r: int,
+        ranknum: int,
+        alpha: float,
+        dropout: float,
+        origin: list[bool] | None = None,
+    ):
         super().__init__(base_layer)
         in_f, out_f = base_layer.in_features, base_layer.out_features
         # fp32 whatever the base dtype: these are what the optimiser updates.
@@ -151,8 +165,7 @@ class AdaLoraLinear(AdapterLayer):
         if self.kept is None:
             return dict(self.adapter_params())
         k = self.kept
-        return {"lora_A": self.lora_A[k], "lora_E": self.lora_E[k],
-                "lora_B": self.lora_B[:, k]}
+        return {"lora_A": self.lora_A[k], "lora_E": self.lora_E[k], "lora_B": self.lora_B[:, k]}
 
     def rank_pattern(self) -> list[bool] | None:
         """Which of the init_r triplets this layer keeps (``None``: all, never pruned)."""
@@ -198,14 +211,14 @@ class AdaLoRA(Method):
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         if not isinstance(module, nn.Linear):
-            raise TypeError(f"AdaLoRA can wrap nn.Linear only; {name} is "
-                            f"{type(module).__name__}")
+            raise TypeError(f"AdaLoRA can wrap nn.Linear only; {name} is {type(module).__name__}")
         c = self.config
         check_rank(c.init_r, module, name, "init_r")
         pattern = self.saved_pattern.get(name)
         if pattern is not None and len(pattern) != c.init_r:
-            raise ValueError(f"rank_pattern for {name} has {len(pattern)} entries but "
-                             f"init_r is {c.init_r}")
+            raise ValueError(
+                f"rank_pattern for {name} has {len(pattern)} entries but init_r is {c.init_r}"
+            )
         # A loaded adapter is built at its kept rank, but its scale keeps ranknum = init_r.
         r = sum(pattern) if pattern is not None else c.init_r
         layer = AdaLoraLinear(module, r, c.init_r, c.alpha, c.dropout, origin=pattern)
@@ -252,38 +265,47 @@ class AdaLoRA(Method):
 
     def schedule(self, layers: dict[str, AdaLoraLinear], total_steps: int) -> Schedule:
         c = self.config
-        return Schedule(init_budget=sum(layer.r for layer in layers.values()),
-                        target_budget=c.target_r * len(layers), tinit=c.tinit,
-                        tfinal=c.tfinal, total=total_steps, delta_t=c.deltaT)
+        return Schedule(
+            init_budget=sum(layer.r for layer in layers.values()),
+            target_budget=c.target_r * len(layers),
+            tinit=c.tinit,
+            tfinal=c.tfinal,
+            total=total_steps,
+            delta_t=c.deltaT,
+        )
 
-    def _allocate(self, layers: dict[str, AdaLoraLinear], schedule: Schedule,
-                  budget: int) -> dict:
-        scores = {name: triplet_scores(*(self.importance.score(f"{name}.{f}")
-                                         for f in FACTORS))
-                  for name in layers}
+    def _allocate(self, layers: dict[str, AdaLoraLinear], schedule: Schedule, budget: int) -> dict:
+        scores = {
+            name: triplet_scores(*(self.importance.score(f"{name}.{f}") for f in FACTORS))
+            for name in layers
+        }
         masks = keep_masks(scores, schedule.init_budget, budget)
         for name, layer in layers.items():
             layer.kept = masks[name]
             layer.apply_mask()
-        return {"adalora_budget": budget,
-                "adalora_ranks": {name: int(m.sum()) for name, m in masks.items()}}
+        return {
+            "adalora_budget": budget,
+            "adalora_ranks": {name: int(m.sum()) for name, m in masks.items()},
+        }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The importance averages, each layer's kept mask and the total step count."""
         out = dict(self.importance.tensors())
-        out.update({f"kept.{n}": layer.kept for n, layer in self._layers.items()
-                    if layer.kept is not None})
+        out.update(
+            {f"kept.{n}": layer.kept for n, layer in self._layers.items() if layer.kept is not None}
+        )
         if self.total_step is not None:
             out["total_step"] = torch.tensor(self.total_step, dtype=torch.int64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        devices = {f"{n}.{f}": layer.lora_A.device for n, layer in self._layers.items()
-                   for f in FACTORS}
+        devices = {
+            f"{n}.{f}": layer.lora_A.device for n, layer in self._layers.items() for f in FACTORS
+        }
         self.importance.load(tensors, devices)
         for key, t in tensors.items():
             if key.startswith("kept."):
-                layer = self._layers.get(key[len("kept."):])
+                layer = self._layers.get(key[len("kept.") :])
                 if layer is None or t.shape != (layer.r,):
                     raise ValueError(f"AdaLoRA state tensor {key} does not fit this model")
                 layer.kept = t.to(device=layer.lora_A.device, dtype=torch.bool)
@@ -293,44 +315,70 @@ class AdaLoRA(Method):
                 raise ValueError(f"unknown AdaLoRA state tensor {key}")
 
     # -- PEFT format -----------------------------------------------------------------------
-    def to_peft_config(self, target_modules: Any,
-                       layers: dict[str, AdapterLayer] | None = None) -> dict[str, Any]:
+    def to_peft_config(
+        self, target_modules: Any, layers: dict[str, AdapterLayer] | None = None
+    ) -> dict[str, Any]:
         c = self.config
-        ada = {n: l for n, l in (layers or {}).items() if isinstance(l, AdaLoraLinear)}
-        patterns = {n: l.rank_pattern() for n, l in ada.items()}
+        ada = {n: lay for n, lay in (layers or {}).items() if isinstance(lay, AdaLoraLinear)}
+        patterns = {n: lay.rank_pattern() for n, lay in ada.items()}
         rank_pattern = None  # peft writes null until its allocator has run
         if any(p is not None for p in patterns.values()):
             # Keyed like peft's: the lora_E parameter's name in the base model.
-            rank_pattern = {f"{n}.lora_E": p if p is not None else [True] * ada[n].r
-                            for n, p in patterns.items()}
+            rank_pattern = {
+                f"{n}.lora_E": p if p is not None else [True] * ada[n].r
+                for n, p in patterns.items()
+            }
         # peft requires total_step > tinit + tfinal; an untrained adapter gets the least
         # valid value (it only matters to whoever trains further).
         total = self.total_step or c.tinit + c.tfinal + 1
         return {
-            "peft_type": "ADALORA", "init_r": c.init_r, "target_r": c.target_r,
-            "lora_alpha": c.alpha, "lora_dropout": c.dropout,
-            "target_modules": target_modules, "tinit": c.tinit, "tfinal": c.tfinal,
-            "deltaT": c.deltaT, "beta1": c.beta1, "beta2": c.beta2,
-            "orth_reg_weight": c.orth_reg_weight, "total_step": total,
-            "rank_pattern": rank_pattern, "bias": "none", "fan_in_fan_out": False,
-            "init_lora_weights": True, "use_dora": False,
+            "peft_type": "ADALORA",
+            "init_r": c.init_r,
+            "target_r": c.target_r,
+            "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
+            "target_modules": target_modules,
+            "tinit": c.tinit,
+            "tfinal": c.tfinal,
+            "deltaT": c.deltaT,
+            "beta1": c.beta1,
+            "beta2": c.beta2,
+            "orth_reg_weight": c.orth_reg_weight,
+            "total_step": total,
+            "rank_pattern": rank_pattern,
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "init_lora_weights": True,
+            "use_dora": False,
         }
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "AdaLoRA":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> AdaLoRA:
         where = "AdaLoRA adapter_config.json"
         for key, default in _PEFT_DEFAULTS_WE_REQUIRE.items():
             value = cfg.get(key, default)
             if value not in (None, default):
-                raise ValueError(f"{where} sets {key}={value!r}, which peftlab does not "
-                                 f"support (expected {default!r})")
+                raise ValueError(
+                    f"{where} sets {key}={value!r}, which peftlab does not "
+                    f"support (expected {default!r})"
+                )
         if cfg.get("target_modules") is None:
-            raise ValueError(f"{where} has no target_modules (peftlab does not guess them "
-                             "from the model type)")
-        keys = {"init_r": "init_r", "target_r": "target_r", "lora_alpha": "alpha",
-                "lora_dropout": "dropout", "tinit": "tinit", "tfinal": "tfinal",
-                "deltaT": "deltaT", "beta1": "beta1", "beta2": "beta2",
-                "orth_reg_weight": "orth_reg_weight", "target_modules": "target_modules"}
+            raise ValueError(
+                f"{where} has no target_modules (peftlab does not guess them from the model type)"
+            )
+        keys = {
+            "init_r": "init_r",
+            "target_r": "target_r",
+            "lora_alpha": "alpha",
+            "lora_dropout": "dropout",
+            "tinit": "tinit",
+            "tfinal": "tfinal",
+            "deltaT": "deltaT",
+            "beta1": "beta1",
+            "beta2": "beta2",
+            "orth_reg_weight": "orth_reg_weight",
+            "target_modules": "target_modules",
+        }
         opts = {ours: cfg[theirs] for theirs, ours in keys.items() if theirs in cfg}
         method = cls(make_config(cls.config_cls, opts, where=where))
         method.saved_pattern = _parse_rank_pattern(cfg.get("rank_pattern"), where)
@@ -344,13 +392,14 @@ def _parse_rank_pattern(pattern: Any, where: str) -> dict[str, list[bool]]:
     if not pattern:
         return {}
     if not isinstance(pattern, dict):
-        raise ValueError(f"{where}: rank_pattern must be a mapping, got "
-                         f"{type(pattern).__name__}")
+        raise ValueError(f"{where}: rank_pattern must be a mapping, got {type(pattern).__name__}")
     out = {}
     for key, kept in pattern.items():
         module, sep, _ = key.rpartition(".lora_E")
         if not sep or not isinstance(kept, list) or not all(isinstance(k, bool) for k in kept):
-            raise ValueError(f"{where}: rank_pattern entry {key!r} must name a lora_E "
-                             "parameter and map it to a list of true/false")
+            raise ValueError(
+                f"{where}: rank_pattern entry {key!r} must name a lora_E "
+                "parameter and map it to a list of true/false"
+            )
         out[module] = kept
     return out

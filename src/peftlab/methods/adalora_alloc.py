@@ -69,12 +69,17 @@ class Schedule:
             return self.target_budget, True
         remaining = 1 - (step - self.tinit) / (self.final_step - self.tinit)
         span = self.init_budget - self.target_budget
-        return int(span * remaining ** 3 + self.target_budget), step % self.delta_t == 0
+        return int(span * remaining**3 + self.target_budget), step % self.delta_t == 0
 
 
-def smooth_importance(param: torch.Tensor, grad: torch.Tensor | None, ema_ipt: torch.Tensor,
-                      ema_unc: torch.Tensor, beta1: float,
-                      beta2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def smooth_importance(
+    param: torch.Tensor,
+    grad: torch.Tensor | None,
+    ema_ipt: torch.Tensor,
+    ema_unc: torch.Tensor,
+    beta1: float,
+    beta2: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of Eqs. (8)-(10); returns the new (Ī, Ū).
 
     A parameter without a gradient (the loss did not reach it) has sensitivity zero; peft
@@ -94,8 +99,9 @@ def element_score(ema_ipt: torch.Tensor, ema_unc: torch.Tensor) -> torch.Tensor:
     return ema_ipt * ema_unc
 
 
-def triplet_scores(score_a: torch.Tensor, score_e: torch.Tensor,
-                   score_b: torch.Tensor) -> torch.Tensor:
+def triplet_scores(
+    score_a: torch.Tensor, score_e: torch.Tensor, score_b: torch.Tensor
+) -> torch.Tensor:
     """Eq. (7): one score per rank index i of a layer, shape ``(r,)``.
 
     ``score_a``: entry scores of Q = lora_A (r×in), row i belongs to triplet i;
@@ -109,8 +115,9 @@ def triplet_scores(score_a: torch.Tensor, score_e: torch.Tensor,
     return score_e.view(-1) + vectors.view(-1)
 
 
-def keep_masks(scores: dict[str, torch.Tensor], init_budget: int,
-               budget: int) -> dict[str, torch.Tensor]:
+def keep_masks(
+    scores: dict[str, torch.Tensor], init_budget: int, budget: int
+) -> dict[str, torch.Tensor]:
     """Which triplets to keep so that at most ``budget`` of ``init_budget`` survive.
 
     The threshold is the (init_budget − budget)-th smallest score over *all* layers, and
@@ -122,8 +129,9 @@ def keep_masks(scores: dict[str, torch.Tensor], init_budget: int,
     """
     n_masked = init_budget - budget
     if n_masked <= 0:
-        return {k: torch.ones(s.shape, dtype=torch.bool, device=s.device)
-                for k, s in scores.items()}
+        return {
+            k: torch.ones(s.shape, dtype=torch.bool, device=s.device) for k, s in scores.items()
+        }
     everything = torch.cat([s.view(-1) for s in scores.values()])
     threshold = torch.kthvalue(everything, k=n_masked)[0].item()
     return {k: ~(s <= threshold) for k, s in scores.items()}
@@ -146,8 +154,9 @@ class ImportanceEMA:
                 self.ipt[key] = torch.zeros_like(param)
                 self.unc[key] = torch.zeros_like(param)
             ipt, unc = self.ipt[key], self.unc[key]
-            self.ipt[key], self.unc[key] = smooth_importance(param, grad, ipt, unc,
-                                                             self.beta1, self.beta2)
+            self.ipt[key], self.unc[key] = smooth_importance(
+                param, grad, ipt, unc, self.beta1, self.beta2
+            )
 
     def score(self, key: str) -> torch.Tensor:
         if key not in self.ipt:
@@ -171,9 +180,13 @@ class ImportanceEMA:
             if kind not in ("ema_ipt", "ema_unc"):
                 continue
             if key not in device_of:
-                raise ValueError(f"AdaLoRA state tensor {full} names no AdaLoRA parameter of "
-                                 "this model (was the checkpoint written for another model?)")
+                raise ValueError(
+                    f"AdaLoRA state tensor {full} names no AdaLoRA parameter of "
+                    "this model (was the checkpoint written for another model?)"
+                )
             (self.ipt if kind == "ema_ipt" else self.unc)[key] = t.to(device_of[key])
         if self.ipt.keys() != self.unc.keys():
-            raise ValueError("AdaLoRA state is incomplete: sensitivity and uncertainty "
-                             "averages cover different parameters")
+            raise ValueError(
+                "AdaLoRA state is incomplete: sensitivity and uncertainty "
+                "averages cover different parameters"
+            )

@@ -95,11 +95,13 @@ class AdapterLayer(nn.Module):
         (a packed 4-bit base included) is left as it is. One layer's dense weight is the
         only large allocation, so a model can be merged and written layer by layer."""
         dense = nn.Linear(1, 1, bias=False)  # its weight is replaced just below
-        dense.weight = nn.Parameter(self.base_weight().detach().float().clone(),
-                                    requires_grad=False)
+        dense.weight = nn.Parameter(
+            self.base_weight().detach().float().clone(), requires_grad=False
+        )
         if getattr(self.base_layer, "bias", None) is not None:
-            dense.bias = nn.Parameter(self.base_layer.bias.detach().float().clone(),
-                                      requires_grad=False)
+            dense.bias = nn.Parameter(
+                self.base_layer.bias.detach().float().clone(), requires_grad=False
+            )
         base, packed = self.base_layer, self._packed_base
         self.base_layer, self._packed_base = None, None  # not deep-copied
         try:
@@ -139,9 +141,7 @@ class AdapterLayer(nn.Module):
     def adapter_params(self) -> dict[str, nn.Parameter]:
         """Trainable adapter parameters by their local name (``lora_A.weight``, ...)."""
         return {
-            name: p
-            for name, p in self.named_parameters()
-            if not name.startswith("base_layer.")
+            name: p for name, p in self.named_parameters() if not name.startswith("base_layer.")
         }
 
     def export_params(self) -> dict[str, torch.Tensor]:
@@ -201,7 +201,8 @@ class MethodConfig:
         "all-linear",
         "Linear modules to adapt, as in PEFT: names matched as the full module name or its "
         "dotted suffix (comma-separated on the CLI), a regular expression matched against "
-        "the full name, or 'all-linear' (every Linear but the output head)")
+        "the full name, or 'all-linear' (every Linear but the output head)",
+    )
 
 
 class Method:
@@ -296,16 +297,19 @@ class Method:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if tensors:
-            raise ValueError(f"method {self.name!r} keeps no state, but the checkpoint "
-                             f"has {len(tensors)} state tensors")
+            raise ValueError(
+                f"method {self.name!r} keeps no state, but the checkpoint "
+                f"has {len(tensors)} state tensors"
+            )
 
     # -- PEFT format -----------------------------------------------------------------------
     def peft_key(self, local_name: str) -> str:
         """Name a parameter gets in ``adapter_model.safetensors`` (after the module path)."""
         return local_name
 
-    def to_peft_config(self, target_modules: Any,
-                       layers: dict[str, AdapterLayer]) -> dict[str, Any]:
+    def to_peft_config(
+        self, target_modules: Any, layers: dict[str, AdapterLayer]
+    ) -> dict[str, Any]:
         """Method-specific keys of ``adapter_config.json``; ``layers``: the model's adapter
         layers by module name (AdaLoRA derives its ``rank_pattern`` from them)."""
         raise NotImplementedError
@@ -316,7 +320,7 @@ class Method:
         return cfg.get("peft_type") == cls.peft_type
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "Method":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> Method:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -329,6 +333,7 @@ def check_rank(r: int, module: nn.Module, name: str, option_name: str) -> None:
     huge one would allocate gigabytes): refuse before allocating, naming the layer."""
     dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
     if None not in dims and r > min(dims):
-        raise ValueError(f"option {option_name}={r} is larger than layer {name} allows "
-                         f"({dims[0]} inputs, {dims[1]} outputs): use at most {min(dims)}")
-
+        raise ValueError(
+            f"option {option_name}={r} is larger than layer {name} allows "
+            f"({dims[0]} inputs, {dims[1]} outputs): use at most {min(dims)}"
+        )

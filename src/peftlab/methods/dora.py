@@ -62,18 +62,22 @@ def _fp32_row_blocks(w: torch.Tensor):
         return
     rows = max(1, _FP32_BLOCK_ELEMS // max(1, w.shape[1]))
     for i in range(0, w.shape[0], rows):
-        yield w[i:i + rows].float()
+        yield w[i : i + rows].float()
 
 
 def row_sq_norms(w: torch.Tensor) -> torch.Tensor:
     """‖w‖²_row in fp32, without an fp32 copy of the whole of ``w``."""
     # vector_norm reduces in one kernel; (w * w).sum(1) would allocate an out×in temporary.
-    return torch.cat([torch.linalg.vector_norm(blk, dim=1) ** 2
-                      for blk in _fp32_row_blocks(w)])
+    return torch.cat([torch.linalg.vector_norm(blk, dim=1) ** 2 for blk in _fp32_row_blocks(w)])
 
 
-def dora_row_norm(w0: torch.Tensor, w0_sq: torch.Tensor, lora_a: torch.Tensor,
-                  lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+def dora_row_norm(
+    w0: torch.Tensor,
+    w0_sq: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
     """‖W0 + s·B A‖_row (fp32, one per output feature) without forming B A.
 
     ``w0``: out×in (any float dtype), ``w0_sq``: its cached ‖W0‖²_row (fp32),
@@ -83,8 +87,8 @@ def dora_row_norm(w0: torch.Tensor, w0_sq: torch.Tensor, lora_a: torch.Tensor,
     a, b = lora_a.float(), lora_b.float()
     # P = W0 Aᵀ, built from fp32 row blocks of W0.
     p = torch.cat([blk @ a.T for blk in _fp32_row_blocks(w0)])
-    cross = (b * p).sum(dim=1)                   # rowdot(W0, B A)
-    ba_sq = ((b @ (a @ a.T)) * b).sum(dim=1)     # ‖B A‖²_row = b_i G b_iᵀ
+    cross = (b * p).sum(dim=1)  # rowdot(W0, B A)
+    ba_sq = ((b @ (a @ a.T)) * b).sum(dim=1)  # ‖B A‖²_row = b_i G b_iᵀ
     sq = w0_sq + (2.0 * scaling) * cross + (scaling * scaling) * ba_sq
     # Cancellation (W0 ≈ −sBA on a row) can push the sum a hair below zero.
     return sq.clamp_min(0.0).sqrt().clamp_min(_NORM_FLOOR)
@@ -138,8 +142,9 @@ class DoraLinear(LoraLinear):
         """‖W0 + s·B A‖_row in fp32, detached (paper §4.3)."""
         w = self.base_weight()  # a 4-bit base is dequantized for the norm, then let go
         with torch.no_grad(), _no_autocast(w):
-            return dora_row_norm(w, self._w0_sq(), self.lora_A.weight, self.lora_B.weight,
-                                 self.scaling)
+            return dora_row_norm(
+                w, self._w0_sq(), self.lora_A.weight, self.lora_B.weight, self.scaling
+            )
 
     def dora_factor(self) -> torch.Tensor:
         """f = m / ‖W0 + sBA‖_row (fp32); gradient flows to m only, the norm is constant.
@@ -272,6 +277,6 @@ class DoRA(LoRA):
         return cfg.get("peft_type") == "LORA" and bool(cfg.get("use_dora", False))
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "DoRA":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> DoRA:
         opts = cls.lora_options_from_peft(cfg)
         return cls(make_config(cls.config_cls, opts, where="DoRA adapter_config.json"))

@@ -47,9 +47,14 @@ def frozen_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``nn.Linear`` run under autocast with a gradient to carry back."""
     t = x.device.type
     w = layer.weight if type(layer) is nn.Linear else None
-    if (w is None or w.requires_grad or not torch.is_autocast_enabled(t)
-            or not torch.is_grad_enabled() or not x.requires_grad
-            or (layer.bias is not None and layer.bias.requires_grad)):
+    if (
+        w is None
+        or w.requires_grad
+        or not torch.is_autocast_enabled(t)
+        or not torch.is_grad_enabled()
+        or not x.requires_grad
+        or (layer.bias is not None and layer.bias.requires_grad)
+    ):
         return layer(x)
     dtype = torch.get_autocast_dtype(t)
     with torch.autocast(t, enabled=False):
@@ -78,8 +83,13 @@ def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linea
     out = {}
     for name, m in model.named_modules():
         w = getattr(m, "weight", None)
-        if (type(m) is nn.Linear and id(m) not in excluded and not w.requires_grad
-                and w.is_floating_point() and w.element_size() > dtype.itemsize
-                and owners.get(id(w)) == 1):
+        if (
+            type(m) is nn.Linear
+            and id(m) not in excluded
+            and not w.requires_grad
+            and w.is_floating_point()
+            and w.element_size() > dtype.itemsize
+            and owners.get(id(w)) == 1
+        ):
             out[name] = m
     return out

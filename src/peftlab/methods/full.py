@@ -31,8 +31,10 @@ class FullConfig:
     :class:`~peftlab.methods.base.MethodConfig`: no module is targeted, every weight is."""
 
     train_embeddings: bool = option(
-        True, "Full fine-tuning: also train the input token embeddings (and an output head "
-              "tied to them); false keeps them as loaded")
+        True,
+        "Full fine-tuning: also train the input token embeddings (and an output head "
+        "tied to them); false keeps them as loaded",
+    )
 
 
 class FullFineTune(Method):
@@ -62,16 +64,20 @@ class FullFineTune(Method):
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         raise TypeError("full fine-tuning wraps no module (target_modules() is None)")
 
-    def to_peft_config(self, target_modules: Any,
-                       layers: dict[str, AdapterLayer]) -> dict[str, Any]:
-        raise NotImplementedError("full fine-tuning saves the whole model with "
-                                  "save_pretrained, not a PEFT adapter")
+    def to_peft_config(
+        self, target_modules: Any, layers: dict[str, AdapterLayer]
+    ) -> dict[str, Any]:
+        raise NotImplementedError(
+            "full fine-tuning saves the whole model with save_pretrained, not a PEFT adapter"
+        )
 
     @classmethod
     def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
         return False  # an adapter_config.json never describes a full fine-tune
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "FullFineTune":
-        raise ValueError("a full fine-tune has no adapter_config.json: its directory is a "
-                         "model (config.json + model.safetensors); load it as one")
+    def from_peft_config(cls, cfg: dict[str, Any]) -> FullFineTune:
+        raise ValueError(
+            "a full fine-tune has no adapter_config.json: its directory is a "
+            "model (config.json + model.safetensors); load it as one"
+        )

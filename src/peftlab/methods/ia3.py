@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,8 +72,9 @@ def peft_accepts(target_spec: Spec, ff_spec: Spec) -> bool:
     return set(ff_spec) <= set(target_spec)
 
 
-def saved_feedforward_spec(target_spec: Spec, names: list[str], ff_names: set[str],
-                           given: Spec) -> Spec:
+def saved_feedforward_spec(
+    target_spec: Spec, names: list[str], ff_names: set[str], given: Spec
+) -> Spec:
     """The ``feedforward_modules`` to write so that peft (and peftlab on reload) marks
     exactly ``ff_names`` among the adapted ``names`` as feedforward.
 
@@ -83,11 +85,16 @@ def saved_feedforward_spec(target_spec: Spec, names: list[str], ff_names: set[st
     if not ff_names:
         return []
     explicit = "(?:" + "|".join(re.escape(n) for n in sorted(ff_names)) + ")"
-    candidates = [given if isinstance(given, str) else list(given),
-                  sorted({n.rsplit(".", 1)[-1] for n in ff_names}), explicit]
+    candidates = [
+        given if isinstance(given, str) else list(given),
+        sorted({n.rsplit(".", 1)[-1] for n in ff_names}),
+        explicit,
+    ]
     for cand in candidates:
-        if peft_accepts(target_spec, cand) and \
-                {n for n in names if peft_feedforward_match(n, cand)} == ff_names:
+        if (
+            peft_accepts(target_spec, cand)
+            and {n for n in names if peft_feedforward_match(n, cand)} == ff_names
+        ):
             return cand
     raise AssertionError("unreachable: the explicit regex always matches exactly")
 
@@ -102,12 +109,14 @@ class Ia3Config(MethodConfig):
         "Linear modules to rescale, as in PEFT: names matched as the full module name or its "
         "dotted suffix (comma-separated on the CLI), a regular expression matched against "
         "the full name, or 'all-linear'. Default: the paper's keys, values and feed-forward "
-        "down projection")
+        "down projection",
+    )
     feedforward_modules: Any = option(
         ["down_proj"],
         "Targets whose INPUT is rescaled (vector of length in_features); other targets have "
         "their OUTPUT rescaled. Names matched like target_modules (list or regex); each must "
-        "also select a target module")
+        "also select a target module",
+    )
 
     def __post_init__(self):
         ff = self.feedforward_modules
@@ -115,16 +124,21 @@ class Ia3Config(MethodConfig):
             ff = self.feedforward_modules = list(ff)
         if isinstance(ff, str):
             if ff.lower() == "all-linear":
-                raise ValueError("feedforward_modules cannot be 'all-linear'; name the "
-                                 "feed-forward layers, e.g. ['down_proj']")
+                raise ValueError(
+                    "feedforward_modules cannot be 'all-linear'; name the "
+                    "feed-forward layers, e.g. ['down_proj']"
+                )
             try:
                 re.compile(ff)
             except re.error as e:
-                raise ValueError(f"feedforward_modules {ff!r} is not a valid regular "
-                                 f"expression ({e})") from None
+                raise ValueError(
+                    f"feedforward_modules {ff!r} is not a valid regular expression ({e})"
+                ) from None
         elif not (isinstance(ff, list) and all(isinstance(t, str) and t for t in ff)):
-            raise ValueError("feedforward_modules must be a list of module names or a "
-                             f"regular expression, got {ff!r}")
+            raise ValueError(
+                "feedforward_modules must be a list of module names or a "
+                f"regular expression, got {ff!r}"
+            )
 
 
 # -- layer ----------------------------------------------------------------------------------
@@ -149,8 +163,9 @@ class Ia3Linear(AdapterLayer):
         shape = (1, base_layer.in_features) if is_feedforward else (base_layer.out_features, 1)
         # fp32 whatever the base dtype: the optimiser's small steps around 1.0 would vanish
         # in bf16; the forward casts at use (see _scale).
-        self.ia3_l = nn.Parameter(torch.ones(shape, device=base_layer.weight.device,
-                                             dtype=torch.float32))
+        self.ia3_l = nn.Parameter(
+            torch.ones(shape, device=base_layer.weight.device, dtype=torch.float32)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -177,9 +192,11 @@ class Ia3Linear(AdapterLayer):
         if self._zeros():
             # Allowed, because merge_and_unload never needs to undo it, but the zeroed
             # rows/columns of W are gone for good.
-            warnings.warn(f"IA³ vector of {self.module_name} has {self._zeros()} entries "
-                          "that are exactly 0: merging erases those weights, so unmerge() "
-                          "will not be possible")
+            warnings.warn(
+                f"IA³ vector of {self.module_name} has {self._zeros()} entries "
+                "that are exactly 0: merging erases those weights, so unmerge() "
+                "will not be possible"
+            )
         self._rescale(torch.mul)
 
     def _unmerge(self) -> None:
@@ -192,7 +209,8 @@ class Ia3Linear(AdapterLayer):
             raise ValueError(
                 f"cannot {what} the IA³ adapter of {self.module_name}: its vector has "
                 f"{self._zeros()} entries that are exactly 0, so merging erased those "
-                "weights; reload the base model instead")
+                "weights; reload the base model instead"
+            )
 
     def delta_weight(self) -> torch.Tensor:
         """W0 ⊙ l − W0 in fp32 (the weight only: an output-scaled bias changes too)."""
@@ -204,8 +222,9 @@ class Ia3Linear(AdapterLayer):
         return w * vec - w
 
     def extra_repr(self) -> str:
-        return f"ia3_l={tuple(self.ia3_l.shape)}, " + \
-            ("scales input (feedforward)" if self.is_feedforward else "scales output")
+        return f"ia3_l={tuple(self.ia3_l.shape)}, " + (
+            "scales input (feedforward)" if self.is_feedforward else "scales output"
+        )
 
 
 # -- method ---------------------------------------------------------------------------------
@@ -240,39 +259,48 @@ class IA3(Method):
                     f"feedforward module {entry!r} is not among the target modules "
                     f"(target_modules={self.config.target_modules!r} selects "
                     f"{len(targets)} modules, e.g. {targets[0]}); a feedforward module must "
-                    "also be a target")
+                    "also be a target"
+                )
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         if not isinstance(module, nn.Linear):
             raise TypeError(f"IA³ can wrap nn.Linear only; {name} is {type(module).__name__}")
         return Ia3Linear(module, self.is_feedforward(name), name)
 
-    def to_peft_config(self, target_modules: Any,
-                       layers: dict[str, AdapterLayer]) -> dict[str, Any]:
+    def to_peft_config(
+        self, target_modules: Any, layers: dict[str, AdapterLayer]
+    ) -> dict[str, Any]:
         names = list(layers)
-        ff_names = {n for n, layer in layers.items()
-                    if isinstance(layer, Ia3Linear) and layer.is_feedforward}
+        ff_names = {
+            n
+            for n, layer in layers.items()
+            if isinstance(layer, Ia3Linear) and layer.is_feedforward
+        }
         return {
             "peft_type": "IA3",
             "target_modules": target_modules,
             "feedforward_modules": saved_feedforward_spec(
-                target_modules, names, ff_names, self.config.feedforward_modules),
+                target_modules, names, ff_names, self.config.feedforward_modules
+            ),
             "fan_in_fan_out": False,
             "init_ia3_weights": True,
             "exclude_modules": None,
         }
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "IA3":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> IA3:
         for key, default in _PEFT_DEFAULTS_WE_REQUIRE.items():
             value = cfg.get(key, default)
             if value not in (None, default, [], {}):
-                raise ValueError(f"adapter_config.json sets {key}={value!r}, which peftlab's "
-                                 f"IA³ does not support (expected {default!r})")
+                raise ValueError(
+                    f"adapter_config.json sets {key}={value!r}, which peftlab's "
+                    f"IA³ does not support (expected {default!r})"
+                )
         for key in ("target_modules", "feedforward_modules"):
             if cfg.get(key) is None:
-                raise ValueError(f"IA³ adapter_config.json has no {key}; peftlab needs it "
-                                 "written out explicitly")
+                raise ValueError(
+                    f"IA³ adapter_config.json has no {key}; peftlab needs it written out explicitly"
+                )
         opts = {k: cfg[k] for k in ("target_modules", "feedforward_modules")}
         method = cls(make_config(cls.config_cls, opts, where="IA³ adapter_config.json"))
         method.peft_feedforward_rule = True

@@ -54,16 +54,16 @@ class PlainOps:
         return layer(x)
 
     @staticmethod
-    def dropout_linear(x: torch.Tensor, weight: torch.Tensor,
-                       dropout: nn.Module) -> torch.Tensor:
+    def dropout_linear(x: torch.Tensor, weight: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
         """weight · dropout(x), in weight's dtype (fp32) unless autocast picks one."""
         if not torch.is_autocast_enabled(x.device.type):
             x = x.to(weight.dtype)  # a bf16 input meets the fp32 adapter in one dtype
         return F.linear(dropout(x), weight)
 
     @staticmethod
-    def add_scaled_linear(y: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
-                          scale: float) -> torch.Tensor:
+    def add_scaled_linear(
+        y: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """y + scale · weight h, the sum in y's dtype."""
         return y + (F.linear(h, weight) * scale).to(y.dtype)
 
@@ -85,21 +85,24 @@ class LeanOps(PlainOps):
     frozen_linear = staticmethod(frozen_linear)
 
     @staticmethod
-    def dropout_linear(x: torch.Tensor, weight: torch.Tensor,
-                       dropout: nn.Module) -> torch.Tensor:
+    def dropout_linear(x: torch.Tensor, weight: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
         p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
         return lora_down(x, weight, p)
 
     @staticmethod
-    def add_scaled_linear(y: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
-                          scale: float) -> torch.Tensor:
+    def add_scaled_linear(
+        y: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """One addmm into ``y`` whenever the dtypes let it do the whole sum: no
         output-sized tensor beyond ``y`` instead of three more (``B h``, its scaling, the
         sum), which on the CPU are fresh memory faulted in each time. ``y`` must be the
         caller's own temporary (a base layer's output: its backward does not read it)."""
         t = y.device.type
-        one_dtype = (y.dtype == torch.get_autocast_dtype(t) if torch.is_autocast_enabled(t)
-                     else y.dtype == weight.dtype)
+        one_dtype = (
+            y.dtype == torch.get_autocast_dtype(t)
+            if torch.is_autocast_enabled(t)
+            else y.dtype == weight.dtype
+        )
         if not one_dtype:
             return PlainOps.add_scaled_linear(y, h, weight, scale)
         y2, h2, wt = y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), weight.t()

@@ -43,11 +43,14 @@ class LoraConfig(MethodConfig):
     """LoRA options (names as in the CLI and YAML)."""
 
     r: int = option(8, "Rank of the update B·A")
-    alpha: float = option(16.0, "Scale numerator: the update is multiplied by alpha / r "
-                                "(alpha / sqrt(r) with use_rslora)")
+    alpha: float = option(
+        16.0,
+        "Scale numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with use_rslora)",
+    )
     dropout: float = option(0.05, "Dropout on the adapter's input (not on the base path)")
-    use_rslora: bool = option(False, "Rank-stabilised scaling alpha / sqrt(r) (rsLoRA, "
-                                     "arXiv 2312.03732)")
+    use_rslora: bool = option(
+        False, "Rank-stabilised scaling alpha / sqrt(r) (rsLoRA, arXiv 2312.03732)"
+    )
 
     def __post_init__(self):
         if int(self.r) != self.r or self.r < 1:
@@ -157,6 +160,6 @@ class LoRA(Method):
         }
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "LoRA":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> LoRA:
         opts = cls.lora_options_from_peft(cfg)
         return cls(make_config(cls.config_cls, opts, where="LoRA adapter_config.json"))

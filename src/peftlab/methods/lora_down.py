@@ -42,8 +42,9 @@ class DropoutDown(torch.autograd.Function):
         grad_h = grad_h.to(xd.dtype)
         gx = gw = None
         if ctx.needs_input_grad[1]:
-            gw = (grad_h.reshape(-1, grad_h.shape[-1]).t()
-                  @ xd.reshape(-1, xd.shape[-1])).to(weight.dtype)
+            gw = (grad_h.reshape(-1, grad_h.shape[-1]).t() @ xd.reshape(-1, xd.shape[-1])).to(
+                weight.dtype
+            )
         if ctx.needs_input_grad[0]:
             gx = grad_h @ weight.to(xd.dtype)
             if mask is not None:

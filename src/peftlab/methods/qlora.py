@@ -39,22 +39,33 @@ from .lora import LoRA, LoraConfig, LoraLinear
 class QloraConfig(LoraConfig):
     """QLoRA options: LoRA's, plus how the base is quantized."""
 
-    use_dora: bool = option(False, "DoRA adapters on the 4-bit base (QDoRA) instead of "
-                                   "LoRA")
-    compute_dtype: str = option("auto", "dtype the 4-bit layers compute in: float32, "
-                                        "bfloat16, float16, or auto (the base model's "
-                                        "dtype); autocast overrides it")
-    double_quant: bool = option(True, "Quantize the NF4 block scales to 8 bits too "
-                                      "(QLoRA's double quantization: 4.13 instead of "
-                                      "4.5 bits per weight)")
-    nf4_kernel: str = option("auto", "Dequantization kernel of the 4-bit layers: torch "
-                                     "(pure PyTorch), bitsandbytes (its C++/CUDA kernel "
-                                     "when installed), or auto (torch unless "
-                                     "PEFTLAB_NF4_KERNEL says otherwise); all give the "
-                                     "same bits")
-    stream_load: bool = option(True, "Quantize the checkpoint tensor by tensor while it "
-                                     "loads (peak memory: the 4-bit model plus one "
-                                     "tensor); off: load it whole, then quantize")
+    use_dora: bool = option(False, "DoRA adapters on the 4-bit base (QDoRA) instead of LoRA")
+    compute_dtype: str = option(
+        "auto",
+        "dtype the 4-bit layers compute in: float32, "
+        "bfloat16, float16, or auto (the base model's "
+        "dtype); autocast overrides it",
+    )
+    double_quant: bool = option(
+        True,
+        "Quantize the NF4 block scales to 8 bits too "
+        "(QLoRA's double quantization: 4.13 instead of "
+        "4.5 bits per weight)",
+    )
+    nf4_kernel: str = option(
+        "auto",
+        "Dequantization kernel of the 4-bit layers: torch "
+        "(pure PyTorch), bitsandbytes (its C++/CUDA kernel "
+        "when installed), or auto (torch unless "
+        "PEFTLAB_NF4_KERNEL says otherwise); all give the "
+        "same bits",
+    )
+    stream_load: bool = option(
+        True,
+        "Quantize the checkpoint tensor by tensor while it "
+        "loads (peak memory: the 4-bit model plus one "
+        "tensor); off: load it whole, then quantize",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -87,41 +98,49 @@ class QLoRA(LoRA):
 
         def load(path, dtype, device=None, trust_remote_code=False, reclaim=None):
             try:
-                return load_quantized(path, dtype, self._compute_dtype(),
-                                      self.config.double_quant, device or "cpu",
-                                      trust_remote_code, reclaim)
+                return load_quantized(
+                    path,
+                    dtype,
+                    self._compute_dtype(),
+                    self.config.double_quant,
+                    device or "cpu",
+                    trust_remote_code,
+                    reclaim,
+                )
             except ValueError as e:
-                raise ValueError(f"{e} (QLoRA option stream_load: false loads the whole "
-                                 "model with transformers, then quantizes it)") from None
+                raise ValueError(
+                    f"{e} (QLoRA option stream_load: false loads the whole "
+                    "model with transformers, then quantizes it)"
+                ) from None
+
         return load
 
     def prepare_model(self, model: nn.Module) -> None:
         """Quantize every ``nn.Linear`` but the output head to NF4, in place (layers
         already in 4 bits, as :meth:`base_loader` makes them, are left alone)."""
-        quantize_linears(model, linear_names_but_head(model), self._compute_dtype(),
-                         self.config.double_quant)
+        quantize_linears(
+            model, linear_names_but_head(model), self._compute_dtype(), self.config.double_quant
+        )
         for module in model.modules():
             if isinstance(module, Linear4bit):
                 module.kernel = self.config.nf4_kernel
 
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         if not isinstance(module, (nn.Linear, Linear4bit)):
-            raise TypeError(f"QLoRA can wrap Linear layers only; {name} is "
-                            f"{type(module).__name__}")
+            raise TypeError(f"QLoRA can wrap Linear layers only; {name} is {type(module).__name__}")
         c = self.config
         layer_cls = DoraLinear if c.use_dora else LoraLinear
         return layer_cls(module, c.r, c.scaling, c.dropout)  # both read a 4-bit base
 
     def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:
-        return {**super().to_peft_config(target_modules, layers),
-                "use_dora": self.config.use_dora}
+        return {**super().to_peft_config(target_modules, layers), "use_dora": self.config.use_dora}
 
     @classmethod
     def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
         return cfg.get("peft_type") == "LORA"  # LoRA or DoRA files, when asked by name
 
     @classmethod
-    def from_peft_config(cls, cfg: dict[str, Any]) -> "QLoRA":
+    def from_peft_config(cls, cfg: dict[str, Any]) -> QLoRA:
         opts = cls.lora_options_from_peft(cfg)
         opts["use_dora"] = bool(cfg.get("use_dora", False))
         return cls(make_config(cls.config_cls, opts, where="QLoRA adapter_config.json"))

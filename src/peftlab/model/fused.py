@@ -40,9 +40,12 @@ def fuse_swiglu(model: nn.Module) -> int:
     for module in model.modules():
         if _is_fused(module):
             n += 1
-        elif (all(hasattr(module, k) for k in ("gate_proj", "up_proj", "down_proj"))
-                and _is_silu(getattr(module, "act_fn", None) or nn.Identity())
-                and not hasattr(module, "_hf_hook") and "forward" not in vars(module)):
+        elif (
+            all(hasattr(module, k) for k in ("gate_proj", "up_proj", "down_proj"))
+            and _is_silu(getattr(module, "act_fn", None) or nn.Identity())
+            and not hasattr(module, "_hf_hook")
+            and "forward" not in vars(module)
+        ):
             module.forward = types.MethodType(_swiglu_forward, module)
             n += 1
     return n

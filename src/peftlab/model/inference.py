@@ -67,8 +67,10 @@ def env_budget() -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"PEFTLAB_GENERATION_CACHE must be a number of bytes (0 turns "
-                         f"the generation copies off), got {raw!r}") from None
+        raise ValueError(
+            f"PEFTLAB_GENERATION_CACHE must be a number of bytes (0 turns "
+            f"the generation copies off), got {raw!r}"
+        ) from None
 
 
 def _cache_budget(device: torch.device | None) -> int:
@@ -107,10 +109,14 @@ def _cast_forward(layer: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | N
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         t = x.device.type
-        if (torch.is_grad_enabled() or not torch.is_autocast_enabled(t)
-                or torch.get_autocast_dtype(t) != weight.dtype):
+        if (
+            torch.is_grad_enabled()
+            or not torch.is_autocast_enabled(t)
+            or torch.get_autocast_dtype(t) != weight.dtype
+        ):
             return original(layer, x)  # not the setting the copy was made for
         return F.linear(x.to(weight.dtype), weight, bias)
+
     return forward
 
 

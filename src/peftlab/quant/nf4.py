@@ -49,10 +49,22 @@ import torch.nn.functional as F
 # plus an exact zero (so zero weights and padding stay exactly zero). bitsandbytes
 # hard-codes the same float values (``get_4bit_type("nf4")``).
 NF4_LEVELS = (
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
 )
 NF4_ZERO_CODE = 7  # index of the level 0.0 (all-zero blocks, the odd-size pad nibble)
 # The probability that the largest NF4 level sits at: (1 - 1/(2·15) + 1 - 1/(2·16)) / 2,
@@ -130,7 +142,7 @@ def dynamic_code(device=None) -> torch.Tensor:
     """
     parts = [torch.tensor([0.0, 1.0])]
     for k in range(7):
-        edges = torch.linspace(0.1, 1.0, 2 ** k + 1, dtype=torch.float32)
+        edges = torch.linspace(0.1, 1.0, 2**k + 1, dtype=torch.float32)
         mids = (edges[:-1] + edges[1:]) / 2.0
         scale = 10.0 ** (k - 6)
         parts += [mids * scale, mids * -scale]
@@ -176,8 +188,7 @@ def _check_input(w: torch.Tensor, blocksize: int) -> None:
     if w.numel() == 0:
         raise ValueError("cannot quantize an empty tensor")
     if blocksize <= 0 or blocksize % 2 or _CHUNK % blocksize:
-        raise ValueError(f"blocksize must be a power of two from 2 to {_CHUNK}, "
-                         f"got {blocksize}")
+        raise ValueError(f"blocksize must be a power of two from 2 to {_CHUNK}, got {blocksize}")
 
 
 def _block_absmax_and_scaled(flat: torch.Tensor, blocksize: int):
@@ -208,8 +219,9 @@ def unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
     return codes.long()
 
 
-def quantize_nf4(w: torch.Tensor, blocksize: int = BLOCKSIZE,
-                 double_quant: bool = True) -> NF4Tensor:
+def quantize_nf4(
+    w: torch.Tensor, blocksize: int = BLOCKSIZE, double_quant: bool = True
+) -> NF4Tensor:
     """Quantize ``w`` (any shape; fp32, bf16 or fp16) to NF4 (QLoRA §3).
 
     Each block of ``blocksize`` consecutive values (row-major) is divided by its absmax
@@ -222,7 +234,7 @@ def quantize_nf4(w: torch.Tensor, blocksize: int = BLOCKSIZE,
     packed, absmax = [], []
     step = max(flat.numel(), 1) if w.is_meta else _CHUNK  # meta (planner): shapes only
     for start in range(0, flat.numel(), step):
-        chunk = flat[start:start + step].float()
+        chunk = flat[start : start + step].float()
         am, scaled = _block_absmax_and_scaled(chunk, blocksize)
         # bucketize gives the number of boundaries < x: the nearest level, ties low.
         codes = torch.bucketize(scaled, bounds, out_int32=True).to(torch.uint8)
@@ -262,8 +274,9 @@ def quantize_blockwise_8bit(x: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE):
     return codes.view(-1)[:n], absmax
 
 
-def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor,
-                              blocksize: int = ABSMAX_BLOCKSIZE) -> torch.Tensor:
+def dequantize_blockwise_8bit(
+    codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE
+) -> torch.Tensor:
     """fp32 values ``dynamic_code[codes] · absmax[block]`` (inverse of the above)."""
     n = codes.numel()
     scale = absmax.repeat_interleave(blocksize)[:n]
@@ -288,8 +301,9 @@ def block_absmax(q: NF4Tensor) -> torch.Tensor:
 
 
 # -- dequantization ---------------------------------------------------------------------------
-def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize_nf4(
+    q: NF4Tensor, dtype: torch.dtype | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The tensor ``q`` encodes: ``level[code] · absmax[block]`` in fp32, rounded once to
     ``dtype`` (default: the dtype that was quantized), shaped like the original.
 
@@ -313,12 +327,12 @@ def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None,
     for start in range(0, n, step):
         stop = min(start + step, n)
         nb = -(-(stop - start) // bs)
-        codes = q.packed[start // 2:(stop + 1) // 2].int()
+        codes = q.packed[start // 2 : (stop + 1) // 2].int()
         vals = torch.index_select(pairs, 0, codes).view(torch.float32)
-        am = absmax[start // bs:start // bs + nb, None]
+        am = absmax[start // bs : start // bs + nb, None]
         if vals.numel() != nb * bs or stop - start != nb * bs:  # a short last block
             blocks = F.pad(vals, (0, nb * bs - vals.numel())).view(nb, bs).mul_(am)
-            flat[start:stop] = blocks.view(-1)[:stop - start]
+            flat[start:stop] = blocks.view(-1)[: stop - start]
         elif dtype == torch.float32:
             torch.mul(vals.view(nb, bs), am, out=flat[start:stop].view(nb, bs))
         else:
@@ -326,9 +340,11 @@ def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None,
     return out
 
 
-def quantization_error(w: torch.Tensor, blocksize: int = BLOCKSIZE,
-                       double_quant: bool = True) -> dict[str, float]:
+def quantization_error(
+    w: torch.Tensor, blocksize: int = BLOCKSIZE, double_quant: bool = True
+) -> dict[str, float]:
     """Mean and max absolute round-trip error of NF4 on ``w`` (for reports and tests)."""
-    err = (dequantize_nf4(quantize_nf4(w, blocksize, double_quant), torch.float32)
-           - w.float()).abs()
+    err = (
+        dequantize_nf4(quantize_nf4(w, blocksize, double_quant), torch.float32) - w.float()
+    ).abs()
     return {"mean_abs": err.mean().item(), "max_abs": err.max().item()}

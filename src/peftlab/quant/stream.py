@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -32,9 +32,18 @@ from .linear4bit import Linear4bit
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
-           "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 _HEADER_LIMIT = 100 << 20  # a safetensors header larger than 100 MB is a broken file
 
 
@@ -66,8 +75,7 @@ def iter_safetensors(file: Path):
             begin, end = info["data_offsets"]
             dtype = _DTYPES.get(info["dtype"])
             if dtype is None:
-                raise ValueError(f"{file}: tensor {name} has unsupported dtype "
-                                 f"{info['dtype']}")
+                raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
             buf = bytearray(end - begin)
             f.seek(start + begin)
             if f.readinto(buf) != len(buf):
@@ -84,8 +92,9 @@ def _skeleton(path: Path, dtype: torch.dtype, trust_remote_code: bool):
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
-                                                 trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     return model
 
 
@@ -93,8 +102,15 @@ def _swap_in_4bit(model: nn.Module, compute_dtype, weight_dtype, double_quant) -
     names = linear_names_but_head(model)
     for name in names:
         m = model.get_submodule(name)
-        layer = Linear4bit(m.in_features, m.out_features, m.bias is not None, compute_dtype,
-                           device="meta", weight_dtype=weight_dtype, double_quant=double_quant)
+        layer = Linear4bit(
+            m.in_features,
+            m.out_features,
+            m.bias is not None,
+            compute_dtype,
+            device="meta",
+            weight_dtype=weight_dtype,
+            double_quant=double_quant,
+        )
         set_submodule(model, name, layer)
     return set(names)
 
@@ -107,8 +123,11 @@ def _place(model: nn.Module, key: str, t: torch.Tensor, dtype, device, file: Pat
         module = model.get_submodule(module_name)
     except AttributeError:
         module = None
-    if module is None or (leaf not in module._parameters and leaf not in module._buffers
-                          and not isinstance(module, Linear4bit)):
+    if module is None or (
+        leaf not in module._parameters
+        and leaf not in module._buffers
+        and not isinstance(module, Linear4bit)
+    ):
         raise ValueError(f"{file}: tensor {key} matches no parameter of the model")
     if isinstance(module, Linear4bit) and leaf == "weight":
         module.load_weight(t.to(device))  # quantized where it will live (fast on a GPU)
@@ -125,10 +144,15 @@ def _place(model: nn.Module, key: str, t: torch.Tensor, dtype, device, file: Pat
         raise ValueError(f"{file}: tensor {key} matches no parameter of the model")
 
 
-def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
-                   compute_dtype: torch.dtype | None = None, double_quant: bool = True,
-                   device: str | torch.device = "cpu", trust_remote_code: bool = False,
-                   reclaim: Callable[[], None] | None = None):
+def load_quantized(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype | None = None,
+    double_quant: bool = True,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    reclaim: Callable[[], None] | None = None,
+):
     """A causal LM from the safetensors checkpoint in ``path``, every Linear but the
     output head in NF4 (as ``QLoRA.prepare_model`` would make it), quantized while it
     loads. ``dtype``: the other weights' dtype (embeddings, norms, head) and what the
@@ -148,6 +172,7 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32,
     _check_complete(model, path)
     if (path / "generation_config.json").is_file():  # from_config does not read it
         from transformers import GenerationConfig
+
         model.generation_config = GenerationConfig.from_pretrained(path)
     for buf_owner in model.modules():  # buffers built at construction follow the device
         for name, b in list(buf_owner._buffers.items()):
@@ -160,5 +185,6 @@ def _check_complete(model: nn.Module, path: Path) -> None:
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     missing += [n for n, b in model.named_buffers() if b.is_meta]
     if missing:
-        raise ValueError(f"{path}: the checkpoint has no value for {missing[0]} "
-                         f"({len(missing)} tensors missing)")
+        raise ValueError(
+            f"{path}: the checkpoint has no value for {missing[0]} ({len(missing)} tensors missing)"
+        )

@@ -91,7 +91,7 @@ def _rank_rng(states: list[tuple[dict, dict]]) -> tuple[dict, dict]:
 def _set_rng_state(tensors: dict, meta: dict, rank: int = 0) -> None:
     prefix = f"rank{rank}."
     if rank and any(k.startswith(prefix) for k in tensors):
-        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         meta = {"python": meta["python_by_rank"][str(rank)]}
     torch.set_rng_state(tensors["torch_cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
@@ -101,9 +101,17 @@ def _set_rng_state(tensors: dict, meta: dict, rank: int = 0) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
-                    keep: int = 2, dist: Dist | None = None,
-                    extra: dict | None = None, run_id: str | None = None) -> Path:
+def save_checkpoint(
+    output: Path,
+    model: nn.Module,
+    opt,
+    scheduler,
+    step: int,
+    keep: int = 2,
+    dist: Dist | None = None,
+    extra: dict | None = None,
+    run_id: str | None = None,
+) -> Path:
     """Write ``output/checkpoints/step-NNNNNN`` atomically; prune all but ``keep``.
 
     ``model``: the unwrapped model. With several processes (``dist``) all of them call
@@ -117,14 +125,31 @@ def save_checkpoint(output: Path, model: nn.Module, opt, scheduler, step: int,
         method = model.peftlab_adapter.method
         params = {k: v.detach().contiguous() for k, v in trainable_state(model).items()}
         mstate = {k: v.detach().contiguous().cpu() for k, v in method.state_tensors().items()}
-        dist.check_same("the adapter weights and the method state", [
-            float(t.double().sum()) for t in [*params.values(), *mstate.values()]])
+        dist.check_same(
+            "the adapter weights and the method state",
+            [float(t.double().sum()) for t in [*params.values(), *mstate.values()]],
+        )
         opt_t, opt_meta = _optimizer_to_flat(opt)
         if dist.is_main:
-            state = {"step": step, "optimizer": opt_meta, "rng": rng_meta, "run_id": run_id,
-                     "scheduler": _jsonable(scheduler.state_dict()), **(extra or {})}
-            _write(final, model, {"adapter_params": params, "method_state": mstate,
-                                  "optimizer": opt_t, "rng": rng_t}, state)
+            state = {
+                "step": step,
+                "optimizer": opt_meta,
+                "rng": rng_meta,
+                "run_id": run_id,
+                "scheduler": _jsonable(scheduler.state_dict()),
+                **(extra or {}),
+            }
+            _write(
+                final,
+                model,
+                {
+                    "adapter_params": params,
+                    "method_state": mstate,
+                    "optimizer": opt_t,
+                    "rng": rng_t,
+                },
+                state,
+            )
     if dist.is_main:  # pruning touches this run's checkpoints only
         for old in list_checkpoints(output, run_id)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -203,22 +228,29 @@ def load_model_state(path: Path, model: nn.Module) -> None:
     with torch.no_grad():
         for key, p in trainable_state(model).items():
             if key not in params or params[key].shape != p.shape:
-                raise ValueError(f"{path}: checkpoint does not fit this run's adapter at {key}"
-                                 " (was it written for another model or method?)")
+                raise ValueError(
+                    f"{path}: checkpoint does not fit this run's adapter at {key}"
+                    " (was it written for another model or method?)"
+                )
             p.copy_(params[key])
     model.peftlab_adapter.method.load_state_tensors(
-        read_safetensors(path / "method_state.safetensors", "checkpoint method state"))
+        read_safetensors(path / "method_state.safetensors", "checkpoint method state")
+    )
 
 
 def load_training_state(path: Path, opt, scheduler, rank: int = 0) -> dict:
     """Restore optimiser, scheduler and this rank's RNG; return trainer_state.json."""
     path = Path(path)
-    state = read_json(path / STATE_JSON, "checkpoint state", required=("step", "optimizer",
-                                                                       "rng", "scheduler"))
-    _optimizer_from_flat(opt, read_safetensors(path / "optimizer.safetensors",
-                                               "checkpoint optimizer state"),
-                         state["optimizer"])
+    state = read_json(
+        path / STATE_JSON, "checkpoint state", required=("step", "optimizer", "rng", "scheduler")
+    )
+    _optimizer_from_flat(
+        opt,
+        read_safetensors(path / "optimizer.safetensors", "checkpoint optimizer state"),
+        state["optimizer"],
+    )
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    _set_rng_state(read_safetensors(path / "rng.safetensors", "checkpoint RNG state"),
-                   state["rng"], rank)
+    _set_rng_state(
+        read_safetensors(path / "rng.safetensors", "checkpoint RNG state"), state["rng"], rank
+    )
     return state

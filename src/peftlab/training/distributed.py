@@ -21,16 +21,26 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.runtime import pick_device
 
-LAUNCH_FLAGS = ("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--main_process_port", "0")
+LAUNCH_FLAGS = (
+    "--multi_gpu",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+)
 """What ``peftlab train --num-processes N`` passes to ``accelerate launch``.
 ``--multi_gpu`` is accelerate's switch for "start N processes with torch.distributed.run",
 CPU-only machines included (without it accelerate starts one process, whatever
@@ -51,10 +61,21 @@ def relaunch(num_processes: int, argv: list[str]) -> int:
     """Run ``peftlab <argv>`` in ``num_processes`` processes through accelerate's
     launcher; returns its exit status."""
     if launched_world_size() > 1:
-        raise ValueError("--num-processes: this process already belongs to a launch of "
-                         f"{launched_world_size()} processes; drop the option")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH_FLAGS,
-           "--num_processes", str(num_processes), "-m", "peftlab", *argv]
+        raise ValueError(
+            "--num-processes: this process already belongs to a launch of "
+            f"{launched_world_size()} processes; drop the option"
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *LAUNCH_FLAGS,
+        "--num_processes",
+        str(num_processes),
+        "-m",
+        "peftlab",
+        *argv,
+    ]
     return subprocess.call(cmd)
 
 
@@ -82,7 +103,7 @@ class Dist:
 
     def shard(self, items: Sequence) -> list:
         """Every ``world``-th item, from this rank's."""
-        return list(items[self.rank::self.world])
+        return list(items[self.rank :: self.world])
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sums over all processes (float64)."""
@@ -105,9 +126,11 @@ class Dist:
         averaged before every update, their weights and method state never differ."""
         seen = self.gather(values)
         if any(v != seen[0] for v in seen):
-            raise RuntimeError(f"the {self.world} training processes disagree on {what} "
-                               f"(fingerprints by rank: {seen}); was a gradient left out "
-                               "of the all-reduce?")
+            raise RuntimeError(
+                f"the {self.world} training processes disagree on {what} "
+                f"(fingerprints by rank: {seen}); was a gradient left out "
+                "of the all-reduce?"
+            )
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -128,27 +151,38 @@ def start(device_name: str):
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if world > 1 and wanted.type == "cuda":
         if wanted.index is not None:
-            raise ValueError(f"device {device_name!r}: with {world} processes each one "
-                             "takes the GPU of its local rank; use device auto or cuda")
+            raise ValueError(
+                f"device {device_name!r}: with {world} processes each one "
+                "takes the GPU of its local rank; use device auto or cuda"
+            )
         if torch.cuda.device_count() < local:
-            raise ValueError(f"{local} processes on this machine but "
-                             f"{torch.cuda.device_count()} GPU(s): start one process per "
-                             "GPU, or train on CPU with --device cpu")
+            raise ValueError(
+                f"{local} processes on this machine but "
+                f"{torch.cuda.device_count()} GPU(s): start one process per "
+                "GPU, or train on CPU with --device cpu"
+            )
     # broadcast_buffers=False: the frozen buffers (rotary tables, QLoRA's packed 4-bit
     # weights) are the same everywhere; re-sending them before every forward is waste.
     # (torch 2.13 renames it forward_sync_buffers, which accelerate cannot pass yet.)
-    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated",
-                            category=FutureWarning)
-    acc = Accelerator(cpu=wanted.type == "cpu", kwargs_handlers=[
-        DistributedDataParallelKwargs(broadcast_buffers=False)])
+    warnings.filterwarnings(
+        "ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning
+    )
+    acc = Accelerator(
+        cpu=wanted.type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
     if acc.num_processes != world:
-        raise RuntimeError(f"launched as {world} processes but accelerate set up "
-                           f"{acc.num_processes}")
+        raise RuntimeError(
+            f"launched as {world} processes but accelerate set up {acc.num_processes}"
+        )
     device = acc.device if world > 1 and wanted.type == "cuda" else wanted
     if world > 1 and device.type == "cpu":
         # torch.distributed.run sets OMP_NUM_THREADS=1; share the cores out instead.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            (os.cpu_count() or 1)
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
         torch.set_num_threads(max(1, cores // local))
     return acc, Dist(acc.process_index, acc.num_processes, device), device
 
@@ -167,22 +201,30 @@ def check_sharding(acc, method, precision: str = "no") -> list[str]:
     version = fsdp_version(acc)
     if version is None:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-            return ["accelerate runs FSDP on GPUs only; this run is plain data-parallel "
-                    "(DDP), every process holding the whole model"]
+            return [
+                "accelerate runs FSDP on GPUs only; this run is plain data-parallel "
+                "(DDP), every process holding the whole model"
+            ]
         return []
     if version != 2:
-        raise ValueError("peftlab trains with FSDP2 only (one sharded tensor per "
-                         "parameter; FSDP1's flat parameters need one dtype per layer, "
-                         "which fp32 adapters on a bf16 base break): set fsdp_version: 2 "
-                         "in the accelerate config, as configs/accelerate-fsdp.yaml does")
+        raise ValueError(
+            "peftlab trains with FSDP2 only (one sharded tensor per "
+            "parameter; FSDP1's flat parameters need one dtype per layer, "
+            "which fp32 adapters on a bf16 base break): set fsdp_version: 2 "
+            "in the accelerate config, as configs/accelerate-fsdp.yaml does"
+        )
     if precision == "fp16":
-        raise ValueError("fp16 under FSDP is not supported: its loss scaling would check "
-                         "each process's gradient shard for overflow separately; use "
-                         "--mixed-precision bf16")
+        raise ValueError(
+            "fp16 under FSDP is not supported: its loss scaling would check "
+            "each process's gradient shard for overflow separately; use "
+            "--mixed-precision bf16"
+        )
     if not method.supports_sharding:
-        raise ValueError(f"method {method.name!r} cannot train with FSDP (see its "
-                         "supports_sharding); train it data-parallel: accelerate launch "
-                         "--multi_gpu ... (DDP)")
+        raise ValueError(
+            f"method {method.name!r} cannot train with FSDP (see its "
+            "supports_sharding); train it data-parallel: accelerate launch "
+            "--multi_gpu ... (DDP)"
+        )
     return []
 
 
@@ -190,6 +232,7 @@ def _fsdp_types() -> tuple[type, ...]:
     if not torch.distributed.is_available():
         return ()
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
     return FSDPModule, FullyShardedDataParallel
 
 
@@ -203,6 +246,7 @@ def is_parallel_wrapper(model: nn.Module) -> bool:
     """Whether ``model``'s own forward must run rather than its submodules' directly:
     DDP's forward arms the gradient all-reduce, FSDP's gathers the sharded weights."""
     from torch.nn.parallel import DistributedDataParallel
+
     return isinstance(model, (DistributedDataParallel, *_fsdp_types()))
 
 
@@ -216,11 +260,13 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
 def _masked_logits_supported() -> bool:
     """Whether this transformers takes a boolean (batch × position) ``logits_to_keep``."""
     from transformers import modeling_utils
+
     return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
-def wrapper_logits(model: nn.Module, batch: dict, keep: torch.Tensor,
-                   plain_head: bool) -> torch.Tensor:
+def wrapper_logits(
+    model: nn.Module, batch: dict, keep: torch.Tensor, plain_head: bool
+) -> torch.Tensor:
     """Logits at the positions ``keep`` marks (batch × (length − 1): position t predicts
     token t + 1), through a parallel wrapper's own forward (which must run). With a plain
     head the model is asked for those positions only (a boolean ``logits_to_keep``), so
@@ -260,5 +306,7 @@ def shard_like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     if not hasattr(param, "device_mesh") or value.shape != param.shape:
         return value
     from torch.distributed.tensor import distribute_tensor
-    return distribute_tensor(value.to(param.device_mesh.device_type), param.device_mesh,
-                             param.placements)
+
+    return distribute_tensor(
+        value.to(param.device_mesh.device_type), param.device_mesh, param.placements
+    )

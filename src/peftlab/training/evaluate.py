@@ -30,10 +30,16 @@ def normalize_answer(text: str) -> str:
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_size: int = 16,
-               device: torch.device | str = "cpu", autocast=None,
-               loss_options: LossOptions = DEFAULT_LOSS, dist: Dist | None = None
-               ) -> dict[str, float]:
+def perplexity(
+    model: nn.Module,
+    examples: list[Example],
+    pad_id: int,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    autocast=None,
+    loss_options: LossOptions = DEFAULT_LOSS,
+    dist: Dist | None = None,
+) -> dict[str, float]:
     """Eval loss (mean NLL per target token), perplexity and the token count.
 
     With several processes (``dist``) each evaluates every ``world``-th batch and the
@@ -52,8 +58,9 @@ def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_siz
     try:
         for r in range(rounds):
             idx = mine[r] if r < len(mine) else batches[0]
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx],
-                                                        pad_id).items()}
+            batch = {
+                k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()
+            }
             with autocast() if autocast else contextlib.nullcontext():
                 sums, counts = response_nll_rows(model, batch, loss_options)
             if r < len(mine):
@@ -67,15 +74,28 @@ def perplexity(model: nn.Module, examples: list[Example], pad_id: int, batch_siz
     total, tokens = sum(rec_nll), sum(rec_tok)
     loss = total / max(tokens, 1)
     # Per record, in eval order: what a paired bootstrap between methods resamples.
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": tokens,
-            "record_nll": rec_nll, "record_tokens": rec_tok}
+    return {
+        "eval_loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "eval_tokens": tokens,
+        "record_nll": rec_nll,
+        "record_tokens": rec_tok,
+    }
 
 
 @torch.no_grad()
-def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 64,
-             device: torch.device | str = "cpu", batch_size: int = 16,
-             autocast=None, add_special_tokens: bool = True,
-             stop_ids: list[int] | None = None, streamer=None) -> list[str]:
+def generate(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    autocast=None,
+    add_special_tokens: bool = True,
+    stop_ids: list[int] | None = None,
+    streamer=None,
+) -> list[str]:
     """Greedy completions of raw prompts (batched, left-padded). Chat-template prompts
     carry their special tokens as text (``add_special_tokens=False``) and end at the
     template's end-of-turn token (``stop_ids``)."""
@@ -86,17 +106,27 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     outs: list[str] = []
     try:
         # Frozen weights cast or dequantized once for the whole call, not per token.
-        with autocast() if autocast else contextlib.nullcontext(), \
-                inference_weights(model, torch.device(device)):
+        with (
+            autocast() if autocast else contextlib.nullcontext(),
+            inference_weights(model, torch.device(device)),
+        ):
             for start in range(0, len(prompts), batch_size):
-                enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                                padding=True, add_special_tokens=add_special_tokens
-                                ).to(device)
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     use_cache=True, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=stop_ids or tokenizer.eos_token_id,
-                                     streamer=streamer)
-                new = gen[:, enc["input_ids"].shape[1]:]
+                enc = tokenizer(
+                    prompts[start : start + batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=add_special_tokens,
+                ).to(device)
+                gen = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=stop_ids or tokenizer.eos_token_id,
+                    streamer=streamer,
+                )
+                new = gen[:, enc["input_ids"].shape[1] :]
                 outs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
@@ -104,9 +134,16 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     return outs
 
 
-def exact_match(model: nn.Module, tokenizer, records: list[dict], limit: int = 64,
-                max_new_tokens: int = 48, device="cpu", autocast=None,
-                prompt: PromptFormat | None = None) -> dict:
+def exact_match(
+    model: nn.Module,
+    tokenizer,
+    records: list[dict],
+    limit: int = 64,
+    max_new_tokens: int = 48,
+    device="cpu",
+    autocast=None,
+    prompt: PromptFormat | None = None,
+) -> dict:
     """Share of exactly checkable records (``exact: true``) answered exactly, each asked
     in the run's prompt format (a conversation: its turns before the final answer).
 
@@ -117,16 +154,29 @@ def exact_match(model: nn.Module, tokenizer, records: list[dict], limit: int = 6
     if not checkable:
         return {"exact_match": None, "exact_n": 0, "samples": []}
     prompts = [prompt.prompt(r) for r in checkable]
-    answers = generate(model, tokenizer, prompts, max_new_tokens, device, autocast=autocast,
-                       add_special_tokens=prompt.add_special_tokens,
-                       stop_ids=prompt.stop_ids())
+    answers = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens,
+        device,
+        autocast=autocast,
+        add_special_tokens=prompt.add_special_tokens,
+        stop_ids=prompt.stop_ids(),
+    )
     expected = [prompt.answer(r) for r in checkable]
     hits = [normalize_answer(a) == normalize_answer(e) for a, e in zip(answers, expected)]
     # exact_hits: per checkable record, in order (paired comparisons between methods)
-    samples = [{**_question(r), "expected": e, "generated": a, "correct": h}
-               for r, e, a, h in list(zip(checkable, expected, answers, hits))[:5]]
-    return {"exact_match": sum(hits) / len(hits), "exact_n": len(hits), "samples": samples,
-            "exact_hits": hits}
+    samples = [
+        {**_question(r), "expected": e, "generated": a, "correct": h}
+        for r, e, a, h in list(zip(checkable, expected, answers, hits))[:5]
+    ]
+    return {
+        "exact_match": sum(hits) / len(hits),
+        "exact_n": len(hits),
+        "samples": samples,
+        "exact_hits": hits,
+    }
 
 
 def _question(rec: dict) -> dict:
@@ -140,24 +190,29 @@ MERGE_CHECK_EXTRA_BYTES = 2 * 2**30
 check is skipped rather than risk running out of memory on a large model."""
 
 
-def first_batches(examples: list[Example], pad_id: int, n_batches: int = 2,
-                  batch_size: int = 4) -> list[dict]:
+def first_batches(
+    examples: list[Example], pad_id: int, n_batches: int = 2, batch_size: int = 4
+) -> list[dict]:
     """The first ``n_batches`` eval batches of ``batch_size`` records (in eval order), on
     which a changed model's logits are compared with the model's before the change."""
-    return [collate(examples[i:i + batch_size], pad_id)
-            for i in range(0, min(len(examples), n_batches * batch_size), batch_size)]
+    return [
+        collate(examples[i : i + batch_size], pad_id)
+        for i in range(0, min(len(examples), n_batches * batch_size), batch_size)
+    ]
 
 
 @torch.no_grad()
 def batch_logits(model: nn.Module, batch: dict, device) -> torch.Tensor:
     """The model's logits on ``batch``, in fp32."""
-    return model(input_ids=batch["input_ids"].to(device),
-                 attention_mask=batch["attention_mask"].to(device)).logits.float()
+    return model(
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+    ).logits.float()
 
 
 @torch.no_grad()
-def logit_drift(model: nn.Module, batches: list[dict], refs: list[torch.Tensor],
-                device) -> dict[str, float]:
+def logit_drift(
+    model: nn.Module, batches: list[dict], refs: list[torch.Tensor], device
+) -> dict[str, float]:
     """How far the model's logits are from ``refs`` (one per batch, the logits before a
     change such as a merge): ``max_logit_diff``, the largest |logit - ref|, and
     ``max_abs_logit``, the largest |ref|, both over real positions only (padding's
@@ -172,20 +227,30 @@ def logit_drift(model: nn.Module, batches: list[dict], refs: list[torch.Tensor],
 
 
 @torch.no_grad()
-def merge_check(model: nn.Module, examples: list[Example], pad_id: int, device="cpu",
-                n_batches: int = 2, batch_size: int = 4) -> dict:
+def merge_check(
+    model: nn.Module,
+    examples: list[Example],
+    pad_id: int,
+    device="cpu",
+    n_batches: int = 2,
+    batch_size: int = 4,
+) -> dict:
     """Largest logit difference (real positions only) between the model with its adapter
     merged into the base weights and unmerged, on a few eval batches; merges in place and
     unmerges again, so it needs no second copy of the model (and, batch by batch, holds
     one batch's reference logits at a time)."""
     from ..model.inject import adapter_layers, merge, unmerge
+
     if next(adapter_layers(model), None) is None:  # full fine-tuning trains W itself
         return {"max_logit_diff": None, "skipped": "nothing to merge (no adapter layers)"}
     extra = sum(layer.merge_extra_bytes() for _, layer in adapter_layers(model))
     if extra > MERGE_CHECK_EXTRA_BYTES:
-        return {"max_logit_diff": None, "skipped": f"merging in place would need "
-                f"{extra / 2**30:.1f} GiB more (dense copies of packed weights); "
-                "`peftlab merge` writes the merged model instead"}
+        return {
+            "max_logit_diff": None,
+            "skipped": f"merging in place would need "
+            f"{extra / 2**30:.1f} GiB more (dense copies of packed weights); "
+            "`peftlab merge` writes the merged model instead",
+        }
     was_training = model.training
     model.eval()
     res = {"max_logit_diff": 0.0, "max_abs_logit": 0.0}
@@ -210,16 +275,32 @@ def merge_within(diff: float, max_abs_logit: float, tolerance: float) -> bool:
     return diff <= tolerance * max(1.0, max_abs_logit)
 
 
-def evaluate_session(s, cfg, with_exact: bool,
-                     dist: Dist | None = None) -> dict:
+def evaluate_session(s, cfg, with_exact: bool, dist: Dist | None = None) -> dict:
     """Perplexity over the whole eval set (sharded over the processes, sums reduced) and,
     with ``with_exact``, exact match: on the main process only, or on every process under
     FSDP, where each forward is a collective."""
     t, dist = cfg.train, dist or Dist()
-    out = perplexity(s.model, s.eval_data.examples, s.tokenizer.pad_token_id,
-                     t.eval_batch_size, s.device, s.autocast(), s.loss_options, dist=dist)
+    out = perplexity(
+        s.model,
+        s.eval_data.examples,
+        s.tokenizer.pad_token_id,
+        t.eval_batch_size,
+        s.device,
+        s.autocast(),
+        s.loss_options,
+        dist=dist,
+    )
     if with_exact and (dist.is_main or dist.sharded):
-        out.update(exact_match(s.model, s.tokenizer, s.eval_data.records,
-                               t.exact_match_limit, t.max_new_tokens, s.device, s.autocast(),
-                               s.prompt))
+        out.update(
+            exact_match(
+                s.model,
+                s.tokenizer,
+                s.eval_data.records,
+                t.exact_match_limit,
+                t.max_new_tokens,
+                s.device,
+                s.autocast(),
+                s.prompt,
+            )
+        )
     return out

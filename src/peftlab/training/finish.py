@@ -35,9 +35,15 @@ def finish(run: Run) -> None:
             planned = run.predict()  # only now: the planner's own memory stays out of the peak
         if planned is not None:
             results["predicted_memory"] = planned
-        results["merge_check"] = _merge_check(s) if not dist.sharded else {
-            "max_logit_diff": None, "skipped": "not run under FSDP (sharded weights); "
-            "`peftlab merge` checks the merged model"}
+        results["merge_check"] = (
+            _merge_check(s)
+            if not dist.sharded
+            else {
+                "max_logit_diff": None,
+                "skipped": "not run under FSDP (sharded weights); "
+                "`peftlab merge` checks the merged model",
+            }
+        )
         atomic_write_json(run.out / "results.json", results)
     dist.barrier()
 
@@ -54,6 +60,8 @@ def _merge_check(s: Session) -> dict:
         return res
     res["ok"] = merge_within(res["max_logit_diff"], res["max_abs_logit"], res["tolerance"])
     if not res["ok"]:
-        log(f"warning: merged and unmerged logits differ by {res['max_logit_diff']:.2e} "
-            f"(tolerance {res['tolerance']:.0e})")
+        log(
+            f"warning: merged and unmerged logits differ by {res['max_logit_diff']:.2e} "
+            f"(tolerance {res['tolerance']:.0e})"
+        )
     return res

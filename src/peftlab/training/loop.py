@@ -57,15 +57,17 @@ def train(cfg: RunConfig, memory=None) -> dict:
     acc, dist, device = start_processes(cfg.train.device)
     out = Path(cfg.train.output)
     with output_lock(out, "train") if dist.is_main else contextlib.nullcontext():
-        claim = claim_run_dir(out, cfg.train.resume, cfg.train.overwrite) if dist.is_main \
+        claim = (
+            claim_run_dir(out, cfg.train.resume, cfg.train.overwrite)
+            if dist.is_main
             else (None, None)
+        )
         dist.barrier()  # the other processes start once the directory is claimed
         host = _host_memory(cfg, device, memory, planned)
         with budget_limit(cfg.train.generation_cache):
             run = start_run(cfg, acc, dist, host, claim, memory, planned)
             evaluate_before(run)
-            with run.host.narrowed(*_narrowable(run), out, log if dist.is_main else None) \
-                    as saved:
+            with run.host.narrowed(*_narrowable(run), out, log if dist.is_main else None) as saved:
                 run.results["compute_dtype_weights_bytes"] = saved
                 run.results.update(fit(run))
             run.host.end_phase("train")
@@ -78,8 +80,9 @@ def _host_memory(cfg: RunConfig, device, memory, planned) -> host_memory.HostMem
     method's ``auto`` favours memory), and under ``--max-memory`` the room to keep."""
     room = memory.room(cfg, planned) if memory is not None else None
     memory_first = getattr(METHODS.get(cfg.method), "memory_first", False)
-    return host_memory.for_run(device, cfg.train.allocator, memory_first,
-                               *(room or (None, 0)), log=log)
+    return host_memory.for_run(
+        device, cfg.train.allocator, memory_first, *(room or (None, 0)), log=log
+    )
 
 
 def _narrowable(run: Run) -> tuple[dict, torch.dtype | None]:
@@ -100,15 +103,21 @@ def fit(run: Run) -> dict:
         per_token = sum(e.n_loss for e in s.train_data.examples) / plan.steps_per_epoch
     # fp16 needs loss scaling; for bf16 and fp32 the scaler is a pass-through.
     scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "fp16")
-    bar = tqdm(total=plan.total_steps, initial=run.start, unit="step", dynamic_ncols=True,
-               disable=not (t.progress and run.dist.is_main))
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=run.start,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (t.progress and run.dist.is_main),
+    )
     t0, tokens_seen, losses, order = time.perf_counter(), 0, [], {}
     run.model.train()
     for step in range(run.start, plan.total_steps):
         epoch, batches, n_targets, real = _batches(run, step, order)
         ts = time.perf_counter()
-        loss = _step(run.acc, run.model, method, batches, s, scaler, n_targets,
-                     run.dist.world, per_token)
+        loss = _step(
+            run.acc, run.model, method, batches, s, scaler, n_targets, run.dist.world, per_token
+        )
         loss = run.dist.sum([loss])[0] / run.dist.world  # the same on every process
         _check_finite(loss, step, run)
         scaler.unscale_(run.opt)
@@ -128,17 +137,28 @@ def fit(run: Run) -> dict:
         rate = real / max(step_s, 1e-9)
         losses.append(loss)
         # step_seconds and tokens: the comparison's equal-compute view sums them
-        run.metrics.write(step=step + 1, epoch=epoch, loss=loss, lr=lr, tokens_per_s=rate,
-                          step_seconds=step_s, tokens=real, **extra)
+        run.metrics.write(
+            step=step + 1,
+            epoch=epoch,
+            loss=loss,
+            lr=lr,
+            tokens_per_s=rate,
+            step_seconds=step_s,
+            tokens=real,
+            **extra,
+        )
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
         bar.update(1)
         _periodic(run, step + 1, _so_far(run, time.perf_counter() - t0, tokens_seen))
     bar.close()
     done = _so_far(run, time.perf_counter() - t0, tokens_seen)  # with the earlier parts
-    return {"train_seconds": done["seconds"], "train_tokens": done["tokens"],
-            "resumes": done["resumes"],
-            "tokens_per_s": done["tokens"] / max(done["seconds"], 1e-9),
-            "final_loss": losses[-1] if losses else None}
+    return {
+        "train_seconds": done["seconds"],
+        "train_tokens": done["tokens"],
+        "resumes": done["resumes"],
+        "tokens_per_s": done["tokens"] / max(done["seconds"], 1e-9),
+        "final_loss": losses[-1] if losses else None,
+    }
 
 
 def _batches(run: Run, step: int, order: dict) -> tuple[int, list[dict], int, int]:
@@ -148,12 +168,20 @@ def _batches(run: Run, step: int, order: dict) -> tuple[int, list[dict], int, in
     examples = run.session.train_data.examples
     if epoch not in order:  # a pure function of (lengths, seed, epoch): resumes agree
         order.clear()
-        order[epoch] = epoch_batches([len(e.input_ids) for e in examples],
-                                     run.plan.global_batch, run.train.seed, epoch,
-                                     group=run.train.group_by_length)
+        order[epoch] = epoch_batches(
+            [len(e.input_ids) for e in examples],
+            run.plan.global_batch,
+            run.train.seed,
+            epoch,
+            group=run.train.group_by_length,
+        )
     step_examples = [[examples[i] for i in b] for b in order[epoch][sl]]
-    return (epoch, *_step_batches(run.dist, step_examples,
-                                  run.session.tokenizer.pad_token_id, run.train.token_budget))
+    return (
+        epoch,
+        *_step_batches(
+            run.dist, step_examples, run.session.tokenizer.pad_token_id, run.train.token_budget
+        ),
+    )
 
 
 def _check_finite(loss: float, step: int, run: Run) -> None:
@@ -161,11 +189,13 @@ def _check_finite(loss: float, step: int, run: Run) -> None:
         raise FloatingPointError(
             f"training loss is {loss} at step {step + 1}; nothing was updated and the "
             f"last checkpoint under {run.out} is intact. Lower the learning rate (now "
-            f"{run.train.lr}) or use mixed_precision=no.")
+            f"{run.train.lr}) or use mixed_precision=no."
+        )
 
 
-def _step_batches(dist: Dist, step: list[list[Example]], pad_id: int, budget: int = 0
-                  ) -> tuple[list[dict], int, int]:
+def _step_batches(
+    dist: Dist, step: list[list[Example]], pad_id: int, budget: int = 0
+) -> tuple[list[dict], int, int]:
     """This process's batches of one optimiser step, and the step's target and real tokens
     over all processes (every process sees the same global micro-batches, so the counts
     need no communication). Each process takes its contiguous rows of each global
@@ -192,8 +222,17 @@ def _step_batches(dist: Dist, step: list[list[Example]], pad_id: int, budget: in
     return mine, n_targets, real
 
 
-def _step(acc, model, method, batches, s, scaler, n_targets: int | None = None,
-          world: int = 1, per_token: float | None = None) -> float:
+def _step(
+    acc,
+    model,
+    method,
+    batches,
+    s,
+    scaler,
+    n_targets: int | None = None,
+    world: int = 1,
+    per_token: float | None = None,
+) -> float:
     """Forward + backward over this process's batches of one optimiser step; this
     process's share of the step's loss, the mean NLL per target token (plus the method's
     extra loss).
@@ -226,15 +265,19 @@ def _step(acc, model, method, batches, s, scaler, n_targets: int | None = None,
                     loss = loss + extra
             acc.backward(scaler.scale(loss))
         total += float(nll.detach()) * world / n_targets + (
-            float(extra.detach()) if extra is not None else 0.0)
+            float(extra.detach()) if extra is not None else 0.0
+        )
     return total
 
 
 def _so_far(run: Run, seconds: float, tokens: int) -> dict:
     """Training time and tokens of the whole run up to now (all its parts)."""
     e = run.earlier
-    return {"seconds": e["seconds"] + seconds, "tokens": e["tokens"] + tokens,
-            "resumes": e["resumes"]}
+    return {
+        "seconds": e["seconds"] + seconds,
+        "tokens": e["tokens"] + tokens,
+        "resumes": e["resumes"],
+    }
 
 
 def _periodic(run: Run, step: int, progress: dict) -> None:
@@ -248,9 +291,20 @@ def _periodic(run: Run, step: int, progress: dict) -> None:
     if (t.save_every and step % t.save_every == 0) or step == run.plan.total_steps:
         # The unwrapped model: names without DDP's "module." prefix, so a checkpoint
         # written by N processes resumes in M.
-        save_checkpoint(run.out, run.acc.unwrap_model(run.model), run.opt, run.sched, step,
-                        keep=t.keep_checkpoints, dist=run.dist, run_id=run.run_id,
-                        extra={"global_batch": run.plan.global_batch,
-                               "processes": run.dist.world, "progress": progress})
+        save_checkpoint(
+            run.out,
+            run.acc.unwrap_model(run.model),
+            run.opt,
+            run.sched,
+            step,
+            keep=t.keep_checkpoints,
+            dist=run.dist,
+            run_id=run.run_id,
+            extra={
+                "global_batch": run.plan.global_batch,
+                "processes": run.dist.world,
+                "progress": progress,
+            },
+        )
         drop_aside(run.aside)  # the run has a checkpoint: the replaced contents may go
         run.aside = None

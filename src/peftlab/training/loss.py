@@ -42,8 +42,9 @@ class LossOptions:
 
     def __post_init__(self):
         if self.chunk < 0:
-            raise ValueError(f"loss_chunk must be 0 (off) or a positive number of "
-                             f"positions, not {self.chunk}")
+            raise ValueError(
+                f"loss_chunk must be 0 (off) or a positive number of positions, not {self.chunk}"
+            )
 
 
 DEFAULT_LOSS = LossOptions()
@@ -82,10 +83,10 @@ class ChunkedHeadNLL(torch.autograd.Function):
         lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s:s + chunk].to(dtype) @ w.t()).float()
-            lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, targets[s:s + chunk, None]).squeeze(1)
-            total += (lse[s:s + chunk] - picked).sum()
+            logits = (hidden[s : s + chunk].to(dtype) @ w.t()).float()
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, targets[s : s + chunk, None]).squeeze(1)
+            total += (lse[s : s + chunk] - picked).sum()
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk, ctx.dtype = chunk, dtype
         return total
@@ -96,37 +97,39 @@ class ChunkedHeadNLL(torch.autograd.Function):
         chunk, dtype = ctx.chunk, ctx.dtype
         w = weight.to(dtype)
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_w = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-                  if ctx.needs_input_grad[1] else None)
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            if ctx.needs_input_grad[1]
+            else None
+        )
         for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s:s + chunk].to(dtype)
+            h = hidden[s : s + chunk].to(dtype)
             # d/dlogits of (lse - logit_t) = softmax - onehot(t)
-            g = (h @ w.t()).float().sub_(lse[s:s + chunk, None]).exp_()
-            g.scatter_add_(1, targets[s:s + chunk, None],
-                           torch.full_like(g[:, :1], -1.0))
+            g = (h @ w.t()).float().sub_(lse[s : s + chunk, None]).exp_()
+            g.scatter_add_(1, targets[s : s + chunk, None], torch.full_like(g[:, :1], -1.0))
             g = g.mul_(grad_total).to(dtype)
             if grad_h is not None:
-                grad_h[s:s + chunk] = (g @ w).to(hidden.dtype)
+                grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
             if grad_w is not None:
                 grad_w += (g.t() @ h).float()
-        return grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None), None, \
-            None, None
+        return grad_h, (grad_w.to(weight.dtype) if grad_w is not None else None), None, None, None
 
 
-def head_nll(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-             chunk: int) -> torch.Tensor:
+def head_nll(
+    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int
+) -> torch.Tensor:
     """Summed NLL of ``targets`` under ``head(hidden)``, chunked when the head allows it
     (a bias-free ``nn.Linear``; an adapter on the head takes the plain path)."""
     if chunk > 0 and type(head) is nn.Linear and head.bias is None:
-        return ChunkedHeadNLL.apply(hidden, head.weight, targets, chunk,
-                                    _compute_dtype(hidden))
+        return ChunkedHeadNLL.apply(hidden, head.weight, targets, chunk, _compute_dtype(hidden))
     # The loss is taken in fp32 even under autocast: a bf16 log-softmax over ~50k classes
     # loses about two decimal digits of the loss.
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def response_nll(model: nn.Module, batch: dict[str, torch.Tensor],
-                 opts: LossOptions = DEFAULT_LOSS) -> tuple[torch.Tensor, int]:
+def response_nll(
+    model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions = DEFAULT_LOSS
+) -> tuple[torch.Tensor, int]:
     """(sum of NLL over target tokens, number of target tokens) for a collated batch."""
     labels = batch["labels"]
     targets = labels[:, 1:]
@@ -138,22 +141,24 @@ def response_nll(model: nn.Module, batch: dict[str, torch.Tensor],
     parts = _plain_head_parts(model) if opts.response_only_head and not wrapped else None
     if parts is not None:
         decoder, head = parts
-        hidden = decoder(input_ids=batch["input_ids"],
-                         attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         return head_nll(head, hidden[:, :-1][keep], targets[keep], opts.chunk), n
     if wrapped:
-        plain = (opts.response_only_head
-                 and _plain_head_parts(unwrap_parallel(model)) is not None)
+        plain = opts.response_only_head and _plain_head_parts(unwrap_parallel(model)) is not None
         logits = wrapper_logits(model, batch, keep, plain)
     else:
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
+            :, :-1
+        ][keep]
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
 
 
 @torch.no_grad()
-def response_nll_rows(model: nn.Module, batch: dict[str, torch.Tensor],
-                      opts: LossOptions = DEFAULT_LOSS) -> tuple[torch.Tensor, torch.Tensor]:
+def response_nll_rows(
+    model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions = DEFAULT_LOSS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation only: each row's summed NLL over its target tokens, and its count (the
     per-record figures a paired bootstrap over eval records needs). Same logits as
     :func:`response_nll`; the head runs in chunks, nothing is kept for backward."""
@@ -163,19 +168,31 @@ def response_nll_rows(model: nn.Module, batch: dict[str, torch.Tensor],
     parts = None if is_parallel_wrapper(model) else _plain_head_parts(model)
     if parts is not None and opts.response_only_head:
         decoder, head = parts
-        hidden = decoder(input_ids=batch["input_ids"],
-                         attention_mask=batch["attention_mask"]).last_hidden_state[:, :-1][keep]
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state[:, :-1][keep]
         step = opts.chunk or hidden.shape[0] or 1
-        nll = torch.cat([F.cross_entropy(head(hidden[s:s + step]).float(),
-                                         targets[keep][s:s + step], reduction="none")
-                         for s in range(0, hidden.shape[0], step)]) if hidden.shape[0] else \
-            hidden.new_zeros(0, dtype=torch.float32)
+        nll = (
+            torch.cat(
+                [
+                    F.cross_entropy(
+                        head(hidden[s : s + step]).float(),
+                        targets[keep][s : s + step],
+                        reduction="none",
+                    )
+                    for s in range(0, hidden.shape[0], step)
+                ]
+            )
+            if hidden.shape[0]
+            else hidden.new_zeros(0, dtype=torch.float32)
+        )
     else:
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits[:, :-1][keep]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
+            :, :-1
+        ][keep]
         nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
     n_rows = targets.shape[0]
     sums = torch.zeros(n_rows, dtype=torch.float64, device=nll.device).index_add_(
-        0, rows, nll.double())
+        0, rows, nll.double()
+    )
     return sums, keep.sum(dim=1)
-

@@ -49,4 +49,3 @@ class MetricsLog:
 def scalars(evaluation: dict) -> dict:
     """An evaluation's single figures (per-record lists and samples stay in results)."""
     return {k: v for k, v in evaluation.items() if not isinstance(v, (list, dict))}
-

@@ -38,15 +38,24 @@ def make_plan(n_examples: int, t, processes: int = 1) -> Plan:
     micro = math.ceil(n_examples / (t.batch_size * processes))
     per_epoch = math.ceil(micro / t.grad_accum)
     total = t.max_steps if t.max_steps else max(1, math.ceil(per_epoch * t.epochs))
-    return Plan(t.batch_size, t.grad_accum, micro, per_epoch, total,
-                int(round(total * t.warmup_ratio)), processes)
+    return Plan(
+        t.batch_size,
+        t.grad_accum,
+        micro,
+        per_epoch,
+        total,
+        int(round(total * t.warmup_ratio)),
+        processes,
+    )
 
 
 def warmup_cosine(plan: Plan):
     """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0."""
+
     def f(step: int) -> float:
         if step < plan.warmup_steps:
             return (step + 1) / (plan.warmup_steps + 1)
         span = max(1, plan.total_steps - plan.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - plan.warmup_steps) / span)))
+
     return f

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,8 +52,7 @@ class Session:
 
     def data_info(self) -> dict:
         """What the data were and how they were rendered (for results.json, reports)."""
-        info = {"source": self.splits.source, "format": self.splits.format} \
-            if self.splits else {}
+        info = {"source": self.splits.source, "format": self.splits.format} if self.splits else {}
         return {**info, **(self.prompt.describe() if self.prompt else {})}
 
     def autocast(self) -> Callable[[], contextlib.AbstractContextManager]:
@@ -84,8 +84,10 @@ def adapter_method_hint(cfg: RunConfig) -> dict:
     cls = METHODS.get(cfg.method)
     if cls is None or cls.auto_detect:
         return {}
-    return {"method": cfg.method, "method_options": {
-        k: cfg.adapter[k] for k in cls.local_options if k in cfg.adapter}}
+    return {
+        "method": cfg.method,
+        "method_options": {k: cfg.adapter[k] for k in cls.local_options if k in cfg.adapter},
+    }
 
 
 def _saved_method(cfg: RunConfig, adapter_dir) -> Method | None:
@@ -93,13 +95,19 @@ def _saved_method(cfg: RunConfig, adapter_dir) -> Method | None:
     hint = adapter_method_hint(cfg) if adapter_dir is not None else {}
     if not hint:
         return None
-    return method_for_peft_config(read_adapter_config(adapter_dir), method=hint["method"],
-                                  options=hint["method_options"])
+    return method_for_peft_config(
+        read_adapter_config(adapter_dir), method=hint["method"], options=hint["method_options"]
+    )
 
 
-def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adapter=False,
-                 with_data: bool = True, train_data: bool = True,
-                 device: torch.device | None = None) -> Session:
+def open_session(
+    cfg: RunConfig,
+    adapter_dir: str | Path | None = None,
+    new_adapter=False,
+    with_data: bool = True,
+    train_data: bool = True,
+    device: torch.device | None = None,
+) -> Session:
     """Load base model + tokenizer; add a fresh adapter (``new_adapter``) or a saved one
     (``adapter_dir``; a directory holding a whole model, such as a full fine-tune's, is
     loaded as the model itself).
@@ -120,11 +128,22 @@ def open_session(cfg: RunConfig, adapter_dir: str | Path | None = None, new_adap
         method = _saved_method(cfg, adapter_dir)
     # The method may load the base its own way (QLoRA quantizes while loading).
     loader = method.base_loader() if method is not None else None
-    model, tok, model_id = load_base(name, dtype=parse_dtype(cfg.model.dtype), device=device,
-                                     trust_remote_code=cfg.model.trust_remote_code,
-                                     loader=loader, reclaim=reclaim)
-    s = Session(model, tok, model_id, device, precision,
-                loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk))
+    model, tok, model_id = load_base(
+        name,
+        dtype=parse_dtype(cfg.model.dtype),
+        device=device,
+        trust_remote_code=cfg.model.trust_remote_code,
+        loader=loader,
+        reclaim=reclaim,
+    )
+    s = Session(
+        model,
+        tok,
+        model_id,
+        device,
+        precision,
+        loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk),
+    )
     if new_adapter:
         s.adapter = inject(model, method, model_id, lean_layers=cfg.train.lean_layers)
     elif adapter_dir is not None:
@@ -142,8 +161,9 @@ def _prompt_format(s: Session, cfg: RunConfig, data_format: str) -> PromptFormat
     """Resolve the prompt format and record it in ``cfg`` (a run's config.yaml then says
     what it trained with, and eval/generate/merge reload exactly that)."""
     d = cfg.data
-    fmt = make_prompt_format(s.tokenizer, d.prompt_format, data_format, d.chat_template,
-                             d.train_on, s.model_id)
+    fmt = make_prompt_format(
+        s.tokenizer, d.prompt_format, data_format, d.chat_template, d.train_on, s.model_id
+    )
     d.prompt_format = fmt.kind
     d.chat_template = template_spec_to_save(d.chat_template)
     return fmt
@@ -160,17 +180,23 @@ def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
     ev = ev[: d.max_eval_records] if d.max_eval_records else ev
     s.eval_data = s.prompt.encode(ev, d.max_length, f"{s.splits.source} (eval)")
     if not s.eval_data.examples:
-        raise ValueError(f"{s.splits.source}: no evaluation record left (eval split of "
-                         f"{len(ev)} record(s)); {_why_empty(s, d.max_length)}")
+        raise ValueError(
+            f"{s.splits.source}: no evaluation record left (eval split of "
+            f"{len(ev)} record(s)); {_why_empty(s, d.max_length)}"
+        )
     if train_data:
         s.train_data = s.prompt.encode(s.splits.train, d.max_length, s.splits.source)
         if not s.train_data.examples:
-            raise ValueError(f"{s.splits.source}: no training record left of "
-                             f"{len(s.splits.train)}; {_why_empty(s, d.max_length)}")
+            raise ValueError(
+                f"{s.splits.source}: no training record left of "
+                f"{len(s.splits.train)}; {_why_empty(s, d.max_length)}"
+            )
     for label, enc in (("train", s.train_data), ("eval", s.eval_data)):
         if enc is not None and (enc.truncated or enc.dropped):
-            log(f"warning: {label}: {enc.truncated} record(s) truncated to max_length="
-                f"{d.max_length}, {enc.dropped} skipped ({_dropped_why(s)})")
+            log(
+                f"warning: {label}: {enc.truncated} record(s) truncated to max_length="
+                f"{d.max_length}, {enc.dropped} skipped ({_dropped_why(s)})"
+            )
 
 
 def _dropped_why(s: Session) -> str:

@@ -8,9 +8,10 @@ adapter. The loop (:mod:`.loop`) and the end of the run (:mod:`.finish`) read th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -57,8 +58,7 @@ class Run:
     """Where an overwritten output's old contents wait until the first checkpoint."""
     start: int = 0
     """The first step to take (after a resume, the checkpoint's)."""
-    earlier: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0,
-                                                   "resumes": 0})
+    earlier: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0, "resumes": 0})
     """Training seconds and tokens of the run's parts before this one (resumes)."""
     results: dict = field(default_factory=dict)
     planned: dict | None = None
@@ -71,9 +71,15 @@ class Run:
         return self.cfg.train
 
 
-def start_run(cfg: RunConfig, acc, dist: Dist, host: HostMemory,
-              claim: tuple[str | None, Path | None], memory=None,
-              planned: dict | None = None) -> Run:
+def start_run(
+    cfg: RunConfig,
+    acc,
+    dist: Dist,
+    host: HostMemory,
+    claim: tuple[str | None, Path | None],
+    memory=None,
+    planned: dict | None = None,
+) -> Run:
     """Load, configure and (when resuming) restore everything the loop needs."""
     t, out = cfg.train, Path(cfg.train.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,37 +94,61 @@ def start_run(cfg: RunConfig, acc, dist: Dist, host: HostMemory,
     cfg.adapter = asdict(s.adapter.method.config)  # save the resolved options
     plan = make_plan(len(s.train_data.examples), t, dist.world)
     if dist.is_main:
-        atomic_write_bytes(out / "config.yaml",
-                           yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        atomic_write_bytes(
+            out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+        )
     _announce(s, cfg, plan, dist, host)
     model, opt, sched, resume_from = _prepare(s, cfg, plan, acc, dist, out, claim[0])
-    run = Run(cfg, s, model, acc, dist, host, plan, opt, sched, metrics=None, out=out,
-              run_id=claim[0], aside=claim[1], planned=planned,
-              predict=(lambda: memory.predict(cfg)) if memory and t.plan_memory else None)
+    run = Run(
+        cfg,
+        s,
+        model,
+        acc,
+        dist,
+        host,
+        plan,
+        opt,
+        sched,
+        metrics=None,
+        out=out,
+        run_id=claim[0],
+        aside=claim[1],
+        planned=planned,
+        predict=(lambda: memory.predict(cfg)) if memory and t.plan_memory else None,
+    )
     if resume_from is not None:
         run.start = _resume(run, resume_from)
-    run.metrics = MetricsLog(out / "metrics.jsonl", run.start if t.resume else None,
-                             dist.is_main)
-    run.results = {"method": s.adapter.method.describe(), "base_model": s.model_id,
-                   "data": s.data_info(), "params": s.params, "plan": asdict(plan),
-                   "precision": s.precision, "device": str(s.device),
-                   "processes": dist.world, "env": {**environment(), **host.environment()}}
+    run.metrics = MetricsLog(out / "metrics.jsonl", run.start if t.resume else None, dist.is_main)
+    run.results = {
+        "method": s.adapter.method.describe(),
+        "base_model": s.model_id,
+        "data": s.data_info(),
+        "params": s.params,
+        "plan": asdict(plan),
+        "precision": s.precision,
+        "device": str(s.device),
+        "processes": dist.world,
+        "env": {**environment(), **host.environment()},
+    }
     return run
 
 
 def _announce(s: Session, cfg: RunConfig, plan: Plan, dist: Dist, host: HostMemory) -> None:
     t = cfg.train
     procs = f" x {dist.world} processes" if dist.world > 1 else ""
-    log(f"{s.adapter.method.name}: {s.params['trainable']:,} trainable of "
+    log(
+        f"{s.adapter.method.name}: {s.params['trainable']:,} trainable of "
         f"{s.params['total']:,} parameters ({s.params['share_pct']:.3f}%); "
         f"{len(s.train_data.examples)} train / {len(s.eval_data.examples)} eval records; "
         f"{plan.total_steps} steps; precision {s.precision} on {s.device}{procs}; loss "
         f"weighting {resolve_weighting(t)}; token budget {t.token_budget or 'off'}"
-        + (f"; {host.describe()}" if host.describe() else ""))
+        + (f"; {host.describe()}" if host.describe() else "")
+    )
 
 
-def _prepare(s: Session, cfg: RunConfig, plan: Plan, acc, dist: Dist, out: Path,
-             run_id: str | None):
+def _prepare(
+    s: Session, cfg: RunConfig, plan: Plan, acc, dist: Dist, out: Path, run_id: str | None
+):
     """Checkpointing, the optimiser and schedule, and accelerate's wrapper (after the
     resumed weights are in: FSDP shards the parameters)."""
     t = cfg.train
@@ -126,7 +156,8 @@ def _prepare(s: Session, cfg: RunConfig, plan: Plan, acc, dist: Dist, out: Path,
         # Non-reentrant checkpointing needs no input that requires grad, so it works with
         # the frozen embedding (the reentrant variant would silently drop adapter grads).
         s.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     s.model.config.use_cache = False
     for warning in check_sharding(acc, s.adapter.method, s.precision):
         log(f"warning: {warning}")
@@ -157,14 +188,18 @@ def _resume(run: Run, path: Path) -> int:
     state = load_training_state(path, run.opt, run.sched, run.dist.rank)
     saved = state.get("global_batch", run.plan.global_batch)
     if saved != run.plan.global_batch:
-        log(f"warning: {path} was written with {saved} records per global micro-batch, "
+        log(
+            f"warning: {path} was written with {saved} records per global micro-batch, "
             f"this run has {run.plan.global_batch} (batch_size x processes): the data "
-            "order after the resume differs from the interrupted run's")
+            "order after the resume differs from the interrupted run's"
+        )
     log(f"resumed from {path} (step {state['step']})")
     done = state.get("progress", {})  # the parts of the run before this one
-    run.earlier.update(seconds=float(done.get("seconds", 0.0)),
-                       tokens=int(done.get("tokens", 0)),
-                       resumes=int(done.get("resumes", 0)) + 1)
+    run.earlier.update(
+        seconds=float(done.get("seconds", 0.0)),
+        tokens=int(done.get("tokens", 0)),
+        resumes=int(done.get("resumes", 0)) + 1,
+    )
     return int(state["step"])
 
 
@@ -182,5 +217,7 @@ def evaluate_before(run: Run) -> None:
 def print_eval(label: str, ev: dict) -> None:
     em = ev.get("exact_match")
     em_txt = f", exact match {em:.1%} of {ev['exact_n']}" if em is not None else ""
-    log(f"eval {label}: loss {ev['eval_loss']:.4f}, perplexity {ev['perplexity']:.3f}"
-        f"{em_txt} ({ev['eval_tokens']} tokens)")
+    log(
+        f"eval {label}: loss {ev['eval_loss']:.4f}, perplexity {ev['perplexity']:.3f}"
+        f"{em_txt} ({ev['eval_tokens']} tokens)"
+    )
