@@ -107,3 +107,43 @@ def test_the_checker_sees_violations(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PKG", fake)
     assert {p for p, _ in imported_parts(src)} == {"training", "cli"}
     assert len(imported_parts(src)) == 3
+
+
+# The host-memory seam (ARCHITECTURE.md, host/): the only modules that reach it, and the
+# machinery that no module outside it may touch.
+HOST_CALLERS = {
+    "__main__.py",  # the entry point: mimalloc before torch loads
+    "training/loop.py",  # the run's HostMemory, called at phase boundaries
+    "training/setup.py",  # (its type, and the phases of setting up)
+    "training/session.py",  # reclaim between the tensors a streaming loader reads
+    "memory/cli.py",  # the planner's advice names the malloc in use
+    "memory/planner.py",  # the planner models the allocator setting
+}
+HOST_MACHINERY = (
+    "mallopt",
+    "madvise",
+    "malloc_trim",
+    "mi_collect",
+    "LD_PRELOAD",
+    "/proc/self/maps",
+)
+
+
+def test_only_the_seam_and_its_callers_reach_host_memory():
+    callers = {
+        str(p.relative_to(PKG))
+        for p in SOURCES
+        if part_of(p) != "host" and any(imp == "host" for imp, _ in imported_parts(p))
+    }
+    assert callers <= HOST_CALLERS, sorted(callers - HOST_CALLERS)
+
+
+def test_heap_and_allocator_machinery_lives_in_the_seam():
+    leaks = [
+        (str(p.relative_to(PKG)), word)
+        for p in SOURCES
+        if part_of(p) != "host"
+        for word in HOST_MACHINERY
+        if word in p.read_text()
+    ]
+    assert not leaks, leaks
