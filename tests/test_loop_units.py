@@ -70,7 +70,7 @@ def _grads_after_step(batches, **step_args):
     loss = train_mod._step(
         Accelerator(cpu=True), model, get_method("lora"), batches, s, scaler, **step_args
     )
-    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_accumulation_equals_one_big_batch():

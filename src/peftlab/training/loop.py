@@ -38,7 +38,7 @@ from .distributed import Dist
 from .distributed import start as start_processes
 from .evaluate import evaluate_session
 from .finish import finish
-from .loss import response_nll
+from .loss import Targets, response_nll
 from .metrics import scalars
 from .session import AUTOCAST_DTYPES, log
 from .setup import Run, evaluate_before, start_run
@@ -118,7 +118,8 @@ def fit(run: Run) -> dict:
         loss = _step(
             run.acc, run.model, method, batches, s, scaler, n_targets, run.dist.world, per_token
         )
-        loss = run.dist.sum([loss])[0] / run.dist.world  # the same on every process
+        # The step's one device->host sync: its loss, the same on every process.
+        loss = run.dist.sum([loss])[0] / run.dist.world
         _check_finite(loss, step, run)
         scaler.unscale_(run.opt)
         if t.max_grad_norm > 0:
@@ -232,10 +233,11 @@ def _step(
     n_targets: int | None = None,
     world: int = 1,
     per_token: float | None = None,
-) -> float:
+) -> torch.Tensor:
     """Forward + backward over this process's batches of one optimiser step; this
     process's share of the step's loss, the mean NLL per target token (plus the method's
-    extra loss).
+    extra loss), as a float64 scalar on the device: the caller reads it once, the step's
+    only wait for the device.
 
     The gradient is of summed NLL / ``per_token`` (default ``n_targets``: the target
     tokens of every batch of every process, default: of ``batches``), so gradient
@@ -250,23 +252,24 @@ def _step(
         n_targets = sum(target_count(b) for b in batches)
     n_targets = max(1, n_targets)
     per_token = per_token or n_targets
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=s.device)  # read once, by the caller
     for j, batch in enumerate(batches):
-        batch = {k: v.to(s.device) for k, v in batch.items()}
+        targets = Targets.of(batch["labels"]).to(s.device)  # found on the host: no sync
+        batch = {k: v.to(s.device, non_blocking=True) for k, v in batch.items()}
         # Skip the gradient all-reduce on all but the last batch (DDP).
         sync = contextlib.nullcontext() if j == len(batches) - 1 else acc.no_sync(model)
         with sync:
             with s.autocast()():
-                nll, _ = response_nll(model, batch, s.loss_options)
+                nll, _ = response_nll(model, batch, s.loss_options, targets)
                 loss = nll * world / per_token  # world = 1: exactly nll / per_token
                 extra = method.extra_loss(model)
                 if extra is not None:
                     extra = extra / len(batches)
                     loss = loss + extra
             acc.backward(scaler.scale(loss))
-        total += float(nll.detach()) * world / n_targets + (
-            float(extra.detach()) if extra is not None else 0.0
-        )
+        # Summed in float64 on the device, as the host would sum the pieces' floats.
+        piece = nll.detach().double() * world / n_targets
+        total = total + (piece + extra.detach().double() if extra is not None else piece)
     return total
 
 

@@ -127,32 +127,62 @@ def head_nll(
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+@dataclass(frozen=True)
+class Targets:
+    """Where a batch's loss is: the flat indices, over its batch x length positions, of
+    the positions whose next token carries loss, those next tokens, and how many. Found
+    where the labels are: on the host, before a batch moves to the GPU, finding them
+    costs no device sync (a boolean index on the device waits for one)."""
+
+    index: torch.Tensor
+    ids: torch.Tensor
+    count: int
+
+    @classmethod
+    def of(cls, labels: torch.Tensor) -> Targets:
+        rows, cols = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)  # row-major order
+        return cls(rows * labels.shape[1] + cols, labels[rows, cols + 1], int(rows.numel()))
+
+    def to(self, device: torch.device) -> Targets:
+        return Targets(
+            self.index.to(device, non_blocking=True),
+            self.ids.to(device, non_blocking=True),
+            self.count,
+        )
+
+
+def _at(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of a (batch, length, ...) tensor's flattened positions: what the
+    boolean index ``t[:, :-1][keep]`` gives, without waiting for the device."""
+    return t.reshape(-1, *t.shape[2:]).index_select(0, index)
+
+
 def response_nll(
-    model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions = DEFAULT_LOSS
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    opts: LossOptions = DEFAULT_LOSS,
+    targets: Targets | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(sum of NLL over target tokens, number of target tokens) for a collated batch."""
-    labels = batch["labels"]
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    n = int(keep.sum())
+    """(sum of NLL over target tokens, number of target tokens) for a collated batch;
+    ``targets``: :meth:`Targets.of` its labels, found on the host (default: here)."""
+    if targets is None:
+        targets = Targets.of(batch["labels"])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     # A DDP/FSDP wrapper's own forward must run (DDP's forward arms the gradient
     # all-reduce, FSDP's gathers the sharded weights): never call its decoder directly.
     wrapped = is_parallel_wrapper(model)
     parts = _plain_head_parts(model) if opts.response_only_head and not wrapped else None
     if parts is not None:
         decoder, head = parts
-        hidden = decoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
-        return head_nll(head, hidden[:, :-1][keep], targets[keep], opts.chunk), n
+        hidden = decoder(**inputs).last_hidden_state
+        return head_nll(head, _at(hidden, targets.index), targets.ids, opts.chunk), targets.count
     if wrapped:
+        keep = batch["labels"][:, 1:] != IGNORE
         plain = opts.response_only_head and _plain_head_parts(unwrap_parallel(model)) is not None
         logits = wrapper_logits(model, batch, keep, plain)
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
-            :, :-1
-        ][keep]
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
+        logits = _at(model(**inputs).logits, targets.index)
+    return F.cross_entropy(logits.float(), targets.ids, reduction="sum"), targets.count
 
 
 @torch.no_grad()
