@@ -23,8 +23,8 @@ from .config import (
     load_yaml,
     method_option_names,
 )
-from .core.atomic import atomic_write_json, staged_dir
-from .core.rundir import check_new_output, output_lock
+from .core.atomic import atomic_write_json, clean_leftovers, staged_dir
+from .core.rundir import check_new_output, output_lock, refuse_inputs
 from .core.runtime import environment, parse_dtype, peak_memory_bytes
 from .data.records import check_conversation
 from .formats.saved import is_model_dir
@@ -38,7 +38,7 @@ from .training.evaluate import (
 )
 from .training.evaluate import generate as _generate
 from .training.loop import train as _train
-from .training.session import log, open_session
+from .training.session import command_inputs, log, open_session
 
 
 def train(config=None, **overrides: Any) -> dict:
@@ -101,6 +101,13 @@ def evaluate(
 ) -> dict:
     """Perplexity, eval loss, exact match and token count (base model without adapter)."""
     cfg = config_for_adapter(adapter, **overrides)
+    if output is None and adapter is not None:
+        output = Path(adapter) / "eval.json"
+    if output is not None:
+        reads, homes = command_inputs(cfg, adapter)
+        refuse_inputs(output, reads, homes)
+        if Path(output).is_dir():
+            raise IsADirectoryError(f"--output {output} is a directory; give the JSON file")
     s = open_session(cfg, adapter_dir=adapter, train_data=False)
     res = evaluate_session(s, cfg, with_exact=True)
     res.update(
@@ -116,8 +123,6 @@ def evaluate(
             "env": environment(),
         }
     )
-    if output is None and adapter is not None:
-        output = Path(adapter) / "eval.json"
     if output is not None:
         atomic_write_json(Path(output), res)
     return res
@@ -230,8 +235,10 @@ def merge(
     ``output_dir`` must not exist unless ``overwrite`` (then it is replaced atomically),
     and is never the adapter run itself or a directory containing it.
     """
-    check_new_output(Path(output_dir), overwrite, protect=Path(adapter_dir))
+    reads, _ = command_inputs(config_for_adapter(adapter_dir, **overrides), adapter_dir)
+    check_new_output(Path(output_dir), overwrite, protect=Path(adapter_dir), reads=reads)
     with output_lock(Path(output_dir), "merge"):
+        clean_leftovers(Path(output_dir))  # a killed merge's staged copy (the lock is ours)
         return _merge(adapter_dir, output_dir, dtype, check_batches, requantize, **overrides)
 
 

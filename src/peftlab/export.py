@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .core.atomic import staged_file
+from .core.atomic import clean_leftovers, staged_file
 from .core.rundir import check_new_output, output_lock
 from .formats import gguf as G
 from .formats.gguf_vocab import add_tokenizer_metadata
 from .formats.modelfile import modelfile
 from .methods import AdapterLayer
 from .quant.linear4bit import Linear4bit
-from .training.session import Session, log, open_session
+from .training.session import Session, command_inputs, log, open_session
 
 FORMATS = ("gguf", "gguf-lora")
 
@@ -39,11 +39,22 @@ def export(
     if outtype not in G.OUTTYPES:
         raise ValueError(f"--outtype must be one of {', '.join(G.OUTTYPES)}, got {outtype!r}")
     output = Path(output)
-    for path in [output] + ([output.parent / "Modelfile"] if write_modelfile else []):
-        check_new_output(path, overwrite, protect=Path(adapter) if adapter else None)
     if format == "gguf-lora" and adapter is None:
         raise ValueError("--format gguf-lora needs --adapter")
+    from .api import config_for_adapter
+
+    reads, _ = command_inputs(config_for_adapter(adapter, **overrides), adapter)
+    for path in [output] + ([output.parent / "Modelfile"] if write_modelfile else []):
+        check_new_output(
+            path,
+            overwrite,
+            protect=Path(adapter) if adapter else None,
+            reads=reads,
+            directory=False,
+        )
     with output_lock(output, "export"):
+        for path in [output] + ([output.parent / "Modelfile"] if write_modelfile else []):
+            clean_leftovers(path)  # a killed export's temporaries (the lock is ours)
         return _export(adapter, output, format, outtype, write_modelfile, progress, **overrides)
 
 

@@ -70,6 +70,33 @@ def replace_dir(new: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+LEFTOVER_PATTERNS = (".{}.tmp-*", ".{}.old-*", ".{}.*.tmp")
+"""What an interrupted write of ``NAME`` leaves beside it: a staged directory
+(:func:`staged_dir`), the moved-aside old one (:func:`replace_dir`), a temp file
+(:func:`atomic_write_bytes`, :func:`staged_file`)."""
+
+
+def clean_leftovers(final: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer of ``final`` left beside it (call it holding the
+    output's lock, so no live writer's temporaries are touched); returns what went."""
+    import glob
+
+    final = Path(final)
+    name = glob.escape(final.name)
+    found = [p for pat in LEFTOVER_PATTERNS for p in final.parent.glob(pat.format(name))]
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if found:
+        import sys
+
+        print(
+            f"peftlab: removed {len(found)} temporary file(s) left beside {final} by an "
+            "interrupted run",
+            file=sys.stderr,
+        )
+    return found
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

@@ -23,7 +23,7 @@ import shutil
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .atomic import atomic_write_json
@@ -125,17 +125,64 @@ def drop_aside(aside: Path | None) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def check_new_output(output: Path, overwrite: bool, protect: Path | None = None) -> None:
-    """For merge/export: ``output`` may not exist unless ``overwrite``, and may never be
-    ``protect`` (the adapter run being read) or a directory that contains it."""
-    output = Path(output).resolve()
-    if protect is not None:
-        p = Path(protect).resolve()
-        if output == p or output in p.parents:
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def refuse_inputs(
+    output: str | os.PathLike,
+    reads: Iterable[str | os.PathLike] = (),
+    homes: Iterable[str | os.PathLike] = (),
+    replaced_dir: bool = False,
+    flag: str = "--output",
+) -> Path:
+    """The one check every writer makes before it writes ``output`` (symlinks resolved,
+    whatever ``--overwrite`` says): it may not be, lie inside or contain any path in
+    ``reads`` (the files and directories the command reads: a model, a dataset, a run's
+    adapter files and checkpoints), and it may not be or contain a directory in
+    ``homes`` (a run directory: new files may go beside its own, e.g. ``eval.json``).
+    ``replaced_dir``: ``output`` is a directory that will be replaced as a whole, so it
+    may not be the current directory or contain it either. Returns ``output`` resolved."""
+    out = _resolved(output)
+    for p in map(_resolved, homes):
+        if out == p or out in p.parents:
             raise OutputExistsError(
-                f"--output {output} is (or contains) the run being read, {p}; choose another path"
+                f"{flag} {output} is (or contains) the run being read, {p}; choose another "
+                "path (--overwrite never replaces an input)"
             )
-    if output.exists() and not overwrite:
+    for p in map(_resolved, reads):
+        if out == p or p in out.parents or out in p.parents:
+            where = "is" if out == p else "is inside" if p in out.parents else "contains"
+            raise OutputExistsError(
+                f"{flag} {output} {where} {p}, which this command reads; choose another "
+                "path (--overwrite never replaces an input)"
+            )
+    if replaced_dir and (out == Path.cwd().resolve() or out in Path.cwd().resolve().parents):
+        raise OutputExistsError(
+            f"{flag} {output} is the current directory (or contains it), which would be "
+            "replaced as a whole; choose a new directory"
+        )
+    return out
+
+
+def check_new_output(
+    output: Path,
+    overwrite: bool,
+    protect: Path | None = None,
+    reads: Iterable[str | os.PathLike] = (),
+    directory: bool = True,
+) -> None:
+    """For merge/export: ``output`` passes :func:`refuse_inputs` (``protect``: the run
+    being read, a home; ``reads``: every input), may not exist unless ``overwrite``, and
+    for a file (``directory`` false) is not an existing directory."""
+    homes = [protect] if protect is not None else []
+    out = refuse_inputs(output, reads, homes, replaced_dir=directory and overwrite)
+    if not directory and out.is_dir():
+        raise IsADirectoryError(
+            f"--output {output} is a directory; give the file to write, e.g. "
+            f"{Path(output) / 'model.gguf'}"
+        )
+    if out.exists() and not overwrite:
         raise OutputExistsError(f"--output {output} exists; pass --overwrite to replace it")
 
 

@@ -88,4 +88,23 @@ def _cache_enabled(model: nn.Module):
             config.use_cache = old
 
 
-__all__ = ["is_model_dir", "save_trained", "save_whole_model"]
+FREE_NAMES = ("eval.json", "Modelfile")
+"""Files peftlab writes into a run directory but never reads back as part of the run;
+with ``.gguf`` files (exports) and hidden ones (temporaries, locks) they may be replaced."""
+
+
+def run_reads(directory: str | os.PathLike) -> list[Path]:
+    """What a command that reads the run (or model) in ``directory`` reads: every entry
+    but the free ones above (the adapter or model files, config.yaml, metrics,
+    checkpoints, tokenizer files, the run marker). No writer may replace them."""
+    d = Path(directory)
+    if not d.is_dir():
+        return [d]
+    return [
+        p
+        for p in d.iterdir()
+        if p.name not in FREE_NAMES and not p.name.startswith(".") and p.suffix != ".gguf"
+    ]
+
+
+__all__ = ["is_model_dir", "run_reads", "save_trained", "save_whole_model"]

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import host as host_memory
 from ..config import RunConfig, resolve_weighting
-from ..core.rundir import claim_run_dir, drop_aside, output_lock
+from ..core.rundir import claim_run_dir, drop_aside, output_lock, refuse_inputs
 from ..data.batching import IGNORE, Example, collate, epoch_batches, target_count, token_pieces
 from ..methods import METHODS
 from ..methods.frozen import castable_linears
@@ -40,7 +40,7 @@ from .evaluate import evaluate_session
 from .finish import finish
 from .loss import Targets, response_nll
 from .metrics import scalars
-from .session import AUTOCAST_DTYPES, log
+from .session import AUTOCAST_DTYPES, command_inputs, log
 from .setup import Run, evaluate_before, start_run
 
 
@@ -56,6 +56,8 @@ def train(cfg: RunConfig, memory=None) -> dict:
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(cfg.train.device)
     out = Path(cfg.train.output)
+    if dist.is_main:  # never a directory the run reads (its model, its data)
+        refuse_inputs(out, command_inputs(cfg)[0], replaced_dir=cfg.train.overwrite)
     with output_lock(out, "train") if dist.is_main else contextlib.nullcontext():
         claim = (
             claim_run_dir(out, cfg.train.resume, cfg.train.overwrite)

@@ -23,7 +23,7 @@ from ..data.batching import Encoded
 from ..data.prompting import PromptFormat, make_prompt_format, template_spec_to_save
 from ..data.sources import Splits, load_splits
 from ..formats.peft import load_adapter_into, read_adapter_config
-from ..formats.saved import is_model_dir
+from ..formats.saved import is_model_dir, run_reads
 from ..host import reclaim
 from ..methods import METHODS, Method, get_method, method_for_peft_config
 from ..model.inject import AdapterInfo, count_parameters, inject
@@ -155,6 +155,33 @@ def open_session(
     else:
         s.prompt = _prompt_format(s, cfg, cfg.data.data_format)
     return s
+
+
+def command_inputs(
+    cfg: RunConfig, adapter_dir: str | Path | None = None, *files: str | None
+) -> tuple[list[Path], list[Path]]:
+    """(the paths a command reads, the run directories it reads) for
+    :func:`peftlab.core.rundir.refuse_inputs`: the adapter run's files, the base model's
+    directory, the dataset and chat template files, and ``files`` (a config file), each
+    only where it is a local path."""
+    reads, homes = [], []
+    if adapter_dir is not None and Path(adapter_dir).exists():
+        homes.append(Path(adapter_dir))
+        reads += run_reads(adapter_dir)
+    model = cfg.model.name
+    if adapter_dir is not None and model is None and not is_model_dir(adapter_dir):
+        with contextlib.suppress(OSError, ValueError):
+            model = base_model_for_adapter(adapter_dir, None)
+    local = [model, cfg.data.dataset, cfg.data.chat_template, *files]
+    reads += [Path(p) for p in local if isinstance(p, str) and p and _is_local(p)]
+    return reads, homes
+
+
+def _is_local(text: str) -> bool:
+    try:
+        return "\n" not in text and "{" not in text and Path(text).expanduser().exists()
+    except OSError:  # a template's text passed as the option, too long for a path
+        return False
 
 
 def _prompt_format(s: Session, cfg: RunConfig, data_format: str) -> PromptFormat:
