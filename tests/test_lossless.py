@@ -4,11 +4,18 @@ next one; compare owns its directory."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from peftlab.cli import main
+from peftlab.compare.harness import read_rows
 
 from conftest import write_toy_dataset
 
@@ -101,3 +108,112 @@ def test_a_killed_writers_temporaries_go_with_the_next_write(run_dir, tmp_path, 
     assert rc == 0 and "removed 1 temporary file(s)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "merged", "other.tmp"]
     assert (merged / "config.json").is_file() and gguf.stat().st_size > 0
+
+
+# ------------------------------------------------------------- compare owns its directory
+
+
+def test_compare_refuses_a_directory_that_is_not_a_comparison(tmp_path, capsys):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "report.md").write_text("my own report")
+    (theirs / "results.jsonl").write_text('{"name": "mine"}\n')
+    base = ["compare", "--methods", "lora", "--no-base", "--max-steps", "1", "--output", theirs]
+    rc, err = _cli(base, capsys)
+    assert rc == 2 and "not a peftlab comparison" in err and "--overwrite" in err
+    assert (theirs / "report.md").read_text() == "my own report"
+    assert (theirs / "results.jsonl").read_text() == '{"name": "mine"}\n'
+    # a training run is not a comparison either; nor may compare write into its data
+    data = write_toy_dataset(tmp_path / "d" / "toy.json", n=8)
+    rc, err = _cli([*base[:-1], tmp_path / "d", "--dataset", data, "--overwrite"], capsys)
+    assert rc == 2 and "which this command reads" in err
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_kill_9_of_compare_takes_its_child_along_and_a_rerun_resumes(tmp_path, tiny_model_dir):
+    """compare killed with SIGKILL while its child trains: the child dies too (parent
+    death signal) and releases the run; the rerun resumes that run from its checkpoint."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    cfg = tmp_path / "cmp.yaml"
+    cfg.write_text(
+        f"model: {tiny_model_dir}\ndataset: {write_toy_dataset(tmp_path / 'toy.json', n=16)}\n"
+        "max_steps: 12\nbatch_size: 2\nmax_length: 64\nsave_every: 1\nkeep_checkpoints: 1\n"
+        "exact_match_limit: 0\nprogress: false\nmixed_precision: 'no'\nplan_memory: false\n"
+        "lora: {r: 2}\n"
+    )
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "peftlab", "compare", "--config", str(cfg), "--methods", "lora"]
+    cmd += ["--no-base", "--output", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    lock = out / "runs" / ".lora.peftlab-lock"
+    deadline = time.time() + 120
+    while not list(out.glob("runs/lora/checkpoints/step-*")) and time.time() < deadline:
+        assert proc.poll() is None, "compare ended before its child wrote a checkpoint"
+        time.sleep(0.05)
+    child = json.loads(lock.read_text())["pid"]
+    assert _pid_alive(child)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while _pid_alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(child)  # the child did not train on alone
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = read_rows(out)["lora"]
+    assert row["status"] == "ok" and "another peftlab process" not in done.stderr
+    assert "resumed from" in (out / "runs" / "lora.train.log").read_text()
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".tmp-*"))
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+def test_sigterm_in_train_is_ctrl_c(run_dir, tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """SIGTERM after the first checkpoint: exit 143, the resume hint naming that
+    checkpoint, the fp32 weights set aside restored and their temporary file gone."""
+    import peftlab.training.loop as loop
+
+    real = loop.save_checkpoint
+
+    def then_sigterm(*a, **k):
+        real(*a, **k)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "save_checkpoint", then_sigterm)
+    out = tmp_path / "run"
+    data = write_toy_dataset(tmp_path / "toy.json", n=16)
+    argv = ["train", "--model", tiny_model_dir, "--dataset", data, "--output", out]
+    argv += "--max-steps 3 --batch-size 4 --r 2 --mixed-precision bf16 --save-every 1".split()
+    argv += "--exact-match-limit 0 --no-progress --max-length 64".split()
+    rc, err = _cli(argv, capsys)
+    assert rc == 143, err
+    assert "frozen weights of" in err  # the stash was in use
+    assert "interrupted (SIGTERM)" in err and "checkpoint of step 1 with --resume" in err
+    assert not list(out.glob(".*.tmp")) and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # handlers restored
+
+
+def test_sighup_in_export_leaves_nothing_half_written(run_dir, tmp_path, capsys, monkeypatch):
+    import peftlab.formats.gguf as G
+
+    real = G.write_gguf
+
+    def then_sighup(path, *a, **k):
+        Path(path).write_bytes(b"GGUF partial")
+        os.kill(os.getpid(), signal.SIGHUP)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(G, "write_gguf", then_sighup)
+    gguf = tmp_path / "m.gguf"
+    rc, err = _cli(["export", "--adapter", run_dir, "--output", gguf, "--no-progress"], capsys)
+    assert rc == 129 and "interrupted (SIGHUP)" in err
+    assert list(tmp_path.iterdir()) == []  # no m.gguf, no .m.gguf.*.tmp, no lock

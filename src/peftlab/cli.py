@@ -9,6 +9,7 @@ Precedence: defaults < ``--config`` YAML < command-line flags < ``--set key=valu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,6 +27,7 @@ from .config import (
     parse_override,
     set_dotted,
 )
+from .core.signals import Terminated, signals_as_interrupts
 
 _TYPES = {"int": int, "float": float, "str": str}
 _METHOD_HELP = (
@@ -194,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--output", required=True, help="directory for results and the report")
     c.add_argument("--no-base", action="store_true", help="skip the base-model row")
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output when it is not this comparison (its old contents are moved "
+        "aside until the first result), or start this comparison again",
+    )
     _add_opt_in_methods(c)
     for flag, kind in (
         ("--model", str),
@@ -306,7 +314,8 @@ def _overrides(ns: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
 
 
 # Exit status: 2 for a usage error (options, config, input files that cannot be used:
-# nothing ran), 1 for a failure while running, 130 for Ctrl-C.
+# nothing ran), 1 for a failure while running, 130 for Ctrl-C (143 for SIGTERM, 129 for
+# SIGHUP).
 USAGE_ERRORS = (
     ValueError,
     FileNotFoundError,
@@ -323,14 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     debug = ns.debug or os.environ.get("PEFTLAB_DEBUG", "") not in ("", "0")
     try:
-        if ns.command == "train" and ns.num_processes != 1:
-            return _launch(ns, argv)
-        return _run(ns)
-    except KeyboardInterrupt:
+        with signals_as_interrupts():  # SIGTERM, SIGHUP: the same cleanup as Ctrl-C
+            if ns.command == "train" and ns.num_processes != 1:
+                return _launch(ns, argv)
+            return _run(ns)
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"\npeftlab {ns.command}: interrupted{_resume_hint(ns)}", file=sys.stderr)
-        return 130
+        how = f" ({e})" if isinstance(e, Terminated) else ""
+        with contextlib.suppress(OSError):  # stderr may be gone (a closed terminal)
+            print(f"\npeftlab {ns.command}: interrupted{how}{_resume_hint(ns)}", file=sys.stderr)
+        return e.exit_status if isinstance(e, Terminated) else 130
     except Exception as e:  # one line naming the file or option; --debug: the traceback
         if debug:
             raise
@@ -471,6 +483,7 @@ def _run(ns: argparse.Namespace) -> int:
             device=ns.device,
             extra_methods=ns.extra_methods,
             max_memory=ns.max_memory,
+            overwrite=ns.overwrite,
         )
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "plan":

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +26,12 @@ import yaml
 
 from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
-from ..core.rundir import output_lock
+from ..core.rundir import drop_aside, output_lock, refuse_inputs
 from ..methods import METHODS
-from ..training.session import log
+from ..training.session import command_inputs, log
 from .forgetting import eval_args, general_source, needs_general, run_general
+from .owner import claim_compare_dir, wait_until_free
+from .owner import run_child as _run_subprocess
 from .report import RESULTS, load_results, write_report
 
 BASE = "base"
@@ -157,30 +156,6 @@ def append_row(output: Path, row: dict) -> None:
     atomic_write_bytes(path, old + (json.dumps(row, default=str) + "\n").encode())
 
 
-def _run_subprocess(args: list[str], log_path: Path) -> tuple[int, str]:
-    """Run ``python -m peftlab ...``, echoing its stderr live and keeping it in a log."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "peftlab", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        try:
-            while chunk := proc.stderr.read1(4096):
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
-                logf.write(chunk)
-        finally:  # Ctrl-C or an error here must not leave the run training on its own
-            if proc.poll() is None:
-                proc.kill()
-        rc = proc.wait()
-    tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in tail if "error" in ln.lower()]
-    return rc, (errors[-1] if errors else tail[-1] if tail else f"exit status {rc}")
-
-
 def _metrics_curves(run_dir: Path) -> tuple[list, list, dict]:
     """Training loss by step; eval loss by step as [step, eval loss, training seconds,
     training tokens up to that step] (the equal-compute view; the seconds are the
@@ -260,6 +235,7 @@ def run_method(name: str, cfg_dict: dict, output: Path) -> dict:
     cfg_path = output / "runs" / f"{name}.compare-config.yaml"
     atomic_write_bytes(cfg_path, yaml.safe_dump(cfg_dict, sort_keys=False).encode())
     log(f"== {name}: {'resuming' if resume else 'training'} -> {run_dir}")
+    wait_until_free(run_dir, log)  # a child of a killed comparison may still be exiting
     started = time.time()
     rc, err = _run_subprocess(
         ["train", "--config", str(cfg_path)], output / "runs" / f"{name}.train.log"
@@ -324,6 +300,7 @@ def compare(
     seeds: int | str | list[int] | None = None,
     general_eval: str | None = None,
     sweep: str | dict | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> list[dict]:
     """Run every method (and the base model); write results.jsonl and (``report``) the
@@ -331,7 +308,8 @@ def compare(
     :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``).
     ``general_eval``: a file or ``bundled``, scored by every run and the base
     (:mod:`.forgetting`). ``sweep``: ``r=2,4,8`` trains each method once per value of
-    one of its options (the parameter-efficiency curve)."""
+    one of its options (the parameter-efficiency curve). ``overwrite``: replace a
+    directory that is not this comparison's (or start this one again); see :mod:`.owner`."""
     data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
     seeds = seeds if seeds is not None else data.get("seeds")
     general = general_source(general_eval if general_eval is not None else data.get("general_eval"))
@@ -353,8 +331,13 @@ def compare(
             f"--sweep {swept[0]}: none of {', '.join(methods)} has an option {swept[0]!r}"
         )
     runs = plan_runs(methods, seed_list, swept)
+    reads = command_inputs(build_config(common))[0]
+    files = [config if isinstance(config, (str, Path)) else None, general]
+    reads += [Path(f) for f in files if f and Path(f).is_file()]
+    refuse_inputs(output, reads, replaced_dir=overwrite)
     with output_lock(output, "compare"):
-        return _compare(output, runs, per_method, common, include_base, report, general)
+        aside = claim_compare_dir(output, overwrite)
+        return _compare(output, runs, per_method, common, include_base, report, general, aside)
 
 
 def _compare(
@@ -365,6 +348,7 @@ def _compare(
     include_base: bool,
     report: bool,
     general: str | None = None,
+    aside: Path | None = None,
 ) -> list[dict]:
     """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
     set every finished row is scored on (once: a rerun only fills rows that lack it)."""
@@ -395,6 +379,8 @@ def _compare(
             row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}", output)
         append_row(output, row)
         done[name] = row
+        drop_aside(aside)  # a result is written: an overwritten directory's old contents go
+        aside = None
     if report:
         write_report(output)
     return [done[n] for n, *_ in order if n in done]
