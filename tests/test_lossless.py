@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from peftlab.cli import main
 from peftlab.compare.harness import read_rows
@@ -217,3 +218,74 @@ def test_sighup_in_export_leaves_nothing_half_written(run_dir, tmp_path, capsys,
     rc, err = _cli(["export", "--adapter", run_dir, "--output", gguf, "--no-progress"], capsys)
     assert rc == 129 and "interrupted (SIGHUP)" in err
     assert list(tmp_path.iterdir()) == []  # no m.gguf, no .m.gguf.*.tmp, no lock
+
+
+# ------------------------------------------------------------- numbers checked at entry
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr", "inf"], "lr' must be a finite number"),
+        (["--lr", "nan"], "lr' must be a finite number"),
+        (["--lr", "1e9"], "'lr' must be greater than 0 and at most 10"),
+        (["--alpha", "nan"], "'alpha' must be a finite number"),
+        (["--set", "train.batch_size=1e9"], "'batch_size' must be at least 1 and at most 65536"),
+        (["--max-length", "1000000000"], "'max_length' must be at least 2 and at most 1048576"),
+        (["--set", "train.max_steps=1e999"], "max_steps' must be a finite int"),
+        (["--max-memory", "1e999GiB"], "memory size '1e999GiB'"),
+    ],
+)
+def test_numbers_are_checked_where_they_enter(tmp_path, tiny_model_dir, capsys, extra, message):
+    argv = ["train", "--model", tiny_model_dir, "--output", tmp_path / "o", *extra]
+    rc, err = _cli(argv, capsys)
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_plan_fit_of_an_impossible_size_is_a_clear_error(capsys):
+    rc, err = _cli(["plan", "--fit", "1e999GiB"], capsys)
+    assert rc == 2 and "memory size '1e999GiB'" in err and "Overflow" not in err
+
+
+def _copy_run(run_dir: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("checkpoints", "eval.json"))
+    return dest
+
+
+def test_nan_in_an_adapter_is_refused_and_nothing_is_written(run_dir, tmp_path, capsys):
+    """lora_alpha NaN in adapter_config.json: refused when read; NaN weights: the
+    evaluation's perplexity is not finite, which fails instead of writing eval.json."""
+    from safetensors.torch import load_file, save_file
+
+    bad_cfg = _copy_run(run_dir, tmp_path / "alpha")
+    cfg_path = bad_cfg / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["lora_alpha"] = float("nan")
+    cfg_path.write_text(json.dumps(cfg))  # json writes NaN, as the probe's file had it
+    rc, err = _cli(["eval", "--adapter", bad_cfg], capsys)
+    assert rc == 2 and "'alpha' must be a finite number" in err, err
+    bad_w = _copy_run(run_dir, tmp_path / "weights")
+    w = load_file(bad_w / "adapter_model.safetensors")
+    first = sorted(w)[0]
+    w[first] = torch.full_like(w[first], float("nan"))
+    save_file(w, bad_w / "adapter_model.safetensors")
+    rc, err = _cli(["eval", "--adapter", bad_w], capsys)
+    assert rc == 1 and "evaluation gave a loss of nan" in err, err
+    assert not (bad_w / "eval.json").exists() and not (bad_cfg / "eval.json").exists()
+
+
+def test_a_diverging_loss_warns_once_with_step_and_lr(capsys):
+    from types import SimpleNamespace
+
+    from peftlab.training.loop import _check_finite
+
+    run = SimpleNamespace()
+    low: list[float] = []
+    for step, loss in enumerate([3.0, 2.0, 2.5, 9.0, 12.0]):
+        _check_finite(loss, step, run, 0.5, low)
+    err = capsys.readouterr().err
+    assert err.count("warning: the training loss grew") == 1
+    assert "to 9 at step 4" in err and "learning rate 0.5" in err and "lowest, 2)" in err

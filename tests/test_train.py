@@ -124,20 +124,25 @@ def test_bf16_autocast_keeps_adapter_weights_fp32(tmp_path, tiny_model_dir):
     assert all(torch.isfinite(t).all() for t in w.values())
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("save_every", [1, 0])
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, tiny_model_dir, save_every):
     cfg = toy_config(
         tmp_path,
         tiny_model_dir,
-        lr=1e30,
         max_grad_norm=0.0,
-        save_every=1,
+        save_every=save_every,
         warmup_ratio=0.0,
         dropout=0.0,
     )
-    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d"):
+    cfg.train.lr = 1e30  # past the option's range check: the fault under test
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d") as e:
         train(cfg)
     found = list_checkpoints(tmp_path / "run")
+    if not save_every:  # the message never claims a checkpoint that does not exist
+        assert not found and "no checkpoint was written yet" in str(e.value)
+        return
     assert found, "checkpoints written before the NaN must survive"
+    assert f"the last checkpoint, {found[-1]}, is intact" in str(e.value)
     w = load_file(found[-1] / "adapter_model.safetensors")
     assert w and all(name.startswith("base_model.model.") for name in w)
 

@@ -8,6 +8,7 @@ resolved configuration is saved beside every adapter and result.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,30 +38,33 @@ def _check_ranges(obj, ranges: dict[str, tuple[float | None, float | None, str]]
         v = getattr(obj, name)
         if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ValueError(f"option {name!r} must be {text}, got {v!r}")
 
 
+MAX_LR = 10.0
+"""No optimiser step of AdamW on these models is sane above this rate (typical: 1e-5 to
+1e-2); larger values only wreck the model."""
 DATA_RANGES = {
-    "max_length": (2, None, "at least 2 (tokens)"),
+    "max_length": (2, 1 << 20, "at least 2 and at most 1048576 (tokens)"),
     "eval_fraction": (1e-9, 0.999999, "between 0 and 1 (exclusive)"),
-    "max_eval_records": (1, None, "at least 1"),
+    "max_eval_records": (1, 1 << 40, "at least 1"),
 }
 TRAIN_RANGES = {
-    "max_steps": (1, None, "at least 1 (or unset: train for --epochs)"),
-    "epochs": (1e-9, None, "greater than 0"),
-    "batch_size": (1, None, "at least 1"),
-    "grad_accum": (1, None, "at least 1"),
-    "lr": (1e-12, None, "greater than 0"),
+    "max_steps": (1, 1 << 40, "at least 1 (or unset: train for --epochs)"),
+    "epochs": (1e-9, 1e6, "greater than 0 and at most 1e6"),
+    "batch_size": (1, 1 << 16, "at least 1 and at most 65536"),
+    "grad_accum": (1, 1 << 16, "at least 1 and at most 65536"),
+    "lr": (1e-12, MAX_LR, f"greater than 0 and at most {MAX_LR:g}"),
     "weight_decay": (0, None, "0 or more"),
     "warmup_ratio": (0, 1, "between 0 and 1"),
     "max_grad_norm": (0, None, "0 (off) or more"),
     "eval_every": (0, None, "0 (only before and after) or a number of steps"),
     "save_every": (0, None, "0 (only at the end) or a number of steps"),
     "keep_checkpoints": (0, None, "0 (keep every one) or more"),
-    "eval_batch_size": (1, None, "at least 1"),
+    "eval_batch_size": (1, 1 << 16, "at least 1 and at most 65536"),
     "exact_match_limit": (0, None, "0 (off) or more"),
-    "max_new_tokens": (1, None, "at least 1"),
+    "max_new_tokens": (1, 1 << 20, "at least 1 and at most 1048576"),
 }
 
 

@@ -5,6 +5,7 @@ by every method's config."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import field
 from typing import Any
 
@@ -39,10 +40,16 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
         if kind == "float":
             if isinstance(value, bool):
                 raise TypeError
+            if not math.isfinite(float(value)):  # NaN passes every range check
+                raise ValueError(f"option {name!r} must be a finite number, got {value!r}")
             return float(value)
         if kind == "str" and not isinstance(value, str):
             raise TypeError
-    except (TypeError, ValueError):
+    except (TypeError, OverflowError):  # OverflowError: int(float("1e999"))
+        raise ValueError(f"option {name!r} must be a finite {kind}, got {value!r}") from None
+    except ValueError as e:
+        if "finite" in str(e):
+            raise
         raise ValueError(f"option {name!r} must be {kind}, got {value!r}") from None
     return value
 

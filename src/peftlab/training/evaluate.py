@@ -73,6 +73,12 @@ def perplexity(
         rec_nll, rec_tok = both[:n], [int(c) for c in both[n:]]
     total, tokens = sum(rec_nll), sum(rec_tok)
     loss = total / max(tokens, 1)
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"evaluation gave a loss of {loss} over {tokens} tokens: the model's or the "
+            "adapter's weights or options are not finite (an alpha or a weight of NaN or "
+            "inf?); nothing was written"
+        )
     # Per record, in eval order: what a paired bootstrap between methods resamples.
     return {
         "eval_loss": loss,

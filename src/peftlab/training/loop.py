@@ -33,7 +33,7 @@ from ..data.batching import IGNORE, Example, collate, epoch_batches, target_coun
 from ..methods import METHODS
 from ..methods.frozen import castable_linears
 from ..model.inference import budget_limit
-from .checkpoint import save_checkpoint
+from .checkpoint import list_checkpoints, save_checkpoint
 from .distributed import Dist
 from .distributed import start as start_processes
 from .evaluate import evaluate_session
@@ -113,6 +113,7 @@ def fit(run: Run) -> dict:
         disable=not (t.progress and run.dist.is_main),
     )
     t0, tokens_seen, losses, order = time.perf_counter(), 0, [], {}
+    low: list[float] = []  # the lowest loss so far, and whether divergence was reported
     run.model.train()
     for step in range(run.start, plan.total_steps):
         epoch, batches, n_targets, real = _batches(run, step, order)
@@ -122,11 +123,11 @@ def fit(run: Run) -> dict:
         )
         # The step's one device->host sync: its loss, the same on every process.
         loss = run.dist.sum([loss])[0] / run.dist.world
-        _check_finite(loss, step, run)
+        lr = run.sched.get_last_lr()[0]  # the rate this step used
+        _check_finite(loss, step, run, lr, low)
         scaler.unscale_(run.opt)
         if t.max_grad_norm > 0:
             run.acc.clip_grad_norm_(params, t.max_grad_norm)
-        lr = run.sched.get_last_lr()[0]  # the rate this step used
         scaler.step(run.opt)
         scaler.update()
         run.sched.step()
@@ -187,13 +188,34 @@ def _batches(run: Run, step: int, order: dict) -> tuple[int, list[dict], int, in
     )
 
 
-def _check_finite(loss: float, step: int, run: Run) -> None:
+DIVERGING = 4.0
+"""A step's loss this many times the run's lowest so far (and above 1 nat per token)
+says the run is diverging: the loop warns, naming the step and the learning rate."""
+
+
+def _check_finite(loss: float, step: int, run: Run, lr: float, low: list[float]) -> None:
+    """Stop on a non-finite loss, naming the last checkpoint that really exists; warn
+    once when the loss grows past ``DIVERGING`` times its lowest (``low``: [lowest,
+    warned])."""
     if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training loss is {loss} at step {step + 1}; nothing was updated and the "
-            f"last checkpoint under {run.out} is intact. Lower the learning rate (now "
-            f"{run.train.lr}) or use mixed_precision=no."
+        found = list_checkpoints(run.out, run.run_id) if run.dist.is_main else []
+        kept = (
+            f"the last checkpoint, {found[-1]}, is intact (--resume goes on from it)"
+            if found
+            else "no checkpoint was written yet"
         )
+        raise FloatingPointError(
+            f"training loss is {loss} at step {step + 1}; nothing was updated and {kept}. "
+            f"Lower the learning rate (now {run.train.lr}) or use mixed_precision=no."
+        )
+    if low and loss > max(1.0, DIVERGING * low[0]) and not low[1]:
+        log(
+            f"warning: the training loss grew to {loss:.4g} at step {step + 1} "
+            f"({loss / max(low[0], 1e-9):.1f}x its lowest, {low[0]:.4g}) with learning rate "
+            f"{lr:.3g}: the run is diverging; lower --lr"
+        )
+        low[1] = 1.0
+    low[:] = [min(low[0], loss) if low else loss, low[1] if low else 0.0]
 
 
 def _step_batches(
