@@ -289,3 +289,34 @@ def test_a_diverging_loss_warns_once_with_step_and_lr(capsys):
     err = capsys.readouterr().err
     assert err.count("warning: the training loss grew") == 1
     assert "to 9 at step 4" in err and "learning rate 0.5" in err and "lowest, 2)" in err
+
+
+# ----------------------------------------------------------------- untrusted templates
+
+
+@pytest.mark.parametrize(
+    "template, limit, message",
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            ("RENDER_SECONDS", 0.3),
+            "took more than 0.3 s",
+        ),
+        ("{% for m in messages %}{{ 'x' * 100 }}{% endfor %}", ("RENDER_CHARS", 50), "wrote 200"),
+    ],
+)
+def test_a_hostile_chat_template_fails_naming_it(
+    tmp_path, tiny_model_dir, capsys, monkeypatch, template, limit, message
+):
+    import peftlab.data.chat as chat
+
+    monkeypatch.setattr(chat, *limit)
+    path = tmp_path / "evil.jinja"
+    path.write_text(template)
+    data = write_toy_dataset(tmp_path / "toy.json", n=8)
+    argv = ["train", "--model", tiny_model_dir, "--dataset", data, "--output", tmp_path / "o"]
+    argv += ["--chat-template", path, "--prompt-format", "chat", "--max-steps", "1"]
+    t0 = time.time()
+    rc, err = _cli(argv, capsys)
+    assert rc == 2 and f"chat template '{path}'" in err and message in err, err
+    assert time.time() - t0 < 30 and "Traceback" not in err

@@ -17,6 +17,10 @@ naming the template and the turn.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .batching import Encoded, Example
@@ -59,6 +63,8 @@ def set_template(tokenizer, spec: str | None) -> str | None:
     tokenizer: merged models carry it); None keeps the model's own. Returns the name."""
     if spec:
         tokenizer.chat_template = resolve_template(spec)
+        label = spec if len(spec) < 200 and "{" not in spec else "given as text"
+        tokenizer.peftlab_template = label  # errors name the template (template_label)
         return spec
     return "model's own" if tokenizer.chat_template else None
 
@@ -71,6 +77,46 @@ def require_template(tokenizer, model_id: str = "the model") -> None:
         )
 
 
+RENDER_SECONDS = 5.0
+"""Longest one rendering may take: real templates render a conversation in
+milliseconds; one that loops (``range(100000)`` nested) is stopped, not waited for."""
+RENDER_CHARS = 1 << 24
+"""Longest text one rendering may produce (16 Mi characters, far beyond any context)."""
+
+
+class _TooSlow(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TooSlow` inside the block after ``seconds`` (a SIGALRM timer, so the
+    main thread only; elsewhere no limit). Jinja templates compile to Python code, which
+    the signal interrupts between any two bytecodes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _TooSlow
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def template_label(tokenizer) -> str:
+    """The template by name: the one given (built-in name or file), or the model's."""
+    given = getattr(tokenizer, "peftlab_template", None)
+    if given:
+        return f"chat template {given!r}"
+    return f"the chat template of {getattr(tokenizer, 'name_or_path', None) or 'the model'}"
+
+
 def render(
     tokenizer,
     messages: list[dict],
@@ -78,9 +124,12 @@ def render(
     where: str = "conversation",
 ) -> str:
     """The template's text for ``messages``; a template's own refusal (``raise_exception``,
-    e.g. roles that do not alternate) becomes an error naming ``where`` and the turn."""
+    e.g. roles that do not alternate) becomes an error naming ``where`` and the turn. A
+    template that runs too long or writes too much stops with an error naming it."""
     try:
         return _apply(tokenizer, messages, add_generation_prompt)
+    except ChatTemplateError:
+        raise
     except Exception as e:  # jinja2's TemplateError and whatever a template raises
         turn = next(
             (k for k in range(1, len(messages) + 1) if _refuses(tokenizer, messages[:k])),
@@ -92,15 +141,32 @@ def render(
 
 
 def _apply(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    try:
+        with _time_limit(RENDER_SECONDS):
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+    except _TooSlow:
+        raise ChatTemplateError(
+            f"{template_label(tokenizer)}: rendering a conversation of {len(messages)} "
+            f"turn(s) took more than {RENDER_SECONDS:g} s (does it loop?); fix it or give "
+            "another with --chat-template"
+        ) from None
+    if len(text) > RENDER_CHARS:
+        raise ChatTemplateError(
+            f"{template_label(tokenizer)}: rendering a conversation of {len(messages)} "
+            f"turn(s) wrote {len(text):,} characters (more than {RENDER_CHARS:,}); fix it or "
+            "give another with --chat-template"
+        )
+    return text
 
 
 def _refuses(tokenizer, messages: list[dict]) -> bool:
     try:
         _apply(tokenizer, messages)
         return False
+    except ChatTemplateError:
+        raise
     except Exception:
         return True
 
