@@ -320,3 +320,70 @@ def test_a_hostile_chat_template_fails_naming_it(
     rc, err = _cli(argv, capsys)
     assert rc == 2 and f"chat template '{path}'" in err and message in err, err
     assert time.time() - t0 < 30 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ records, validated
+
+
+def _chat_file(path: Path, bad_at: int, bad: dict) -> str:
+    good = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Say {w}."},
+                {"role": "assistant", "content": w},
+            ]
+        }
+        for w in ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "orbit"] * 2
+    ]
+    good.insert(bad_at, bad)
+    path.write_text(json.dumps(good))
+    return str(path)
+
+
+def test_two_assistant_turns_are_refused_at_validation_with_the_files_index(
+    tmp_path, tiny_model_dir, capsys
+):
+    two = {
+        "messages": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]
+    }
+    data = _chat_file(tmp_path / "chat.json", 12, two)
+    argv = ["train", "--model", tiny_model_dir, "--dataset", data, "--output", tmp_path / "o"]
+    argv += ["--chat-template", "chatml", "--max-steps", "1", "--max-length", "64"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 2 and "chat.json: record 12: turn 0: an assistant turn must answer" in err, err
+    argv += ["--skip-bad-records", "--batch-size", "2", "--no-progress", "--exact-match-limit", "0"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 0 and "skipping" in err and "record 12" in err, err
+
+
+def test_a_record_the_template_refuses_names_the_files_index_and_can_be_skipped(
+    tmp_path, tiny_model_dir, capsys
+):
+    """The template's own refusal (raise_exception) found before training, named by the
+    record's index in the file (not in its split), and skipped with --skip-bad-records."""
+    strict = tmp_path / "strict.jinja"
+    strict.write_text(
+        "{% for m in messages %}{% if 'forbidden' in m['content'] %}"
+        "{{ raise_exception('no forbidden words') }}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "forbidden"}]
+    data = _chat_file(tmp_path / "chat.json", 13, {"messages": turns})
+    argv = ["train", "--model", tiny_model_dir, "--dataset", data, "--output", tmp_path / "o"]
+    argv += ["--chat-template", strict, "--max-steps", "1", "--max-length", "64"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 2 and "chat.json" in err and "record 13: turn 1" in err, err
+    assert "no forbidden words" in err and "--skip-bad-records" in err
+    assert not (tmp_path / "o" / "checkpoints").exists()  # before any training step
+    argv += ["--skip-bad-records", "--batch-size", "2", "--no-progress", "--exact-match-limit", "0"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 0 and "skipped 1 record(s) the chat template refuses" in err, err
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path, capsys):
+    for name in ("deep.json", "deep.jsonl"):
+        path = tmp_path / name
+        path.write_text("[" * 100000 + "]" * 100000)
+        rc, err = _cli(["train", "--dataset", path, "--output", tmp_path / "o"], capsys)
+        assert rc == 2 and "nested too deeply" in err and "Recursion" not in err, err

@@ -32,6 +32,8 @@ def read_json(path: str | Path, what: str, required: tuple[str, ...] = ()) -> di
         raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply ({what})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object ({what}), got {type(data).__name__}")
     missing = [k for k in required if k not in data]

@@ -53,6 +53,8 @@ class Encoded:
     truncated: int = 0
     dropped: int = 0
     """Records whose prompt alone filled ``max_length`` (no response token left)."""
+    bad: int = 0
+    """Records the chat template refuses, skipped (``skip_bad_records``)."""
 
 
 def epoch_batches(

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .batching import Encoded, Example
-from .records import BadRecordError, as_conversation
+from .records import INDEX, BadRecordError, as_conversation
 
 CHATML = (
     "{% for message in messages %}"
@@ -82,6 +82,10 @@ RENDER_SECONDS = 5.0
 milliseconds; one that loops (``range(100000)`` nested) is stopped, not waited for."""
 RENDER_CHARS = 1 << 24
 """Longest text one rendering may produce (16 Mi characters, far beyond any context)."""
+
+
+class TemplateLimitError(ChatTemplateError):
+    """A template ran too long or wrote too much (the template's fault, not a record's)."""
 
 
 class _TooSlow(Exception):
@@ -147,13 +151,13 @@ def _apply(tokenizer, messages: list[dict], add_generation_prompt: bool = False)
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt
             )
     except _TooSlow:
-        raise ChatTemplateError(
+        raise TemplateLimitError(
             f"{template_label(tokenizer)}: rendering a conversation of {len(messages)} "
             f"turn(s) took more than {RENDER_SECONDS:g} s (does it loop?); fix it or give "
             "another with --chat-template"
         ) from None
     if len(text) > RENDER_CHARS:
-        raise ChatTemplateError(
+        raise TemplateLimitError(
             f"{template_label(tokenizer)}: rendering a conversation of {len(messages)} "
             f"turn(s) wrote {len(text):,} characters (more than {RENDER_CHARS:,}); fix it or "
             "give another with --chat-template"
@@ -230,14 +234,26 @@ def encode_chat(
     train_on: str,
     where: str = "dataset",
     template_name: str = "chat template",
+    skip_bad: bool = False,
 ) -> Encoded:
     """Tokenise conversations (or instructions as one-turn conversations) with their
     assistant masks; truncate from the end and count what was cut or left untrainable."""
     out = Encoded([], [])  # dropped: every target token lies beyond max_length
     for index, rec in enumerate(records):
-        ids, spans = assistant_spans(
-            tokenizer, as_conversation(rec), f"{where}: record {index}", template_name
-        )
+        try:
+            ids, spans = assistant_spans(
+                tokenizer,
+                as_conversation(rec),
+                f"{where}: record {rec.get(INDEX, index)}",  # the file's own index
+                template_name,
+            )
+        except (BadRecordError, ChatTemplateError) as e:
+            if isinstance(e, TemplateLimitError):
+                raise  # the template itself is at fault, not this record
+            if not skip_bad:
+                raise type(e)(f"{e} (use --skip-bad-records to skip such records)") from None
+            out.bad += 1
+            continue
         mask = target_mask(len(ids), spans, train_on)
         truncated = len(ids) > max_length
         ids, mask = ids[:max_length], mask[:max_length]

@@ -45,10 +45,18 @@ class PromptFormat:
         """Chat templates write their special tokens (BOS too) as text."""
         return not self.is_chat
 
-    def encode(self, records: list[dict], max_length: int, where: str) -> Encoded:
+    def encode(
+        self, records: list[dict], max_length: int, where: str, skip_bad: bool = False
+    ) -> Encoded:
         if self.is_chat:
             return encode_chat(
-                self.tokenizer, records, max_length, self.train_on, where, self.template_label
+                self.tokenizer,
+                records,
+                max_length,
+                self.train_on,
+                where,
+                self.template_label,
+                skip_bad,
             )
         return encode(self.tokenizer, records, max_length)
 

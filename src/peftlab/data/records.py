@@ -26,6 +26,10 @@ SHAREGPT_ROLES = {
 _KEY_OF = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction"}
 
 
+INDEX = "_index"
+"""Key of a clean record holding its index in the file it came from."""
+
+
 class BadRecordError(ValueError):
     """A dataset record is malformed; the message names the file and the index."""
 
@@ -65,7 +69,9 @@ def check_records(
     good, skipped = [], 0
     for i, rec in enumerate(raw):
         try:
-            good.append(check_record(rec, where, i, fmt))
+            clean = check_record(rec, where, i, fmt)
+            clean[INDEX] = i  # errors found later (the chat template's) name this index
+            good.append(clean)
         except BadRecordError as e:
             if not skip_bad:
                 raise BadRecordError(f"{e} (use --skip-bad-records to skip such records)") from None
@@ -162,6 +168,9 @@ def check_conversation(rec: Any, where: str, index: int, fmt: str, to_train: boo
             raise bad(f"{text_key!r} is empty")
         if roles[role] == "system" and t > 0:
             raise bad("a system turn is allowed only as the first turn")
+        if roles[role] == "assistant" and (not messages or messages[-1]["role"] != "user"):
+            before = messages[-1]["role"] if messages else "nothing"
+            raise bad(f"an assistant turn must answer a user turn, but follows {before}")
         messages.append({"role": roles[role], "content": content})
     if to_train and not any(m["role"] == "assistant" for m in messages):
         raise _bad(where, index, "the conversation has no assistant turn (nothing to learn)")

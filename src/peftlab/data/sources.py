@@ -29,6 +29,9 @@ SPLIT_SEED = 1234
 training seed so every run of a comparison evaluates on the same records."""
 
 
+TOO_DEEP = "JSON nested too deeply (thousands of levels): not a dataset record"
+
+
 @dataclass
 class Splits:
     train: list[dict]
@@ -64,11 +67,15 @@ def read_json_records(path: Path) -> list[Any]:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise BadRecordError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise BadRecordError(f"{path}: line {lineno}: {TOO_DEEP}") from None
         return out
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise BadRecordError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise BadRecordError(f"{path}: {TOO_DEEP}") from None
     if isinstance(data, dict) and "train" in data:
         data = data["train"]
     if not isinstance(data, list):

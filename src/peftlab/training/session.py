@@ -205,20 +205,24 @@ def _load_data(s: Session, cfg: RunConfig, train_data: bool) -> None:
         log(f"skipped {s.splits.skipped} malformed record(s) of {s.splits.source}")
     ev = s.splits.train + s.splits.eval if d.eval_all else s.splits.eval
     ev = ev[: d.max_eval_records] if d.max_eval_records else ev
-    s.eval_data = s.prompt.encode(ev, d.max_length, f"{s.splits.source} (eval)")
+    s.eval_data = s.prompt.encode(ev, d.max_length, f"{s.splits.source} (eval)", d.skip_bad_records)
     if not s.eval_data.examples:
         raise ValueError(
             f"{s.splits.source}: no evaluation record left (eval split of "
             f"{len(ev)} record(s)); {_why_empty(s, d.max_length)}"
         )
     if train_data:
-        s.train_data = s.prompt.encode(s.splits.train, d.max_length, s.splits.source)
+        s.train_data = s.prompt.encode(
+            s.splits.train, d.max_length, s.splits.source, d.skip_bad_records
+        )
         if not s.train_data.examples:
             raise ValueError(
                 f"{s.splits.source}: no training record left of "
                 f"{len(s.splits.train)}; {_why_empty(s, d.max_length)}"
             )
     for label, enc in (("train", s.train_data), ("eval", s.eval_data)):
+        if enc is not None and enc.bad:
+            log(f"{label}: skipped {enc.bad} record(s) the chat template refuses")
         if enc is not None and (enc.truncated or enc.dropped):
             log(
                 f"warning: {label}: {enc.truncated} record(s) truncated to max_length="
