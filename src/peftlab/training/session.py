@@ -172,14 +172,18 @@ def command_inputs(
     if adapter_dir is not None and model is None and not is_model_dir(adapter_dir):
         with contextlib.suppress(OSError, ValueError):
             model = base_model_for_adapter(adapter_dir, None)
-    local = [model, cfg.data.dataset, cfg.data.chat_template, *files]
-    reads += [Path(p) for p in local if isinstance(p, str) and p and _is_local(p)]
+    if _is_local(model, Path.is_dir):
+        reads.append(Path(model))
+    local = [cfg.data.dataset, cfg.data.chat_template, *files]  # a directory: their error
+    reads += [Path(p) for p in local if _is_local(p, Path.is_file)]
     return reads, homes
 
 
-def _is_local(text: str) -> bool:
+def _is_local(text: str | None, kind) -> bool:
+    if not isinstance(text, str) or not text or "\n" in text or "{" in text:
+        return False
     try:
-        return "\n" not in text and "{" not in text and Path(text).expanduser().exists()
+        return kind(Path(text).expanduser())
     except OSError:  # a template's text passed as the option, too long for a path
         return False
 
