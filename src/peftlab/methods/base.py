@@ -238,6 +238,10 @@ class Method:
     memory_first: ClassVar[bool] = False
     """Whether the method exists to save memory (QLoRA): where a run has a choice
     between memory and speed, it then favours memory."""
+    rewrites_base: ClassVar[bool] = False
+    """Whether wrapping a layer changes its base weight (PiSSA and OLoRA leave the
+    residual W − s·B0 A0 there): the adapter is then saved re-expressed for the original
+    base, so saving and loading again is equal within fp32 rounding, not bit for bit."""
     compare_by_default: ClassVar[bool] = True
     """Whether ``peftlab compare`` runs the method when no method list is given; one that
     is not (full fine-tuning: far more memory and time) is added with its own flag,

@@ -37,6 +37,9 @@ _PEFT_DEFAULTS_WE_REQUIRE = {
     "use_qalora": False,
 }
 
+# peft ``init_lora_weights`` values that change the base weight when the adapter is made.
+_BASE_REWRITING_INITS = ("pissa", "olora", "loftq", "corda")
+
 
 @dataclasses.dataclass
 class LoraConfig(MethodConfig):
@@ -139,7 +142,11 @@ class LoRA(Method):
 
     @classmethod
     def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
-        return cfg.get("peft_type") == "LORA" and not cfg.get("use_dora", False)
+        # An initialisation that rewrote the base (PiSSA's residual, ...) is not a LoRA on
+        # the base it will be loaded onto: that file is read by its own method.
+        init = cfg.get("init_lora_weights")
+        rewrites = isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS)
+        return cfg.get("peft_type") == "LORA" and not cfg.get("use_dora", False) and not rewrites
 
     @classmethod
     def lora_options_from_peft(cls, cfg: dict[str, Any]) -> dict[str, Any]:
