@@ -285,6 +285,12 @@ class Method:
         its feedforward modules against them); raise ValueError. Default: nothing."""
 
     # -- training hooks (defaults: nothing) ----------------------------------------------
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """The optimiser's parameter groups; default: one group of every trainable
+        parameter at ``lr`` (LoRA-family methods split them for LoRA+)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         """A term added to the training loss (AdaLoRA's orthogonality); default none."""
         return None
