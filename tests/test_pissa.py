@@ -92,3 +92,22 @@ def test_unconverted_file_needs_its_method():
     assert method_for_peft_config(dict(cfg, init_lora_weights="pissa_niter_3")).config.niter == 3
     assert method_for_peft_config(dict(cfg, init_lora_weights="olora")).name == "olora"
     assert method_for_peft_config(dict(cfg, init_lora_weights=True)).name == "lora"
+
+
+def test_compare_wide_preset_lists_every_method_with_valid_options():
+    """configs/compare-wide.yaml names every method compared by default, and each
+    method's mapping builds a valid run configuration (no model is loaded)."""
+    from pathlib import Path
+
+    from peftlab import build_config
+    from peftlab.compare.harness import split_compare_config
+    from peftlab.config import load_yaml
+    from peftlab.methods import METHODS
+
+    path = Path(__file__).parent.parent / "configs" / "compare-wide.yaml"
+    methods, per_method, common = split_compare_config(load_yaml(path))
+    expected = {n for n, cls in METHODS.items() if cls.compare_by_default}
+    assert set(methods) == expected
+    for name in methods:
+        cfg = build_config({**common, **per_method.get(name, {}), "method": name})
+        assert cfg.method == name
