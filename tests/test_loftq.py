@@ -79,3 +79,34 @@ def test_pissa_refuses_a_4bit_base():
     get_method("qlora").prepare_model(model)  # every Linear but the head in NF4
     with pytest.raises(ValueError, match=r"pissa needs a full-precision weight.*q_proj.*loftq"):
         inject(model, get_method("pissa", r=2))
+
+
+@pytest.mark.parametrize(
+    "opts, quantized, message",
+    [
+        (dict(method="lora", r=40), False, r"r=40 is larger than layer model\.layers\.0\."),
+        (dict(method="pissa", r=2), True, "pissa needs a full-precision base.*loftq-iter"),
+    ],
+)
+def test_base_checked_before_its_weights_load(
+    opts, quantized, message, tmp_path, tiny_model_dir, monkeypatch
+):
+    import json
+    import shutil
+
+    from peftlab.training import session
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    if quantized:  # as a bitsandbytes 4-bit checkpoint's config.json says
+        cfg = json.loads((model_dir / "config.json").read_text())
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+        (model_dir / "config.json").write_text(json.dumps(cfg))
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(session, "load_base", no_load)
+    run_cfg = build_config(model=str(model_dir), **opts)
+    with pytest.raises(ValueError, match=message):
+        session.open_session(run_cfg, new_adapter=True, with_data=False)

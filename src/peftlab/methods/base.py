@@ -280,6 +280,11 @@ class Method:
         parameter. Default: none."""
         return []
 
+    def check_base(self, config: Any, targets: dict[str, nn.Module]) -> None:
+        """Validate the base model before its weights load, from its transformers
+        ``config`` and its target modules built on the meta device (shapes only); raise
+        ValueError. Default: nothing."""
+
     def check_targets(self, targets: list[str]) -> None:
         """Validate the resolved target names before any module is swapped (IA³ checks
         its feedforward modules against them); raise ValueError. Default: nothing."""

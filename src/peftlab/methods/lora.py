@@ -134,6 +134,10 @@ class LoRA(Method):
         check_rank(c.r, module, name, "r")
         return LoraLinear(module, c.r, c.scaling, c.dropout)
 
+    def check_base(self, config: Any, targets: dict[str, nn.Module]) -> None:
+        for name, module in targets.items():
+            check_rank(self.config.r, module, name, "r")
+
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         """LoRA+'s groups (:mod:`.loraplus`) when ``loraplus_lr_ratio`` is set."""
         c = self.config

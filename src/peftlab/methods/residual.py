@@ -131,6 +131,14 @@ class ResidualLoRA(LoRA):
         layer.save_as_lora = c.save_as_lora
         return layer
 
+    def check_base(self, config: Any, targets: dict[str, nn.Module]) -> None:
+        if getattr(config, "quantization_config", None):
+            raise ValueError(
+                f"method {self.name} needs a full-precision base to factor, but the model "
+                "is a quantized checkpoint; for a 4-bit base use --method qlora --loftq-iter N"
+            )
+        super().check_base(config, targets)
+
     def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:
         cfg = super().to_peft_config(target_modules, layers)
         c = self.config
