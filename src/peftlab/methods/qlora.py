@@ -166,7 +166,9 @@ class QLoRA(LoRA):
         layer_cls = DoraLinear if c.use_dora else LoraLinear
         layer = layer_cls(module, c.r, c.scaling, c.dropout)  # both read a 4-bit base
         dense = self._dense.pop(name, None)
-        if dense is not None and isinstance(module, Linear4bit):
+        # (On the meta device, as the memory planner builds models, there is nothing to
+        # factor: LoftQ changes values, not shapes.)
+        if dense is not None and isinstance(module, Linear4bit) and not dense.is_meta:
             self._loftq(layer, module, dense)
         return layer
 
