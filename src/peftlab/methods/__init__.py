@@ -12,6 +12,7 @@ from .dora import DoRA, DoraConfig, DoraLinear
 from .full import FullConfig, FullFineTune
 from .ia3 import IA3, Ia3Config, Ia3Linear
 from .lora import LoRA, LoraConfig, LoraLinear
+from .pissa import OLoRA, PiSSA
 from .qlora import QLoRA, QloraConfig
 
 
@@ -24,7 +25,9 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
     return out
 
 
-METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune)
+METHODS: dict[str, type[Method]] = _registry(
+    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, PiSSA, OLoRA
+)
 
 
 def get_method(name: str, **options: Any) -> Method:

@@ -238,6 +238,10 @@ class Method:
     memory_first: ClassVar[bool] = False
     """Whether the method exists to save memory (QLoRA): where a run has a choice
     between memory and speed, it then favours memory."""
+    rewrites_base: ClassVar[bool] = False
+    """Whether wrapping a layer changes its base weight (PiSSA and OLoRA leave the
+    residual W − s·B0 A0 there): the adapter is then saved re-expressed for the original
+    base, so saving and loading again is equal within fp32 rounding, not bit for bit."""
     compare_by_default: ClassVar[bool] = True
     """Whether ``peftlab compare`` runs the method when no method list is given; one that
     is not (full fine-tuning: far more memory and time) is added with its own flag,
@@ -276,11 +280,22 @@ class Method:
         parameter. Default: none."""
         return []
 
+    def check_base(self, config: Any, targets: dict[str, nn.Module]) -> None:
+        """Validate the base model before its weights load, from its transformers
+        ``config`` and its target modules built on the meta device (shapes only); raise
+        ValueError. Default: nothing."""
+
     def check_targets(self, targets: list[str]) -> None:
         """Validate the resolved target names before any module is swapped (IA³ checks
         its feedforward modules against them); raise ValueError. Default: nothing."""
 
     # -- training hooks (defaults: nothing) ----------------------------------------------
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """The optimiser's parameter groups; default: one group of every trainable
+        parameter at ``lr`` (LoRA-family methods split them for LoRA+)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         """A term added to the training loss (AdaLoRA's orthogonality); default none."""
         return None

@@ -22,6 +22,7 @@ from torch import nn
 from ..core.options import make_config, option
 from ..quant.linear4bit import Linear4bit
 from .base import AdapterLayer, Method, MethodConfig, check_rank
+from .loraplus import loraplus_groups
 
 # PEFT keys we understand; anything else in an adapter_config.json must be at its default
 # (a LoRA adapter using layer-wise ranks or trained biases would otherwise load wrongly).
@@ -37,6 +38,9 @@ _PEFT_DEFAULTS_WE_REQUIRE = {
     "use_qalora": False,
 }
 
+# peft ``init_lora_weights`` values that change the base weight when the adapter is made.
+_BASE_REWRITING_INITS = ("pissa", "olora", "loftq", "corda")
+
 
 @dataclasses.dataclass
 class LoraConfig(MethodConfig):
@@ -51,6 +55,14 @@ class LoraConfig(MethodConfig):
     use_rslora: bool = option(
         False, "Rank-stabilised scaling alpha / sqrt(r) (rsLoRA, arXiv 2312.03732)"
     )
+    loraplus_lr_ratio: float | None = option(
+        None,
+        "LoRA+ (arXiv 2402.12354): train B at this multiple of the learning rate "
+        "(the paper suggests 16); unset: one rate for A and B",
+    )
+    loraplus_lr_embedding: float = option(
+        1e-6, "LoRA+: learning rate of adapters on embedding layers (peft's default)"
+    )
 
     def __post_init__(self):
         if int(self.r) != self.r or self.r < 1:
@@ -58,6 +70,8 @@ class LoraConfig(MethodConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         self.r = int(self.r)
+        if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
+            raise ValueError(f"loraplus_lr_ratio must be > 0, got {self.loraplus_lr_ratio!r}")
 
     @property
     def scaling(self) -> float:
@@ -120,6 +134,19 @@ class LoRA(Method):
         check_rank(c.r, module, name, "r")
         return LoraLinear(module, c.r, c.scaling, c.dropout)
 
+    def check_base(self, config: Any, targets: dict[str, nn.Module]) -> None:
+        for name, module in targets.items():
+            check_rank(self.config.r, module, name, "r")
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """LoRA+'s groups (:mod:`.loraplus`) when ``loraplus_lr_ratio`` is set."""
+        c = self.config
+        if c.loraplus_lr_ratio is None:
+            return super().param_groups(model, lr, weight_decay)
+        return loraplus_groups(
+            model, lr, weight_decay, c.loraplus_lr_ratio, c.loraplus_lr_embedding
+        )
+
     def to_peft_config(self, target_modules: Any, layers=None) -> dict[str, Any]:
         c = self.config
         return {
@@ -139,7 +166,11 @@ class LoRA(Method):
 
     @classmethod
     def accepts_peft_config(cls, cfg: dict[str, Any]) -> bool:
-        return cfg.get("peft_type") == "LORA" and not cfg.get("use_dora", False)
+        # An initialisation that rewrote the base (PiSSA's residual, ...) is not a LoRA on
+        # the base it will be loaded onto: that file is read by its own method.
+        init = cfg.get("init_lora_weights")
+        rewrites = isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS)
+        return cfg.get("peft_type") == "LORA" and not cfg.get("use_dora", False) and not rewrites
 
     @classmethod
     def lora_options_from_peft(cls, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from ..formats.saved import is_model_dir, run_reads
 from ..host import reclaim
 from ..methods import METHODS, Method, get_method, method_for_peft_config
 from ..model.inject import AdapterInfo, count_parameters, inject
-from ..model.load import load_base
+from ..model.load import load_base, resolve_model_path
+from ..model.precheck import check_before_load
 from .distributed import is_main_process
 from .loss import DEFAULT_LOSS, LossOptions
 
@@ -124,6 +125,8 @@ def open_session(
         name = base_model_for_adapter(adapter_dir, name)
     if new_adapter:
         method = get_method(cfg.method, **cfg.adapter)
+        # The rank against each layer, the base's kind: from config.json, before loading.
+        check_before_load(resolve_model_path(name), method, cfg.model.trust_remote_code)
     else:
         method = _saved_method(cfg, adapter_dir)
     # The method may load the base its own way (QLoRA quantizes while loading).

@@ -164,8 +164,9 @@ def _prepare(
     resume_from = _checkpoint_to_resume(t, out, run_id)
     if resume_from is not None:
         load_model_state(resume_from, s.model)
-    params = [p for p in s.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    # The method's groups: one, or LoRA+'s (B at a multiple of the rate).
+    groups = s.adapter.method.param_groups(s.model, t.lr, t.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(plan))
     model, opt = acc.prepare(s.model, opt)
     dist.sharded = is_sharded(model)
