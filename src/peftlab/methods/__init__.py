@@ -12,7 +12,9 @@ from .dora import DoRA, DoraConfig, DoraLinear
 from .full import FullConfig, FullFineTune
 from .ia3 import IA3, Ia3Config, Ia3Linear
 from .lora import LoRA, LoraConfig, LoraLinear
+from .oft import OFT, OftConfig, OftLinear
 from .qlora import QLoRA, QloraConfig
+from .vera import VeRA, VeraConfig, VeraLinear
 
 
 def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
@@ -24,7 +26,9 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
     return out
 
 
-METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune)
+METHODS: dict[str, type[Method]] = _registry(
+    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, VeRA, OFT
+)
 
 
 def get_method(name: str, **options: Any) -> Method:
@@ -108,4 +112,10 @@ __all__ = [
     "QloraConfig",
     "FullFineTune",
     "FullConfig",
+    "VeRA",
+    "VeraConfig",
+    "VeraLinear",
+    "OFT",
+    "OftConfig",
+    "OftLinear",
 ]
