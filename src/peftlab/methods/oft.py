@@ -134,6 +134,21 @@ class OftRotation(nn.Module):
         return keep * r + (1 - keep) * eye
 
 
+def rotate_blocks(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """x R for block-diagonal R = diag(r_1, …, r_n): (x_i R_i) for each block i of x's
+    last dimension, returned in x's dtype.
+
+    Computed as one batched matmul over the blocks, (n, tokens, b) @ (n, b, b), in fp32
+    with autocast off: on the CPU that is several times faster than ``einsum`` over a
+    3-D input (which took seconds per layer there) and than the bf16 batched matmul, and
+    the rotation is exact to fp32 whatever the compute dtype."""
+    n, b = r.shape[0], r.shape[1]
+    with torch.autocast(x.device.type, enabled=False):
+        xb = x.reshape(-1, n, b).transpose(0, 1).to(r.dtype)  # (n, tokens, b)
+        y = torch.bmm(xb, r)  # y_c = Σ_k x_k R_kc, per block
+    return y.transpose(0, 1).reshape(x.shape).to(x.dtype)
+
+
 class OftLinear(AdapterLayer):
     """``nn.Linear`` whose input is rotated block by block: ``base(x R)`` (arXiv 2306.07280)."""
 
@@ -154,10 +169,8 @@ class OftLinear(AdapterLayer):
         """h = W0 (x R) + b: each block of b inputs rotated by its R_i (eq. 3)."""
         if self.merged:
             return self.ops.frozen_linear(self.base_layer, x)
-        r = self.oft_R.rotations(drop=True)
-        xb = x.to(r.dtype).unflatten(-1, (r.shape[0], r.shape[1]))  # (..., n, b)
-        rotated = torch.einsum("...nk,nkc->...nc", xb, r).flatten(-2)  # x_c = Σ_k x_k R_kc
-        return self.ops.frozen_linear(self.base_layer, rotated.to(x.dtype))
+        rotated = rotate_blocks(x, self.oft_R.rotations(drop=True))
+        return self.ops.frozen_linear(self.base_layer, rotated)
 
     def _rotate_weight(self, w: torch.Tensor, inverse: bool) -> torch.Tensor:
         """W Rᵀ (or W R⁻ᵀ), block by block, in fp64: never the dense in×in R."""
