@@ -90,6 +90,14 @@ OPTIONS = {
             "total_step": 1000,
         },
     ),
+    "vera": (
+        {"r": 256, "dropout": 0.0, "target_modules": ALL_LINEAR},
+        {"peft_type": "VERA", "r": 256, "vera_dropout": 0.0, "target_modules": ALL_LINEAR},
+    ),
+    "oft": (
+        {"oft_block_size": 32, "target_modules": ALL_LINEAR},
+        {"peft_type": "OFT", "oft_block_size": 32, "r": 0, "target_modules": ALL_LINEAR},
+    ),
 }
 
 

@@ -81,6 +81,8 @@ METHODS = [
     ("adalora", {"tinit": 0, "tfinal": 1}),
     ("ia3", {}),
     ("full", {}),
+    ("vera", {"r": 8}),
+    ("oft", {"oft_block_size": 8}),
 ]
 
 

@@ -56,6 +56,19 @@ VARIANTS = {
         dict(r=2, alpha=4, use_rslora=True, niter=2, save_as_lora=False, target_modules=["q_proj"]),
     ],
     "olora": [dict(r=3, alpha=6, target_modules=r".*\.1\.(mlp\.up|self_attn\.v)_proj")],
+    "oft": [
+        dict(),
+        dict(oft_block_size=0, r=4, use_cayley_neumann=False, target_modules=["q_proj", "v_proj"]),
+        dict(oft_block_size=8, num_cayley_neumann_terms=3),
+        dict(oft_block_size=4, coft=True, eps=0.05, target_modules=["o_proj", "down_proj"]),
+    ],
+    "vera": [
+        dict(r=4),
+        dict(r=8, d_initial=0.05, target_modules=["q_proj", "down_proj"]),
+        dict(
+            r=4, save_projection=False, projection_prng_key=7, target_modules=["k_proj", "up_proj"]
+        ),
+    ],
     "qlora": [
         dict(r=4, alpha=8),
         dict(r=4, alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),

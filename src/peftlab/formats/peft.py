@@ -22,6 +22,8 @@ from ..model.inject import AdapterInfo, adapter_layers, inject
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
+SHARED_PREFIX = "base_model."
+"""Where peft saves tensors kept once per model (VeRA's ``base_model.vera_A``)."""
 
 
 class AdapterMismatchError(ValueError):
@@ -36,6 +38,8 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
         for local, p in layer.export_params().items():
             key = f"{PREFIX}{name}.{info.method.peft_key(local)}"
             out[key] = p.detach().contiguous().clone()
+    for local, t in info.method.shared_tensors().items():  # VeRA's projections
+        out[f"{SHARED_PREFIX}{local}"] = t.detach().contiguous().clone()
     return out
 
 
@@ -125,6 +129,8 @@ def _copy_into(model, info: AdapterInfo, tensors: dict, directory: Path) -> None
     for name, layer in adapter_layers(model):
         for local, p in layer.adapter_params().items():
             params[f"{PREFIX}{name}.{info.method.peft_key(local)}"] = (name, p)
+    for local, t in info.method.shared_tensors().items():  # after the layers': checked last
+        params[f"{SHARED_PREFIX}{local}"] = (f"(shared) {local}", t)
     unexpected = sorted(set(tensors) - set(params))
     if unexpected:
         raise AdapterMismatchError(

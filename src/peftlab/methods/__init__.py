@@ -12,8 +12,10 @@ from .dora import DoRA, DoraConfig, DoraLinear
 from .full import FullConfig, FullFineTune
 from .ia3 import IA3, Ia3Config, Ia3Linear
 from .lora import LoRA, LoraConfig, LoraLinear
+from .oft import OFT, OftConfig, OftLinear
 from .pissa import OLoRA, PiSSA
 from .qlora import QLoRA, QloraConfig
+from .vera import VeRA, VeraConfig, VeraLinear
 
 
 def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
@@ -26,7 +28,7 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
 
 
 METHODS: dict[str, type[Method]] = _registry(
-    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, PiSSA, OLoRA
+    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, PiSSA, OLoRA, VeRA, OFT
 )
 
 
@@ -111,4 +113,12 @@ __all__ = [
     "QloraConfig",
     "FullFineTune",
     "FullConfig",
+    "PiSSA",
+    "OLoRA",
+    "VeRA",
+    "VeraConfig",
+    "VeraLinear",
+    "OFT",
+    "OftConfig",
+    "OftLinear",
 ]

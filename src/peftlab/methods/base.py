@@ -266,6 +266,11 @@ class Method:
         quantizes its Linear layers to NF4 here); module names must stay the same.
         Default: nothing."""
 
+    def before_wrap(self, model: nn.Module, targets: list[str]) -> None:
+        """Called once after :meth:`prepare_model`, with every resolved target, before any
+        is wrapped: state that all of a model's adapter layers share is made here (VeRA's
+        random projections, sized to the largest target). Default: nothing."""
+
     def wrap(self, module: nn.Module, name: str) -> AdapterLayer:
         """Return an adapter layer wrapping ``module`` (whose full name is ``name``)."""
         raise NotImplementedError
@@ -318,6 +323,12 @@ class Method:
             )
 
     # -- PEFT format -----------------------------------------------------------------------
+    def shared_tensors(self) -> dict[str, torch.Tensor]:
+        """Frozen tensors kept once per model rather than per layer, saved in
+        ``adapter_model.safetensors`` under ``base_model.<name>`` (as peft saves VeRA's
+        ``vera_A``/``vera_B``) and loaded back into place. Default: none."""
+        return {}
+
     def peft_key(self, local_name: str) -> str:
         """Name a parameter gets in ``adapter_model.safetensors`` (after the module path)."""
         return local_name

@@ -136,6 +136,7 @@ def inject(
         p.requires_grad_(False)
     for p in method.trainable_base_parameters(model):
         p.requires_grad_(True)
+    method.before_wrap(model, targets)  # shared state, e.g. VeRA's projections
     for name in targets:
         module = model.get_submodule(name)
         layer = method.wrap(module, name)
