@@ -81,6 +81,8 @@ METHODS = [
     ("adalora", {"tinit": 0, "tfinal": 1}),
     ("ia3", {}),
     ("full", {}),
+    ("loha", {}),
+    ("lokr", {"r": 2}),
 ]
 
 

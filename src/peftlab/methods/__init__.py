@@ -11,6 +11,8 @@ from .base import AdapterLayer, Method, MethodConfig
 from .dora import DoRA, DoraConfig, DoraLinear
 from .full import FullConfig, FullFineTune
 from .ia3 import IA3, Ia3Config, Ia3Linear
+from .loha import LoHa, LohaConfig, LohaLinear
+from .lokr import LoKr, LokrConfig, LokrLinear
 from .lora import LoRA, LoraConfig, LoraLinear
 from .qlora import QLoRA, QloraConfig
 
@@ -24,7 +26,9 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
     return out
 
 
-METHODS: dict[str, type[Method]] = _registry(LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune)
+METHODS: dict[str, type[Method]] = _registry(
+    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, LoHa, LoKr
+)
 
 
 def get_method(name: str, **options: Any) -> Method:
@@ -108,4 +112,10 @@ __all__ = [
     "QloraConfig",
     "FullFineTune",
     "FullConfig",
+    "LoHa",
+    "LohaConfig",
+    "LohaLinear",
+    "LoKr",
+    "LokrConfig",
+    "LokrLinear",
 ]
