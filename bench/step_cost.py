@@ -90,6 +90,14 @@ OPTIONS = {
             "total_step": 1000,
         },
     ),
+    "loha": (
+        {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+        {"peft_type": "LOHA", "r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+    ),
+    "lokr": (
+        {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+        {"peft_type": "LOKR", "r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+    ),
 }
 
 

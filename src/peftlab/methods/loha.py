@@ -55,6 +55,13 @@ class LohaLinear(LycorisLinear):
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
         nn.init.zeros_(self.hada_w2_b)
 
+    def delta_x(self, x: torch.Tensor) -> torch.Tensor:
+        """s · ((B1 A1) ⊙ (B2 A2)) x with the layer's ops: :class:`~.lean.PlainOps` forms
+        ΔW, :class:`~.lean.LeanOps` uses the rank-r² factorisation when cheaper."""
+        return self.ops.hadamard_linear(
+            x, self.hada_w1_a, self.hada_w1_b, self.hada_w2_a, self.hada_w2_b, self.scaling
+        )
+
     def delta_weight(self) -> torch.Tensor:
         """ΔW = s · (B1 A1) ⊙ (B2 A2), fp32, out×in."""
         w1 = self.hada_w1_a @ self.hada_w1_b  # B1 A1

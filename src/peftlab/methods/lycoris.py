@@ -103,13 +103,17 @@ class LycorisLinear(AdapterLayer):
         out = self.base_out(x)  # W0 x + b
         if self.merged or self._module_dropped():
             return out
-        delta = self.delta_weight()
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(delta.dtype)  # a bf16 input meets the fp32 update in one dtype
-        update = F.linear(x, delta)  # ΔW x
+        update = self.delta_x(x)  # ΔW x
         if self.training and self.rank_dropout > 0:
             update = update * self._row_mask(update)
         return out + update.to(out.dtype)
+
+    def delta_x(self, x: torch.Tensor) -> torch.Tensor:
+        """ΔW x with ΔW formed (peft's way); a method may compute it without ΔW."""
+        delta = self.delta_weight()
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(delta.dtype)  # a bf16 input meets the fp32 update in one dtype
+        return F.linear(x, delta)
 
     def _module_dropped(self) -> bool:
         # Drawn only when the option is on, so a run without it consumes no random numbers.
