@@ -9,7 +9,6 @@ product with one more:
     scale_rows(z, f)                    f ⊙ z             DoRA's magnitude, per row
     silu_mul(g, u)                      silu(g) ⊙ u       SwiGLU (Shazeer 2020,
                                                           arXiv 2002.05202)
-    kron_linear(x, W1, W2, s)           s (W1 ⊗ W2) x     LoKr's update (:mod:`.lokr`)
     hadamard_linear(x, B1, A1, B2, A2, s)
                                         s ((B1 A1) ⊙ (B2 A2)) x   LoHa's (:mod:`.loha`)
 
@@ -27,9 +26,6 @@ run). :class:`LeanOps` computes the same values and keeps less for backward:
   input (:class:`ScaleRows`).
 - ``silu_mul``: saves ``g`` and ``u`` and recomputes ``silu(g)`` in backward
   (:class:`SiluMul`); same bits.
-- ``kron_linear``: never forms the out×in ΔW: with x viewed as a c×d matrix X per token,
-  (W1 ⊗ W2) x = vec(W1 X W2ᵀ) (row-major vec), two small matmuls whose backward keeps x
-  and the c×b intermediate instead of the dense ΔW (and costs far fewer FLOPs).
 - ``hadamard_linear``: (B1 A1) ⊙ (B2 A2) = B' A' with B' the r² column-wise products
   B1[:, i] ⊙ B2[:, j] and A' the r² row-wise products A1[i] ⊙ A2[j] (the face-splitting
   identity), so ΔW x = B' (A' x): backward keeps x and an r²-wide intermediate instead of
@@ -89,15 +85,6 @@ class PlainOps:
         return F.silu(g) * u
 
     @staticmethod
-    def kron_linear(
-        x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, scale: float
-    ) -> torch.Tensor:
-        """s · (W1 ⊗ W2) x with the Kronecker product formed, as peft computes it."""
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(w1.dtype)
-        return F.linear(x, torch.kron(w1, w2) * scale)
-
-    @staticmethod
     def hadamard_linear(
         x: torch.Tensor,
         b1: torch.Tensor,
@@ -147,19 +134,6 @@ class LeanOps(PlainOps):
     @staticmethod
     def scale_rows(z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return ScaleRows.apply(z, f)
-
-    @staticmethod
-    def kron_linear(
-        x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, scale: float
-    ) -> torch.Tensor:
-        """vec(W1 X W2ᵀ) · s, X the input viewed c×d: W1 is a×c, W2 b×d, in = c·d and
-        ΔW[(i, k), (j, l)] = W1[i, j] W2[k, l] (torch.kron's row-major layout)."""
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(w1.dtype)
-        (a, c), (b, d) = w1.shape, w2.shape
-        xs = x.reshape(*x.shape[:-1], c, d)
-        y = torch.matmul(w1, torch.matmul(xs, w2.t()))  # (..., a, b)
-        return y.reshape(*x.shape[:-1], a * b) * scale
 
     @staticmethod
     def hadamard_linear(

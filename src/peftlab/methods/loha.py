@@ -13,6 +13,11 @@ rank-2r LoRA (the paper's point). As in peft, B1, A1 and B2 start Kaiming-unifor
 starts at zero, so ΔW = 0 and a fresh adapter is the identity. peft's rank and module
 dropouts are :mod:`.lycoris`'s; LoHa always rescales the rank-dropout mask by its mean.
 ``use_effective_conv2d`` (peft) concerns convolutions only; peftlab adapts Linear layers.
+
+peft forms ΔW each forward and keeps it for backward (out×in per layer). With lean layers
+(:meth:`~.lean.LeanOps.hadamard_linear`) peftlab uses the face-splitting identity
+(B1 A1) ⊙ (B2 A2) = B' A', B' the r² column products B1[:, i] ⊙ B2[:, j] and A' the r² row
+products A1[i] ⊙ A2[j], and computes B' (A' x) whenever that is cheaper.
 """
 
 from __future__ import annotations

@@ -116,12 +116,6 @@ class LokrLinear(LycorisLinear):
         w2 = self.lokr_w2 if self.lokr_w2 is not None else self.lokr_w2_a @ self.lokr_w2_b
         return w1, w2
 
-    def delta_x(self, x: torch.Tensor) -> torch.Tensor:
-        """s · (W1 ⊗ W2) x with the layer's ops: :class:`~.lean.PlainOps` forms the
-        Kronecker product, :class:`~.lean.LeanOps` never does (:mod:`.lean`)."""
-        w1, w2 = self.kron_factors()
-        return self.ops.kron_linear(x, w1, w2, self.scaling)
-
     def delta_weight(self) -> torch.Tensor:
         """ΔW = s · W1 ⊗ W2, fp32, out×in."""
         w1, w2 = self.kron_factors()

@@ -1,7 +1,8 @@
 """What the two LyCORIS methods share (LoHa, :mod:`.loha`; LoKr, :mod:`.lokr`): options,
 the layer's forward with peft's two dropouts, and the adapter_config.json keys.
 
-Both build a dense update ΔW from small factors and add its product with the input:
+Both make a dense update ΔW from small factors and add its product with the input
+(LoHa's lean layers compute ΔW x without forming ΔW, :mod:`.lean`):
 
     h = W0 x + m · (d ⊙ ΔW x)
 
