@@ -98,6 +98,14 @@ OPTIONS = {
         {"oft_block_size": 32, "target_modules": ALL_LINEAR},
         {"peft_type": "OFT", "oft_block_size": 32, "r": 0, "target_modules": ALL_LINEAR},
     ),
+    "loha": (
+        {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+        {"peft_type": "LOHA", "r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+    ),
+    "lokr": (
+        {"r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+        {"peft_type": "LOKR", "r": 8, "alpha": 16, "target_modules": ALL_LINEAR},
+    ),
 }
 
 

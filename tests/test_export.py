@@ -83,6 +83,8 @@ METHODS = [
     ("full", {}),
     ("vera", {"r": 8}),
     ("oft", {"oft_block_size": 8}),
+    ("loha", {}),
+    ("lokr", {"r": 2}),
 ]
 
 

@@ -62,7 +62,7 @@ def test_skeleton_counts_match_the_real_model(method, tiny_model_dir):
     assert (shape.layers, shape.hidden) == (config.num_hidden_layers, config.hidden_size)
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "qlora", "full"])
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "qlora", "full", "loha", "lokr"])
 def test_probe_extrapolates_the_census_exactly(method, tiny_model_dir):
     """The probe's const + rows·(a·S + b·S²) per kind, fitted at three lengths of one
     row, predicts the census of another batch shape (bf16 autocast, as on this CPU)."""

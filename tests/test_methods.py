@@ -45,6 +45,23 @@ VARIANTS = {
         dict(r=4, alpha=8),
         dict(r=4, alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"]),
     ],
+    "loha": [
+        dict(r=2, alpha=4),
+        dict(r=4, alpha=8, rank_dropout=0.5, target_modules=["q_proj", "v_proj"]),
+    ],
+    # LoKr's factor shapes: r=2 splits W2 into rank-2 factors on every layer; r=8 keeps
+    # W2 whole; decompose_both with factor 4 splits W1 too (4×4 parts of q and down).
+    "lokr": [
+        dict(r=2, alpha=4),
+        dict(r=8, alpha=8, rank_dropout=0.3, rank_dropout_scale=True),
+        dict(
+            r=1,
+            alpha=2,
+            decompose_both=True,
+            decompose_factor=4,
+            target_modules=["q_proj", "down_proj"],
+        ),
+    ],
     "lora": [
         dict(r=4, alpha=8),
         dict(r=4, alpha=8, use_rslora=True),

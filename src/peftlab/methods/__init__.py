@@ -11,6 +11,8 @@ from .base import AdapterLayer, Method, MethodConfig
 from .dora import DoRA, DoraConfig, DoraLinear
 from .full import FullConfig, FullFineTune
 from .ia3 import IA3, Ia3Config, Ia3Linear
+from .loha import LoHa, LohaConfig, LohaLinear
+from .lokr import LoKr, LokrConfig, LokrLinear
 from .lora import LoRA, LoraConfig, LoraLinear
 from .oft import OFT, OftConfig, OftLinear
 from .pissa import OLoRA, PiSSA
@@ -28,7 +30,7 @@ def _registry(*classes: type[Method]) -> dict[str, type[Method]]:
 
 
 METHODS: dict[str, type[Method]] = _registry(
-    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, PiSSA, OLoRA, VeRA, OFT
+    LoRA, DoRA, IA3, AdaLoRA, QLoRA, FullFineTune, PiSSA, OLoRA, VeRA, OFT, LoHa, LoKr
 )
 
 
@@ -121,4 +123,10 @@ __all__ = [
     "OFT",
     "OftConfig",
     "OftLinear",
+    "LoHa",
+    "LohaConfig",
+    "LohaLinear",
+    "LoKr",
+    "LokrConfig",
+    "LokrLinear",
 ]

@@ -9,6 +9,8 @@ product with one more:
     scale_rows(z, f)                    f ⊙ z             DoRA's magnitude, per row
     silu_mul(g, u)                      silu(g) ⊙ u       SwiGLU (Shazeer 2020,
                                                           arXiv 2002.05202)
+    hadamard_linear(x, B1, A1, B2, A2, s)
+                                        s ((B1 A1) ⊙ (B2 A2)) x   LoHa's (:mod:`.loha`)
 
 :class:`PlainOps` computes each as PyTorch's modules do (what peft and transformers
 run). :class:`LeanOps` computes the same values and keeps less for backward:
@@ -24,6 +26,10 @@ run). :class:`LeanOps` computes the same values and keeps less for backward:
   input (:class:`ScaleRows`).
 - ``silu_mul``: saves ``g`` and ``u`` and recomputes ``silu(g)`` in backward
   (:class:`SiluMul`); same bits.
+- ``hadamard_linear``: (B1 A1) ⊙ (B2 A2) = B' A' with B' the r² column-wise products
+  B1[:, i] ⊙ B2[:, j] and A' the r² row-wise products A1[i] ⊙ A2[j] (the face-splitting
+  identity), so ΔW x = B' (A' x): backward keeps x and an r²-wide intermediate instead of
+  the dense ΔW, whenever r²·(in + out) < in·out (else ΔW is formed, as peft does).
 
 Where the two differ, they differ by rounding only: the in-place sum rounds once where
 the plain one rounds the product and the sum; under autocast the lean dropout drops the
@@ -78,6 +84,20 @@ class PlainOps:
         """silu(g) ⊙ u."""
         return F.silu(g) * u
 
+    @staticmethod
+    def hadamard_linear(
+        x: torch.Tensor,
+        b1: torch.Tensor,
+        a1: torch.Tensor,
+        b2: torch.Tensor,
+        a2: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
+        """s · ((B1 A1) ⊙ (B2 A2)) x with the Hadamard product formed, as peft does."""
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(a1.dtype)
+        return F.linear(x, ((b1 @ a1) * (b2 @ a2)) * scale)
+
 
 class LeanOps(PlainOps):
     """The same ops, keeping less for backward (see the module's docstring)."""
@@ -114,6 +134,26 @@ class LeanOps(PlainOps):
     @staticmethod
     def scale_rows(z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return ScaleRows.apply(z, f)
+
+    @staticmethod
+    def hadamard_linear(
+        x: torch.Tensor,
+        b1: torch.Tensor,
+        a1: torch.Tensor,
+        b2: torch.Tensor,
+        a2: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
+        """B' (A' x) · s with B'[:, (i, j)] = B1[:, i] ⊙ B2[:, j] and A'[(i, j)] = A1[i] ⊙
+        A2[j] (r1·r2 of them), when that costs fewer FLOPs than forming ΔW."""
+        (out_f, r1), (r2, in_f) = b1.shape, a2.shape
+        if r1 * r2 * (in_f + out_f) >= in_f * out_f:
+            return PlainOps.hadamard_linear(x, b1, a1, b2, a2, scale)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(a1.dtype)
+        a = (a1[:, None, :] * a2[None, :, :]).reshape(r1 * r2, in_f)  # A'
+        b = (b1[:, :, None] * b2[:, None, :]).reshape(out_f, r1 * r2)  # B'
+        return F.linear(F.linear(x, a), b) * scale
 
     @staticmethod
     def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
