@@ -47,7 +47,9 @@ def finish(run: Run) -> None:
             }
         )
         atomic_write_json(run.out / "results.json", results)
-        write_card(run.out, run_card(s, results))
+        card = write_card(run.out, run_card(s, results))
+        saved = [run.out / n for n in ("adapter_config.json", "adapter_model.safetensors")]
+        run.trackers.finish(results, run.plan.total_steps, [*saved, card, run.out / "results.json"])
     dist.barrier()
 
 
