@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "tracking": {"core"},
     "training": _BELOW_TRAINING | {"host", "tracking"},
     "memory": _BELOW_TRAINING | {"training", "host"},
-    "compare": _BELOW_TRAINING | {"training"},
+    "compare": _BELOW_TRAINING | {"training", "tracking"},
     "export": _BELOW_TRAINING | {"training", "api"},
     "api": _BELOW_TRAINING | {"training", "memory"},
     "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory"},

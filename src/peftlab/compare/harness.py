@@ -31,6 +31,7 @@ from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
 from ..core.rundir import output_lock
 from ..methods import METHODS
+from ..tracking import check_report_to
 from ..training.session import log
 from .forgetting import eval_args, general_source, needs_general, run_general
 from .report import RESULTS, load_results, write_report
@@ -338,6 +339,8 @@ def compare(
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     common.setdefault("plan_memory", True)  # the report shows predicted beside measured
+    if check_report_to(common.get("report_to")):  # before any run; grouped as one experiment
+        common.setdefault("experiment", Path(output).resolve().name)
     methods = list(methods or cfg_methods or default_methods())
     methods += [m for m in dict.fromkeys(extra_methods or []) if m not in methods]
     unknown = [m for m in methods if m not in METHODS]
