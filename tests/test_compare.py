@@ -54,10 +54,15 @@ def test_compare_tracks_one_run_per_method_in_one_experiment(compared):
     client = MlflowClient()
     exp = client.get_experiment_by_name("out")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert sorted(runs) == ["ia3", "lora"]
+    assert sorted(runs) == ["ia3", "lora", "out"]
+    parent = runs.pop("out")  # the comparison: the report, and the methods' runs under it
+    assert parent.data.tags["peftlab.kind"] == "comparison"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "results.jsonl"} <= artifacts
     for name, run in runs.items():
         row = next(r for r in rows if r["name"] == name)
         assert run.info.status == "FINISHED" and run.data.params["method"] == name
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         history = client.get_metric_history(run.info.run_id, "eval/perplexity")
         final = max(history, key=lambda m: m.step).value  # the evaluation after training
         assert final == pytest.approx(row["after"]["perplexity"], rel=1e-9)

@@ -31,7 +31,7 @@ from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
 from ..core.rundir import output_lock
 from ..methods import METHODS
-from ..tracking import check_report_to
+from ..tracking import check_report_to, plan_comparison
 from ..training.session import log
 from .forgetting import eval_args, general_source, needs_general, run_general
 from .report import RESULTS, load_results, write_report
@@ -372,6 +372,8 @@ def _compare(
     """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
     set every finished row is scored on (once: a rerun only fills rows that lack it)."""
     output.mkdir(parents=True, exist_ok=True)
+    if common.get("experiment"):  # tracked: the report goes to the experiment too
+        plan_comparison(output, common.get("report_to"), common["experiment"])
     done = read_rows(output)
     order = ([(BASE, BASE, None, {})] if include_base else []) + runs
     for name, method, seed, swept in order:

@@ -10,6 +10,8 @@ from .fanout import (
     flat_params,
     open_trackers,
     parse_report_to,
+    plan_comparison,
+    track_comparison,
 )
 
 __all__ = [
@@ -20,4 +22,6 @@ __all__ = [
     "flat_params",
     "open_trackers",
     "parse_report_to",
+    "plan_comparison",
+    "track_comparison",
 ]

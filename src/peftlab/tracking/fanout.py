@@ -18,6 +18,7 @@ from pathlib import Path
 from ..core.atomic import atomic_write_json
 from .base import Backend, TrackContext
 from .mlflow import MlflowBackend
+from .mlflow import log_comparison as mlflow_comparison
 from .tensorboard import TensorBoardBackend
 
 BACKENDS: dict[str, type[Backend]] = {
@@ -25,6 +26,8 @@ BACKENDS: dict[str, type[Backend]] = {
     "mlflow": MlflowBackend,
 }
 STATE_FILE = "tracking.json"
+# Trackers that hold a comparison as a parent run with its report (others: the runs only).
+_COMPARISONS = {"mlflow": mlflow_comparison}
 # metrics.jsonl keys that are not figures over steps.
 _NOT_FIGURES = {"step", "epoch"}
 # Renamed for the trackers (Trainer's names); others keep their metrics.jsonl key.
@@ -134,6 +137,43 @@ def open_trackers(names: list[str], ctx: TrackContext) -> Trackers:
                 flush=True,
             )
     return Trackers(backends, ctx.out)
+
+
+def plan_comparison(out: Path, report_to, experiment: str) -> None:
+    """Record in a comparison's directory which trackers and experiment its runs use, so
+    that writing its report (:func:`track_comparison`) logs the report there too."""
+    state = _read_state(out / STATE_FILE)
+    state.update(report_to=parse_report_to(report_to), experiment=experiment)
+    atomic_write_json(out / STATE_FILE, state)
+
+
+def track_comparison(out: Path, files: list[Path]) -> None:
+    """The comparison in ``out`` as a parent run of its methods' runs, with ``files`` (the
+    report) as its artifacts, in each tracker that holds comparisons; a failure is a
+    warning. Nothing when the comparison is not tracked."""
+    state = _read_state(out / STATE_FILE)
+    runs = [_read_state(p) for p in sorted(out.glob(f"runs/*/{STATE_FILE}"))]
+    for n in state.get("report_to") or []:
+        if n not in _COMPARISONS:
+            continue
+        try:
+            saved = _COMPARISONS[n](
+                state.get(n, {}),
+                state["experiment"],
+                out.resolve().name,
+                [f for f in files if f.is_file()],
+                [r.get(n, {}) for r in runs],
+            )
+        except Exception as e:  # the report is written; only its tracking failed
+            print(
+                f"peftlab: warning: tracker {n} could not log the comparison "
+                f"({type(e).__name__}: {str(e)[:200]})",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        state[n] = saved
+        atomic_write_json(out / STATE_FILE, state)
 
 
 def flat_params(config: dict, prefix: str = "") -> dict[str, str]:

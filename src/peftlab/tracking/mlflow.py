@@ -70,3 +70,25 @@ class MlflowBackend(Backend):
 
     def close(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def log_comparison(saved: dict, experiment: str, name: str, files: list[Path], runs: list[dict]):
+    """A comparison's parent run in ``experiment``: the report's files as artifacts, and
+    every method's run (``runs``: their ``tracking.json`` states) nested under it. A rerun
+    reuses the parent whose id ``saved`` holds. Returns the state to keep."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = saved.get("parent_run_id")
+    if not parent:
+        found = client.get_experiment_by_name(experiment)
+        exp_id = found.experiment_id if found else client.create_experiment(experiment)
+        tags = {"peftlab": "1", "peftlab.kind": "comparison"}
+        parent = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    for state in runs:
+        if state.get("run_id"):
+            client.set_tag(state["run_id"], "mlflow.parentRunId", parent)
+    for f in files:
+        client.log_artifact(parent, str(f))
+    client.set_terminated(parent, "FINISHED")
+    return {"parent_run_id": parent}
