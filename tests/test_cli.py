@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from peftlab import load_adapter
 from peftlab.cli import main
+from peftlab.formats.card import read_front_matter
+from peftlab.model.load import resolve_model_path
 
 pytestmark = pytest.mark.slow
 FAST = [
@@ -66,7 +69,9 @@ def test_train_writes_peft_adapter_and_results(trained):
     cfg = json.loads((trained / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["task_type"] == "CAUSAL_LM"
     assert cfg["r"] == 4 and sorted(cfg["target_modules"]) == ["down_proj", "q_proj", "v_proj"]
-    assert cfg["base_model_name_or_path"] == "SmolLM2-135M-Instruct"
+    # A reference that loads: the embedded model's converted directory, not its bare name.
+    assert cfg["base_model_name_or_path"] == resolve_model_path(None)
+    assert (Path(cfg["base_model_name_or_path"]) / "config.json").is_file()
     res = json.loads((trained / "results.json").read_text())
     assert 0 < res["params"]["trainable"] < res["params"]["total"]
     assert res["before"]["perplexity"] > 1 and res["after"]["perplexity"] > 1
@@ -103,6 +108,9 @@ def test_merge_cli_gives_same_logits_as_adapter(trained, tmp_path):
         )
         == 0
     )
+    card = read_front_matter(merged_dir / "README.md")
+    assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card["library_name"] == "transformers" and "merged" in card["tags"]
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     adapted = load_adapter(trained)
     base, tok, _ = load_base(None)
@@ -123,6 +131,33 @@ def test_peft_loads_trained_adapter_on_embedded_model(trained):
     inputs = embedded_inputs(tok)
     with torch.no_grad():
         assert (theirs(**inputs).logits - ours(**inputs).logits).abs().max() <= 1e-5
+
+
+def test_auto_peft_model_loads_run_dir_offline(trained):
+    """The adapter names a base that loads: peft alone, given only the run directory,
+    gives peftlab's logits (the embedded model's Q4_1 weights, dequantized)."""
+    peft = pytest.importorskip("peft")
+    from peftlab.model.load import load_tokenizer
+
+    theirs = peft.AutoPeftModelForCausalLM.from_pretrained(str(trained)).eval()
+    ours = load_adapter(trained)
+    inputs = embedded_inputs(load_tokenizer(resolve_model_path(None)))
+    with torch.no_grad():
+        ref = ours(**inputs).logits
+        assert (theirs(**inputs).logits - ref).abs().max() <= 1e-5
+
+
+def test_run_card_names_base_model_and_method(trained):
+    text = (trained / "README.md").read_text()
+    meta = read_front_matter(trained / "README.md")
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["library_name"] == "peft"
+    assert meta["tags"][:2] == ["lora", "peftlab"]
+    assert "datasets" not in meta  # the bundled set is no Hub dataset
+    res = json.loads((trained / "results.json").read_text())
+    assert f"{res['after']['perplexity']:.4g}" in text  # the measured evaluation
+    assert "Q4_1 GGUF" in text and resolve_model_path(None) in text
+    assert "AutoPeftModelForCausalLM" in text and "ollama create" in text
 
 
 def test_generate_cli(trained, capsys):

@@ -32,11 +32,40 @@ def settings(tmp_path, model_dir, **extra):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, tiny_model_dir):
+    """Two methods and the base, tracked in MLflow (a local SQLite store, its experiment
+    made here so that artifacts land under the test's directory)."""
     tmp = tmp_path_factory.mktemp("compare")
     out = tmp / "out"
     cfg = {**settings(tmp, tiny_model_dir), "lora": {"r": 4, "alpha": 8}}
-    rows = compare(cfg, ["lora", "ia3"], out)
-    return out, cfg, rows
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.tracking.MlflowClient(uri).create_experiment("out", str(tmp / "artifacts"))
+    cfg["report_to"] = "mlflow"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        rows = compare(cfg, ["lora", "ia3"], out)
+        yield out, cfg, rows
+
+
+def test_compare_tracks_one_run_per_method_in_one_experiment(compared):
+    from mlflow.tracking import MlflowClient
+
+    out, _, rows = compared
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("out")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(runs) == ["ia3", "lora", "out"]
+    parent = runs.pop("out")  # the comparison: the report, and the methods' runs under it
+    assert parent.data.tags["peftlab.kind"] == "comparison"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "results.jsonl"} <= artifacts
+    for name, run in runs.items():
+        row = next(r for r in rows if r["name"] == name)
+        assert run.info.status == "FINISHED" and run.data.params["method"] == name
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        history = client.get_metric_history(run.info.run_id, "eval/perplexity")
+        final = max(history, key=lambda m: m.step).value  # the evaluation after training
+        assert final == pytest.approx(row["after"]["perplexity"], rel=1e-9)
 
 
 def test_rows_for_base_and_each_method_with_every_column(compared):

@@ -14,6 +14,7 @@ import torch
 
 import peftlab
 from peftlab.cli import main
+from peftlab.formats.card import read_front_matter
 
 gguf = pytest.importorskip("gguf")
 TEXTS = [
@@ -259,6 +260,14 @@ def test_interrupted_export_leaves_no_file_and_existing_files_are_kept(
     )
     res = json.loads(capsys.readouterr().out)
     assert out.read_bytes()[:4] == b"GGUF" and res["modelfile"] == str(out.parent / "Modelfile")
+    card = read_front_matter(out.parent / "README.md")  # the GGUF's model card beside it
+    assert res["card"] == str(out.parent / "README.md") and card["tags"] == [
+        "lora",
+        "peftlab",
+        "gguf",
+    ]
+    assert card["base_model"] == tiny_model_dir and card["library_name"] == "gguf"
+    assert "llama-cli -m m.gguf" in (out.parent / "README.md").read_text()
 
 
 def test_unsupported_architecture_is_named():

@@ -27,6 +27,8 @@ from .core.atomic import atomic_write_json, clean_leftovers, staged_dir
 from .core.rundir import check_new_output, output_lock, refuse_inputs
 from .core.runtime import environment, parse_dtype, peak_memory_bytes
 from .data.records import check_conversation
+from .formats.card import Card
+from .formats.card import write_card as _write_card
 from .formats.saved import is_model_dir
 from .model.inject import merge_and_unload
 from .training.evaluate import (
@@ -278,17 +280,30 @@ def _merge(
     )
     if not ok:
         log("warning: the merged model differs from the adapter model more than expected")
+    card = merged_card(adapter_dir, s.model_id, res)
     if requantize:
         res["requantize_max_logit_diff"] = _requantize(model, batches, before, s.device)
         log(
             f"re-quantized to NF4: largest logit difference vs the adapter model "
             f"{res['requantize_max_logit_diff']:.2e} (the merge alone: {diff:.2e})"
         )
-        _save_quantized_atomic(model, s.tokenizer, Path(output_dir), parse_dtype(dtype))
+        _save_quantized_atomic(model, s.tokenizer, Path(output_dir), parse_dtype(dtype), card)
     else:
         model.to(parse_dtype(dtype))
-        _save_model_atomic(model, s.tokenizer, Path(output_dir))
+        _save_model_atomic(model, s.tokenizer, Path(output_dir), card)
     return res
+
+
+def merged_card(adapter_dir, model_id: str, merge: dict) -> Card:
+    """A merged model's card: the adapter run's recorded facts (its ``results.json``,
+    when there is one) and the merge's own."""
+    from .core.readers import read_json
+    from .model.load import loadable_reference
+
+    saved = Path(adapter_dir) / "results.json"
+    facts = read_json(saved, "run results") if saved.is_file() else {}
+    facts["merge"] = {k: merge[k] for k in ("max_logit_diff", "dtype", "ok") if k in merge}
+    return Card("merged", model_id, loadable_reference(model_id), facts)
 
 
 @torch.no_grad()
@@ -302,7 +317,9 @@ def _requantize(model: nn.Module, batches, before, device) -> float:
     return logit_drift(model, batches, before, device)["max_logit_diff"]
 
 
-def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path, dtype: torch.dtype) -> None:
+def _save_quantized_atomic(
+    model: nn.Module, tokenizer, output: Path, dtype: torch.dtype, card: Card
+) -> None:
     """An NF4 model in bitsandbytes' 4-bit format (config.json says how to load it)."""
     from safetensors.torch import save_file
 
@@ -324,13 +341,16 @@ def _save_quantized_atomic(model: nn.Module, tokenizer, output: Path, dtype: tor
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _write_card(tmp, card)
 
 
-def _save_model_atomic(model: nn.Module, tokenizer, output: Path) -> None:
-    """save_pretrained into a temp dir beside ``output``, then rename it into place."""
+def _save_model_atomic(model: nn.Module, tokenizer, output: Path, card: Card) -> None:
+    """save_pretrained and the card into a temp dir beside ``output``, then rename it into
+    place."""
     with staged_dir(output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _write_card(tmp, card)
 
 
 __all__ = [

@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--epochs", float),
         ("--seed", int),
         ("--device", str),
+        ("--report-to", str),
+        ("--experiment", str),
     ):
         c.add_argument(flag, type=kind)
     c.add_argument(
@@ -484,6 +486,8 @@ def _run(ns: argparse.Namespace) -> int:
             extra_methods=ns.extra_methods,
             max_memory=ns.max_memory,
             overwrite=ns.overwrite,
+            report_to=ns.report_to,
+            experiment=ns.experiment,
         )
         print(write_report(Path(ns.output))["text"])
     elif ns.command == "plan":

@@ -238,6 +238,15 @@ class TrainConfig:
     )
     resume: bool = option(False, "Resume from the latest checkpoint in the output directory")
     progress: bool = option(True, "Show a progress bar")
+    report_to: str = option(
+        "none",
+        "Experiment trackers, comma-separated: tensorboard, mlflow (none: only "
+        "metrics.jsonl); each needs its extra, e.g. pip install 'peftlab[mlflow]'",
+    )
+    run_name: str | None = option(None, "The tracked run's name (default: the output's name)")
+    experiment: str | None = option(
+        None, "The trackers' experiment (default: the tracker's own, e.g. MLFLOW_EXPERIMENT_NAME)"
+    )
 
     def __post_init__(self) -> None:
         _check_ranges(self, TRAIN_RANGES)

@@ -12,11 +12,14 @@ from torch import nn
 
 from .config import RunConfig
 from .core.atomic import clean_leftovers, staged_file
+from .core.readers import read_json
 from .core.rundir import check_new_output, output_lock
 from .formats import gguf as G
+from .formats.card import Card, write_card_beside
 from .formats.gguf_vocab import add_tokenizer_metadata
 from .formats.modelfile import modelfile
 from .methods import AdapterLayer
+from .model.load import loadable_reference
 from .quant.linear4bit import Linear4bit
 from .training.session import Session, command_inputs, log, open_session
 
@@ -92,8 +95,16 @@ def _export(
     }
     if write_modelfile:
         res["modelfile"] = str(_write_modelfile(s, output, format))
+    res["card"] = str(write_card_beside(output, _card(adapter, s, output)))
     log(f"wrote {output} ({res['bytes'] / 2**20:.1f} MiB, {len(plans)} tensors)")
     return res
+
+
+def _card(adapter, s: Session, output: Path) -> Card:
+    """The GGUF file's card: the run's recorded facts (its ``results.json``), if any."""
+    saved = Path(adapter) / "results.json" if adapter else None
+    facts = read_json(saved, "run results") if saved and saved.is_file() else {}
+    return Card("gguf", s.model_id, loadable_reference(s.model_id), facts, output.name)
 
 
 def _progress(enabled: bool, total: int):

@@ -28,6 +28,7 @@ from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
 from ..core.rundir import drop_aside, output_lock, refuse_inputs
 from ..methods import METHODS
+from ..tracking import check_report_to, plan_comparison
 from ..training.session import command_inputs, log
 from .forgetting import eval_args, general_source, needs_general, run_general
 from .owner import claim_compare_dir, wait_until_free
@@ -316,6 +317,8 @@ def compare(
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     common.setdefault("plan_memory", True)  # the report shows predicted beside measured
+    if check_report_to(common.get("report_to")):  # before any run; grouped as one experiment
+        common.setdefault("experiment", Path(output).resolve().name)
     methods = list(methods or cfg_methods or default_methods())
     methods += [m for m in dict.fromkeys(extra_methods or []) if m not in methods]
     unknown = [m for m in methods if m not in METHODS]
@@ -353,6 +356,8 @@ def _compare(
     """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
     set every finished row is scored on (once: a rerun only fills rows that lack it)."""
     output.mkdir(parents=True, exist_ok=True)
+    if common.get("experiment"):  # tracked: the report goes to the experiment too
+        plan_comparison(output, common.get("report_to"), common["experiment"])
     done = read_rows(output)
     order = ([(BASE, BASE, None, {})] if include_base else []) + runs
     for name, method, seed, swept in order:

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from ..core.atomic import atomic_write_bytes
+from ..tracking import track_comparison
 from . import forgetting, plots, seeds
 from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
@@ -324,4 +325,6 @@ def write_report(output_dir: str | Path) -> dict:
     uris = ["data:image/png;base64," + base64.b64encode(p).decode() for _, _, p in images]
     atomic_write_bytes(out / "report.html", render_html(summary, uris).encode())
     summary["text"] = summary_text(summary)
+    # A tracked comparison: the report and its table to the experiment's parent run.
+    track_comparison(out, [out / "report.md", out / "report.html", src])
     return summary

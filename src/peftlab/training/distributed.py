@@ -113,6 +113,14 @@ class Dist:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def mean(self, t: torch.Tensor) -> list[float]:
+        """Element-wise means over all processes of ``t`` (on the device), read at once."""
+        if self.world > 1:
+            t = t.clone()
+            torch.distributed.all_reduce(t)
+            t /= self.world
+        return t.tolist()
+
     def gather(self, obj: Any) -> list:
         """``obj`` of every process, by rank (small Python objects only)."""
         if self.world == 1:

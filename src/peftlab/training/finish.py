@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from ..core.atomic import atomic_write_json
 from ..core.runtime import peak_memory_bytes
+from ..formats.card import Card, write_card
 from ..formats.saved import save_trained
+from ..model.load import loadable_reference
 from .distributed import full_params
 from .evaluate import evaluate_session, merge_check, merge_within
 from .metrics import scalars
@@ -45,7 +47,17 @@ def finish(run: Run) -> None:
             }
         )
         atomic_write_json(run.out / "results.json", results)
+        card = write_card(run.out, run_card(s, results))
+        saved = [run.out / n for n in ("adapter_config.json", "adapter_model.safetensors")]
+        run.trackers.finish(results, run.plan.total_steps, [*saved, card, run.out / "results.json"])
     dist.barrier()
+
+
+def run_card(s: Session, results: dict) -> Card:
+    """The run directory's model card: an adapter's, or a whole model's (full
+    fine-tuning), stating the run's recorded facts."""
+    kind = "model" if s.adapter.method.saves_full_model else "adapter"
+    return Card(kind, s.model_id, loadable_reference(s.model_id), results)
 
 
 def _merge_check(s: Session) -> dict:

@@ -33,6 +33,7 @@ from ..data.batching import IGNORE, Example, collate, epoch_batches, target_coun
 from ..methods import METHODS
 from ..methods.frozen import castable_linears
 from ..model.inference import budget_limit
+from ..tracking import check_report_to
 from .checkpoint import list_checkpoints, save_checkpoint
 from .distributed import Dist
 from .distributed import start as start_processes
@@ -51,6 +52,7 @@ def train(cfg: RunConfig, memory=None) -> dict:
     earlier run needs ``resume`` or ``overwrite``, one of other files ``overwrite``.
     ``memory``: the planner's hooks (``memory.cap.HOOKS``, passed by the API). Before
     anything loads, ``--max-memory`` picks the settings (alike in every process) or stops."""
+    check_report_to(cfg.train.report_to)  # a tracker's missing library: before any load
     planned = memory.fit(cfg, log) if memory is not None else None
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
@@ -68,12 +70,15 @@ def train(cfg: RunConfig, memory=None) -> dict:
         host = _host_memory(cfg, device, memory, planned)
         with budget_limit(cfg.train.generation_cache):
             run = start_run(cfg, acc, dist, host, claim, memory, planned)
-            evaluate_before(run)
-            with run.host.narrowed(*_narrowable(run), out, log if dist.is_main else None) as saved:
-                run.results["compute_dtype_weights_bytes"] = saved
-                run.results.update(fit(run))
-            run.host.end_phase("train")
-            finish(run)
+            with run.trackers:  # the tracked runs end as finished, or failed on an error
+                evaluate_before(run)
+                with run.host.narrowed(
+                    *_narrowable(run), out, log if dist.is_main else None
+                ) as saved:
+                    run.results["compute_dtype_weights_bytes"] = saved
+                    run.results.update(fit(run))
+                run.host.end_phase("train")
+                finish(run)
             return run.results
 
 
@@ -121,13 +126,13 @@ def fit(run: Run) -> dict:
         loss = _step(
             run.acc, run.model, method, batches, s, scaler, n_targets, run.dist.world, per_token
         )
-        # The step's one device->host sync: its loss, the same on every process.
-        loss = run.dist.sum([loss])[0] / run.dist.world
-        lr = run.sched.get_last_lr()[0]  # the rate this step used
-        _check_finite(loss, step, run, lr, low)
         scaler.unscale_(run.opt)
-        if t.max_grad_norm > 0:
-            run.acc.clip_grad_norm_(params, t.max_grad_norm)
+        # Clipping (max_grad_norm 0: to infinity, which changes nothing) gives the norm too.
+        norm = run.acc.clip_grad_norm_(params, t.max_grad_norm or math.inf)
+        # The step's one device->host sync: its loss and gradient norm, alike on every process.
+        loss, grad_norm = run.dist.mean(torch.stack([loss, norm.to(loss)]))
+        lr = run.sched.get_last_lr()[0]  # the rate this step used
+        _check_finite(loss, step, run, lr, low)  # before the update: nothing is changed by a NaN
         scaler.step(run.opt)
         scaler.update()
         run.sched.step()
@@ -146,6 +151,7 @@ def fit(run: Run) -> dict:
             epoch=epoch,
             loss=loss,
             lr=lr,
+            grad_norm=grad_norm,
             tokens_per_s=rate,
             step_seconds=step_s,
             tokens=real,

@@ -13,6 +13,8 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
         self.path, self.enabled = path, enabled  # only the main process writes
+        self.sink = None
+        """Called with every record written (the run's experiment trackers)."""
         if not enabled:
             pass
         elif resume_step is None:
@@ -44,6 +46,8 @@ class MetricsLog:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.sink is not None:
+            self.sink(record)
 
 
 def scalars(evaluation: dict) -> dict:

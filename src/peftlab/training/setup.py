@@ -21,6 +21,7 @@ from ..config import RunConfig, resolve_weighting
 from ..core.atomic import atomic_write_bytes
 from ..core.runtime import environment, seed_everything
 from ..host import HostMemory
+from ..tracking import TrackContext, Trackers, flat_params, open_trackers, parse_report_to
 from .checkpoint import (
     clean_stale_temp_files,
     list_checkpoints,
@@ -65,6 +66,8 @@ class Run:
     """The planner's prediction made before the run (``--max-memory``), if any."""
     predict: Callable[[], dict] | None = None
     """Makes the planner's prediction after the run (``plan_memory``)."""
+    trackers: Trackers = field(default_factory=lambda: Trackers([]))
+    """The experiment trackers (``report_to``), fed every ``metrics.jsonl`` record."""
 
     @property
     def train(self):
@@ -119,6 +122,18 @@ def start_run(
     if resume_from is not None:
         run.start = _resume(run, resume_from)
     run.metrics = MetricsLog(out / "metrics.jsonl", run.start if t.resume else None, dist.is_main)
+    if dist.is_main and parse_report_to(t.report_to):
+        run.trackers = open_trackers(
+            parse_report_to(t.report_to),
+            TrackContext(
+                out,
+                t.run_name or out.resolve().name,
+                t.experiment,
+                flat_params(cfg.to_dict()),
+                run.start if t.resume else None,
+            ),
+        )
+        run.metrics.sink = run.trackers.record
     run.results = {
         "method": s.adapter.method.describe(),
         "base_model": s.model_id,
