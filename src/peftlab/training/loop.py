@@ -34,6 +34,7 @@ from ..methods import METHODS
 from ..methods.frozen import castable_linears
 from ..model.inference import budget_limit
 from .checkpoint import save_checkpoint
+from .defaults import apply_defaults
 from .distributed import Dist
 from .distributed import start as start_processes
 from .evaluate import evaluate_session
@@ -55,6 +56,7 @@ def train(cfg: RunConfig, memory=None) -> dict:
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(cfg.train.device)
+    apply_defaults(cfg, dist, memory, log if dist.is_main else None)  # the device's own
     out = Path(cfg.train.output)
     with output_lock(out, "train") if dist.is_main else contextlib.nullcontext():
         claim = (

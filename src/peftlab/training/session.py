@@ -28,6 +28,7 @@ from ..host import reclaim
 from ..methods import METHODS, Method, get_method, method_for_peft_config
 from ..model.inject import AdapterInfo, count_parameters, inject
 from ..model.load import load_base
+from .defaults import resolve_defaults
 from .distributed import is_main_process
 from .loss import DEFAULT_LOSS, LossOptions
 
@@ -142,7 +143,7 @@ def open_session(
         model_id,
         device,
         precision,
-        loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk),
+        loss_options=LossOptions(cfg.train.response_only_head, _loss_chunk(cfg, device)),
     )
     if new_adapter:
         s.adapter = inject(model, method, model_id, lean_layers=cfg.train.lean_layers)
@@ -155,6 +156,14 @@ def open_session(
     else:
         s.prompt = _prompt_format(s, cfg, cfg.data.data_format)
     return s
+
+
+def _loss_chunk(cfg: RunConfig, device: torch.device) -> int:
+    """The run's loss chunk; unset (a command outside a training run, which resolves it
+    first): the device's default."""
+    if cfg.train.loss_chunk is not None:
+        return cfg.train.loss_chunk
+    return resolve_defaults(torch.device(device).type, None, None).loss_chunk
 
 
 def _prompt_format(s: Session, cfg: RunConfig, data_format: str) -> PromptFormat:
