@@ -384,6 +384,25 @@ def _train_config(ns: argparse.Namespace):
     return cfg
 
 
+def _plan_configs(ns: argparse.Namespace):
+    """``plan``'s configuration: a train config's, or one per method of a comparison
+    config (``methods: [...]``, ``lora: {r: 16}``), each planned on its own."""
+    from .compare.harness import method_configs
+    from .config import load_yaml
+
+    data = load_yaml(ns.config) if ns.config else {}
+    skip = {"command", "config", "set", "num_processes", "fit", "methods", "json", "no_data"}
+    methods = ns.methods.split(",") if ns.methods else None
+    cfgs = method_configs(data, methods, **_overrides(ns, skip))
+    if cfgs is None:
+        return _train_config(ns)
+    for cfg in cfgs.values():
+        for text in ns.set:
+            set_dotted(cfg, *parse_override(text))
+        check_method_options(cfg)
+    return cfgs
+
+
 def _launch(ns: argparse.Namespace, argv: list[str]) -> int:
     """``train --num-processes N``: check the options here, then start N processes."""
     from .training.distributed import relaunch
@@ -493,7 +512,7 @@ def _run(ns: argparse.Namespace) -> int:
     elif ns.command == "plan":
         from .memory.cli import print_plan, run_plan
 
-        print_plan(run_plan(ns, _train_config), ns.json)
+        print_plan(run_plan(ns, _plan_configs), ns.json)
     elif ns.command == "merge":
         res = api.merge(
             ns.adapter,

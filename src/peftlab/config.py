@@ -151,10 +151,12 @@ class TrainConfig:
         "token carries loss (prompt positions skip "
         "the vocabulary projection)",
     )
-    loss_chunk: int = option(
-        256,
+    loss_chunk: int | None = option(
+        None,
         "Positions per cross-entropy chunk, logits recomputed "
-        "in backward (0: all logits at once, more memory)",
+        "in backward (0: all logits at once, more memory; "
+        "unset: 256 on CPU, on a GPU all at once unless "
+        "predicted not to fit its free memory)",
     )
     compute_dtype_weights: bool = option(
         True,
@@ -175,13 +177,14 @@ class TrainConfig:
         "equations, equal up to rounding); off: computed as "
         "plain PyTorch modules (and peft) do",
     )
-    token_budget: int = option(
-        2048,
+    token_budget: int | None = option(
+        None,
         "Cut each micro-batch into pieces of at most this "
         "many tokens (rows x longest row, long rows "
         "together) and accumulate their gradients: the same "
         "update with less activation memory and padding "
-        "(0: never cut)",
+        "(0: never cut; unset: 2048 on CPU, on a GPU never "
+        "unless predicted not to fit its free memory)",
     )
     group_by_length: bool = option(
         True, "Batch records of similar length (within shuffled chunks) so padding costs little"

@@ -60,6 +60,25 @@ def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, 
     return methods, per_method, data
 
 
+def method_configs(
+    data: dict[str, Any], methods: list[str] | None = None, **overrides: Any
+) -> dict[str, Any] | None:
+    """One run configuration per method of a compare mapping (its ``methods``, or
+    ``methods`` when given), each with its own options, as :func:`compare` builds them;
+    None when ``data`` is a plain train config (no ``methods``, no per-method mapping)."""
+    cfg_methods, per_method, common = split_compare_config(data)
+    if cfg_methods is None and not per_method:
+        return None
+    names = list(methods or cfg_methods or default_methods())
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}"
+        )
+    common.update({k: v for k, v in overrides.items() if v is not None})
+    return {m: build_config(common, method=m, **per_method.get(m, {})) for m in names}
+
+
 def parse_seeds(seeds: Any, default: int) -> list[int] | None:
     """``--seeds 3`` (three seeds from ``default`` on) or a list ``1,7,42``; None: one
     run per method under the training seed, named by the method alone."""

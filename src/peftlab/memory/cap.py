@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable
 
 from ..core.sizes import describe_bytes, parse_size
+from .defaults import run_defaults
 
 
 class MemoryCapError(ValueError):
@@ -42,7 +43,8 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
             "or shorten max_length, use a smaller model, or a method with a smaller "
             "footprint (`peftlab plan --fit SIZE` compares them)"
         )
-    before = {k: getattr(t, k) for k in ("token_budget", "gradient_checkpointing", "allocator")}
+    levers = ("token_budget", "loss_chunk", "gradient_checkpointing", "allocator")
+    before = {k: getattr(t, k) for k in levers}
     for k in before:
         setattr(t, k, chosen[k])
     t.generation_cache = (
@@ -50,10 +52,15 @@ def apply_max_memory(cfg, log: Callable[[str], None]) -> dict | None:
         if t.generation_cache is None
         else min(t.generation_cache, chosen["generation_cache"])
     )
-    changed = [f"{k} {before[k]} -> {chosen[k]}" for k in before if before[k] != chosen[k]]
+    changed = [
+        f"{k} {'unset' if before[k] is None else before[k]} -> {chosen[k]}"
+        for k in before
+        if before[k] != chosen[k]
+    ]
     log(
         f"--max-memory {t.max_memory}: predicted peak {describe_bytes(est.peak)} of "
-        f"{describe_bytes(cap)} with token budget {t.token_budget}, gradient "
+        f"{describe_bytes(cap)} with token budget {t.token_budget}, loss chunk "
+        f"{t.loss_chunk}, gradient "
         f"checkpointing {'on' if t.gradient_checkpointing else 'off'}, allocator "
         f"{t.allocator}, generation copies up to {describe_bytes(t.generation_cache)}"
         + (f" (changed: {', '.join(changed)})" if changed else " (as asked)")
@@ -90,6 +97,7 @@ class _Hooks:
     """What the training loop calls (it may not import this package: it sits below)."""
 
     fit = staticmethod(apply_max_memory)
+    defaults = staticmethod(run_defaults)
     room = staticmethod(step_room)
     predict = staticmethod(predicted_peak)
 

@@ -45,7 +45,7 @@ CUDA_RESERVE = 1.1
 def fit_cap(text: str, device: str) -> int:
     """The memory a run may use under ``--fit`` (a size, or a GPU by name: its memory
     less the CUDA context and the caching allocator's headroom)."""
-    key = str(text).strip().lower().removeprefix("nvidia-").removeprefix("rtx")
+    key = _gpu_key(text)
     size = GPUS[key] * GiB if key in GPUS else parse_size(text)
     if device == "cuda":
         return int((size - CUDA_CONTEXT) / CUDA_RESERVE)
@@ -84,13 +84,12 @@ def add_plan_parser(sub, add_method_options, add_common) -> None:
 
 
 def run_plan(ns: argparse.Namespace, build_cfg) -> dict[str, Any]:
-    return plan_config(
-        build_cfg(ns),
-        ns.fit,
-        ns.methods.split(",") if ns.methods else None,
-        ns.num_processes,
-        not ns.no_data,
-    )
+    """``build_cfg(ns)``: one run configuration, or (a comparison config) one per method."""
+    cfg = build_cfg(ns)
+    methods = ns.methods.split(",") if ns.methods else None
+    if isinstance(cfg, dict):
+        return plan_configs(cfg, ns.fit, ns.num_processes, not ns.no_data)
+    return plan_config(cfg, ns.fit, methods, ns.num_processes, not ns.no_data)
 
 
 def plan_config(
@@ -101,34 +100,60 @@ def plan_config(
     use_data: bool = True,
 ) -> dict[str, Any]:
     """The plan of a run configuration (``peftlab plan``'s output as a dict; ``text`` is
-    what it prints)."""
+    what it prints); with ``fit``, of ``methods`` (default: every method) on its model."""
     from ..methods import METHODS
 
-    device = target_device(cfg.train.device)
-    data = _data_or_none(cfg) if use_data else None
+    if not fit:
+        return plan_configs({cfg.method: cfg}, None, processes, use_data)
+    trials = {}
+    for name in methods or list(METHODS):  # every registered method, in registry order
+        trials[name] = copy.deepcopy(cfg)
+        if name != cfg.method:
+            trials[name].method, trials[name].adapter = name, {}
+    return plan_configs(trials, fit, processes, use_data)
+
+
+def plan_configs(
+    cfgs: dict[str, Any], fit: str | None = None, processes: int = 1, use_data: bool = True
+) -> dict[str, Any]:
+    """The plan of each run configuration in ``cfgs`` (method name -> config, sharing a
+    model and data, as a comparison's do); ``text`` is what ``peftlab plan`` prints."""
+    first = next(iter(cfgs.values()))
+    device = plan_device(first.train.device, fit)
+    data = _data_or_none(first) if use_data else None
     out: dict[str, Any] = {
-        "model": cfg.model.name or "SmolLM2-135M-Instruct (embedded)",
+        "model": first.model.name or "SmolLM2-135M-Instruct (embedded)",
         "device": device,
         "prediction": True,
         "data": data.source if data else "every record at max_length",
+        "methods": {},
     }
     if not fit:
-        est = estimate_run(cfg, data, device, processes)
-        out["methods"] = {cfg.method: est.to_dict()}
-        text = render_one(cfg, est)
-    else:
-        cap = fit_cap(fit, device)
-        out["fit"] = {"asked": fit, "usable_bytes": cap}
-        names = methods or list(METHODS)  # every registered method, in registry order
-        out["methods"] = {}
-        for name in names:
-            trial = copy.deepcopy(cfg)
-            if name != trial.method:
-                trial.method, trial.adapter = name, {}
-            out["methods"][name] = fit_method(trial, cap, data, device, processes)
-        text = render_fit(out)
-    out["text"] = text
+        texts = []
+        for name, cfg in cfgs.items():
+            est = estimate_run(cfg, data, device, processes)
+            out["methods"][name] = est.to_dict()
+            texts.append(render_one(cfg, est))
+        out["text"] = "\n\n".join(texts)
+        return out
+    cap = fit_cap(fit, device)
+    out["fit"] = {"asked": fit, "usable_bytes": cap}
+    for name, cfg in cfgs.items():
+        out["methods"][name] = fit_method(cfg, cap, data, device, processes)
+    out["text"] = render_fit(out)
     return out
+
+
+def plan_device(device: str, fit: str | None) -> str:
+    """The device a plan is for: the run's (``auto``: this machine's), except that
+    ``--fit`` naming a GPU (``--fit h100``) plans an ``auto`` run for that GPU."""
+    if device == "auto" and fit and _gpu_key(fit) in GPUS:
+        return "cuda"
+    return target_device(device)
+
+
+def _gpu_key(text: str) -> str:
+    return str(text).strip().lower().removeprefix("nvidia-").removeprefix("rtx")
 
 
 def _data_or_none(cfg):
@@ -197,7 +222,7 @@ def render_one(cfg, est: Estimate) -> str:
         f"{cfg.model.name or 'the embedded SmolLM2-135M-Instruct'}, "
         f"{s['trainable']:,} trainable of {s['total_params']:,} parameters",
         f"  batch {s['batch_size']} x max {s['max_length']} tokens, token budget "
-        f"{s['token_budget'] or 'off'}, checkpointing "
+        f"{s['token_budget'] or 'off'}, loss chunk {s['loss_chunk'] or 'off'}, checkpointing "
         f"{'on' if s['gradient_checkpointing'] else 'off'}, {s['precision']} on "
         f"{s['device']}" + (f", allocator {s['allocator']}" if s["allocator"] else ""),
         f"  data: {s['data']}; largest piece {est.piece.rows} x {est.piece.seq} tokens",
@@ -250,7 +275,8 @@ def render_fit(out: dict) -> str:
         if r["fits"]:
             st = r["settings"]
             setting = (
-                f"budget {st['token_budget'] or 'off'}, checkpointing "
+                f"budget {st['token_budget'] or 'off'}, loss chunk {st['loss_chunk'] or 'off'}, "
+                "checkpointing "
                 f"{'on' if st['gradient_checkpointing'] else 'off'}"
                 + (f", allocator {st['allocator']}" if out["device"] == "cpu" else "")
             )

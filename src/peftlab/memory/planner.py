@@ -19,6 +19,7 @@ from ..core.runtime import parse_dtype
 from ..core.sizes import describe_bytes, parse_size
 from ..host import resolve_allocator
 from ..methods import METHODS, get_method
+from ..training.defaults import gpu_options, resolve_defaults, sized_chunk, smaller_budgets
 from .estimate import (
     LAYER_RESIDENT,
     LOGIT_BYTES_TRAIN,
@@ -208,6 +209,7 @@ def estimate_run(
 ) -> Estimate:
     """The predicted peak memory of ``train(cfg)`` (per process), by part."""
     device = device or target_device(cfg.train.device)
+    cfg = with_defaults(cfg, device)
     precision = _precision(cfg.train.mixed_precision, device)
     config, shape = _model(cfg)
     census = _census_for(config, cfg, precision)
@@ -241,6 +243,7 @@ def estimate_run(
         "device": device,
         "precision": precision,
         "token_budget": t.token_budget,
+        "loss_chunk": t.loss_chunk,
         "gradient_checkpointing": t.gradient_checkpointing,
         "allocator": allocator,
         "batch_size": t.batch_size,
@@ -303,25 +306,48 @@ def _step_seconds(cfg: RunConfig, shape, data, precision: str) -> float:
     return flops / (_RATES[str(dtype)] * MATMUL_EFFICIENCY)
 
 
-def candidate_settings(cfg: RunConfig, device: str) -> list[dict]:
+def with_defaults(cfg: RunConfig, device: str) -> RunConfig:
+    """``cfg`` with an unset token budget or loss chunk at the device's default for a
+    free memory not known here (``training/defaults.py``); ``cfg`` itself when both are set."""
+    t = cfg.train
+    if t.token_budget is not None and t.loss_chunk is not None:
+        return cfg
+    d = resolve_defaults(device, None, None, t.token_budget, t.loss_chunk)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.token_budget, cfg.train.loss_chunk = d.token_budget, d.loss_chunk
+    return cfg
+
+
+def candidate_settings(cfg: RunConfig, device: str, cap: int | None = None) -> list[dict]:
     """Settings to try under a memory cap, fastest first: the run as asked, then smaller
     token budgets, then gradient checkpointing, then (CPU) the allocator settings that
-    keep the resident set at live tensors."""
+    keep the resident set at live tensors. On a GPU, an unset token budget or loss chunk
+    follows the training run's rule (``training/defaults.py``): no cutting first, the
+    whole loss before chunks sized for ``cap``."""
     t = cfg.train
-    budgets = [t.token_budget] if t.token_budget else [0]
-    b = t.token_budget or cfg.data.max_length * t.batch_size
-    while b > 256:
-        b = b // 2
-        budgets.append(b)
+    full = cfg.data.max_length * t.batch_size
+    if device == "cuda" and cap is not None and (t.token_budget is None or t.loss_chunk is None):
+        logit_bytes = _model(cfg)[1].vocab * LOGIT_BYTES_TRAIN
+        pairs = gpu_options(full, sized_chunk(cap, logit_bytes), t.token_budget, t.loss_chunk)
+    else:
+        t = with_defaults(cfg, device).train
+        budgets = [t.token_budget] if t.token_budget else [0]
+        budgets += smaller_budgets(t.token_budget or full)
+        pairs = [(b, t.loss_chunk) for b in budgets]
     allocators = (
         [t.allocator] if device != "cpu" else list(dict.fromkeys([t.allocator, "trim", "lean"]))
     )
     out = []
     for alloc in allocators:
         for ckpt in sorted({t.gradient_checkpointing, True}):
-            for budget in budgets:
+            for budget, chunk in pairs:
                 out.append(
-                    {"token_budget": budget, "gradient_checkpointing": ckpt, "allocator": alloc}
+                    {
+                        "token_budget": budget,
+                        "loss_chunk": chunk,
+                        "gradient_checkpointing": ckpt,
+                        "allocator": alloc,
+                    }
                 )
     return out
 
@@ -342,7 +368,7 @@ def fit_settings(
     precision = _precision(cfg.train.mixed_precision, device)
     full = generation_bytes(_model(cfg)[1], precision, _default_generation_budget(device))
     smallest = None
-    for opts in candidate_settings(cfg, device):
+    for opts in candidate_settings(cfg, device, cap * FIT_MARGIN):
         trial = copy.deepcopy(cfg)
         for k, v in opts.items():
             setattr(trial.train, k, v)

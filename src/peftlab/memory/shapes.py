@@ -46,6 +46,25 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
         max_position_embeddings=32768,
         rope_theta=1000000.0,
+        sliding_window=None,  # its config.json says null; MistralConfig's default is 4096
+        rms_norm_eps=1e-5,
+        torch_dtype="bfloat16",
+    ),
+    # The seed's base (configs/seed-mistral7b-alpaca.yaml): v0.2's architecture with the
+    # original RoPE base and a 4,096-token sliding window.
+    "mistralai/Mistral-7B-Instruct-v0.1": dict(
+        model_type="mistral",
+        architectures=["MistralForCausalLM"],
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        rope_theta=10000.0,
+        sliding_window=4096,
         rms_norm_eps=1e-5,
         torch_dtype="bfloat16",
     ),

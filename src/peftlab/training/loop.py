@@ -35,6 +35,7 @@ from ..methods.frozen import castable_linears
 from ..model.inference import budget_limit
 from ..tracking import check_report_to
 from .checkpoint import list_checkpoints, save_checkpoint
+from .defaults import apply_defaults
 from .distributed import Dist
 from .distributed import start as start_processes
 from .evaluate import evaluate_session
@@ -57,6 +58,7 @@ def train(cfg: RunConfig, memory=None) -> dict:
     # Mixed precision is ours (Session.autocast + GradScaler), not accelerate's: its
     # process-wide state cannot change precision between runs in one process (compare).
     acc, dist, device = start_processes(cfg.train.device)
+    apply_defaults(cfg, dist, memory, log if dist.is_main else None)  # the device's own
     out = Path(cfg.train.output)
     if dist.is_main:  # never a directory the run reads (its model, its data)
         refuse_inputs(out, command_inputs(cfg)[0], replaced_dir=cfg.train.overwrite)

@@ -29,6 +29,7 @@ from ..methods import METHODS, Method, get_method, method_for_peft_config
 from ..model.inject import AdapterInfo, count_parameters, inject
 from ..model.load import load_base, resolve_model_path
 from ..model.precheck import check_before_load
+from .defaults import resolve_defaults
 from .distributed import is_main_process
 from .loss import DEFAULT_LOSS, LossOptions
 
@@ -145,7 +146,7 @@ def open_session(
         model_id,
         device,
         precision,
-        loss_options=LossOptions(cfg.train.response_only_head, cfg.train.loss_chunk),
+        loss_options=LossOptions(cfg.train.response_only_head, _loss_chunk(cfg, device)),
     )
     if new_adapter:
         s.adapter = inject(model, method, model_id, lean_layers=cfg.train.lean_layers)
@@ -189,6 +190,12 @@ def _is_local(text: str | None, kind) -> bool:
         return kind(Path(text).expanduser())
     except OSError:  # a template's text passed as the option, too long for a path
         return False
+def _loss_chunk(cfg: RunConfig, device: torch.device) -> int:
+    """The run's loss chunk; unset (a command outside a training run, which resolves it
+    first): the device's default."""
+    if cfg.train.loss_chunk is not None:
+        return cfg.train.loss_chunk
+    return resolve_defaults(torch.device(device).type, None, None).loss_chunk
 
 
 def _prompt_format(s: Session, cfg: RunConfig, data_format: str) -> PromptFormat:
