@@ -190,6 +190,8 @@ def _is_local(text: str | None, kind) -> bool:
         return kind(Path(text).expanduser())
     except OSError:  # a template's text passed as the option, too long for a path
         return False
+
+
 def _loss_chunk(cfg: RunConfig, device: torch.device) -> int:
     """The run's loss chunk; unset (a command outside a training run, which resolves it
     first): the device's default."""
