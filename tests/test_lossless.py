@@ -107,7 +107,13 @@ def test_a_killed_writers_temporaries_go_with_the_next_write(run_dir, tmp_path, 
         capsys,
     )
     assert rc == 0 and "removed 1 temporary file(s)" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "merged", "other.tmp"]
+    # README.md: the GGUF file's model card, written beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        "m.gguf",
+        "merged",
+        "other.tmp",
+    ]
     assert (merged / "config.json").is_file() and gguf.stat().st_size > 0
 
 

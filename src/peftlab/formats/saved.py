@@ -88,8 +88,9 @@ def _cache_enabled(model: nn.Module):
             config.use_cache = old
 
 
-FREE_NAMES = ("eval.json", "Modelfile")
-"""Files peftlab writes into a run directory but never reads back as part of the run;
+FREE_NAMES = ("eval.json", "general.json", "Modelfile")
+"""Files peftlab writes into a run directory but never reads back as part of the run
+(``general.json``: ``compare --general-eval``'s score of the run, rewritten per set);
 with ``.gguf`` files (exports) and hidden ones (temporaries, locks) they may be replaced."""
 
 
