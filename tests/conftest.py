@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Trackio reads its store's place once, when imported: one per test session, never the
+# user's cache (tests tell their runs apart by project name).
+os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="peftlab-trackio-")
+os.environ["WANDB_MODE"] = "offline"  # W&B never reaches a server from a test
 
 import pytest
 import torch
@@ -94,3 +100,7 @@ def tiny_model_dir(tmp_path_factory, embedded_tokenizer):
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(os.environ["TRACKIO_DIR"], ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -33,14 +34,15 @@ def settings(tmp_path, model_dir, **extra):
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, tiny_model_dir):
     """Two methods and the base, tracked in MLflow (a local SQLite store, its experiment
-    made here so that artifacts land under the test's directory)."""
+    made here so that artifacts land under the test's directory), Trackio (the session's
+    store, conftest.py) and W&B (offline, files in each run's directory)."""
     tmp = tmp_path_factory.mktemp("compare")
     out = tmp / "out"
     cfg = {**settings(tmp, tiny_model_dir), "lora": {"r": 4, "alpha": 8}}
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.tracking.MlflowClient(uri).create_experiment("out", str(tmp / "artifacts"))
-    cfg["report_to"] = "mlflow"
+    cfg["report_to"] = "mlflow,trackio,wandb" if _has("trackio", "wandb") else "mlflow"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         rows = compare(cfg, ["lora", "ia3"], out)
@@ -66,6 +68,26 @@ def test_compare_tracks_one_run_per_method_in_one_experiment(compared):
         history = client.get_metric_history(run.info.run_id, "eval/perplexity")
         final = max(history, key=lambda m: m.step).value  # the evaluation after training
         assert final == pytest.approx(row["after"]["perplexity"], rel=1e-9)
+
+
+def _has(*packages) -> bool:
+    return all(importlib.util.find_spec(p) is not None for p in packages)
+
+
+def test_compare_tracks_each_method_in_trackio_and_wandb(compared):
+    """Trackio: one run per method in the comparison's project, and the comparison's own
+    run holding the report; W&B (offline): a run per method in its run directory."""
+    if not _has("trackio", "wandb"):
+        pytest.skip("trackio and wandb not installed (pip install 'peftlab[trackio,wandb]')")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    out, _, rows = compared
+    assert sorted(SQLiteStorage.get_runs("out")) == ["ia3", "lora", "out-comparison"]
+    for row in rows[1:]:
+        logs = SQLiteStorage.get_logs("out", row["name"])
+        final = [r["eval/perplexity"] for r in logs if "eval/perplexity" in r][-1]
+        assert final == pytest.approx(row["after"]["perplexity"], rel=1e-9)
+        assert len(list((out / "runs" / row["name"]).glob("wandb/offline-run-*/*.wandb"))) == 1
 
 
 def test_rows_for_base_and_each_method_with_every_column(compared):

@@ -20,14 +20,26 @@ from .base import Backend, TrackContext
 from .mlflow import MlflowBackend
 from .mlflow import log_comparison as mlflow_comparison
 from .tensorboard import TensorBoardBackend
+from .trackio import TrackioBackend
+from .trackio import log_comparison as trackio_comparison
+from .wandb import WandbBackend
+from .wandb import log_comparison as wandb_comparison
 
+# Trainer's ``report_to`` names; each backend imports its library only when it starts.
 BACKENDS: dict[str, type[Backend]] = {
     "tensorboard": TensorBoardBackend,
     "mlflow": MlflowBackend,
+    "trackio": TrackioBackend,
+    "wandb": WandbBackend,
 }
 STATE_FILE = "tracking.json"
-# Trackers that hold a comparison as a parent run with its report (others: the runs only).
-_COMPARISONS = {"mlflow": mlflow_comparison}
+# How each tracker holds a comparison's report: MLflow as the parent run of the methods'
+# runs; W&B and Trackio as a run of its own beside them (TensorBoard: the runs only).
+_COMPARISONS = {
+    "mlflow": mlflow_comparison,
+    "wandb": wandb_comparison,
+    "trackio": trackio_comparison,
+}
 # metrics.jsonl keys that are not figures over steps.
 _NOT_FIGURES = {"step", "epoch"}
 # Renamed for the trackers (Trainer's names); others keep their metrics.jsonl key.
