@@ -25,10 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "tracking": {"core"},
     "training": _BELOW_TRAINING | {"host", "tracking"},
     "memory": _BELOW_TRAINING | {"training", "host"},
-    "compare": _BELOW_TRAINING | {"training", "tracking"},
+    "compare": _BELOW_TRAINING | {"training", "tracking", "lmeval"},
     "export": _BELOW_TRAINING | {"training", "api"},
-    "api": _BELOW_TRAINING | {"training", "memory"},
-    "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory"},
+    "lmeval": {"core"},
+    "api": _BELOW_TRAINING | {"training", "memory", "lmeval"},
+    "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory", "lmeval"},
     "__init__": {"api", "config", "formats", "methods", "model", "export"},
     "__main__": {"cli", "host"},  # host.malloc: the allocator, before torch loads
 }

@@ -30,6 +30,8 @@ from .data.records import check_conversation
 from .formats.card import Card
 from .formats.card import write_card as _write_card
 from .formats.saved import is_model_dir
+from .lmeval import LmEvalSpec, parse_spec, score_session
+from .lmeval import check as check_lm_eval
 from .model.inject import merge_and_unload
 from .training.evaluate import (
     batch_logits,
@@ -40,7 +42,7 @@ from .training.evaluate import (
 )
 from .training.evaluate import generate as _generate
 from .training.loop import train as _train
-from .training.session import command_inputs, log, open_session
+from .training.session import base_model_for_adapter, command_inputs, log, open_session
 
 
 def train(config=None, **overrides: Any) -> dict:
@@ -99,10 +101,21 @@ def load_adapter(
 
 
 def evaluate(
-    adapter: str | Path | None = None, output: str | Path | None = None, **overrides: Any
+    adapter: str | Path | None = None,
+    output: str | Path | None = None,
+    lm_eval: LmEvalSpec | str | None = None,
+    **overrides: Any,
 ) -> dict:
-    """Perplexity, eval loss, exact match and token count (base model without adapter)."""
+    """Perplexity, eval loss, exact match and token count (base model without adapter).
+    ``lm_eval``: lm-evaluation-harness tasks (names, comma-separated, or a
+    :class:`peftlab.lmeval.LmEvalSpec`) scored on the model and, for an adapter, on its
+    base too, under ``lm_eval`` in the result."""
     cfg = config_for_adapter(adapter, **overrides)
+    if isinstance(lm_eval, str):
+        lm_eval = parse_spec(lm_eval)
+    if lm_eval is not None and lm_eval.batch_size is None:
+        lm_eval.batch_size = cfg.train.eval_batch_size
+    check_lm_eval(lm_eval)  # before any model loads
     if output is None and adapter is not None:
         output = Path(adapter) / "eval.json"
     if output is not None:
@@ -125,9 +138,21 @@ def evaluate(
             "env": environment(),
         }
     )
+    if lm_eval is not None:
+        base = None if adapter is None or not lm_eval.base else lambda: _base_session(cfg, adapter)
+        res["lm_eval"] = score_session(lm_eval, s, base)
     if output is not None:
         atomic_write_json(Path(output), res)
     return res
+
+
+def _base_session(cfg: RunConfig, adapter: str | Path):
+    """The base model an adapter (or a fine-tuned model's run) started from, alone."""
+    base = cfg.model.name if is_model_dir(adapter) else None
+    base = base or base_model_for_adapter(adapter, cfg.model.name)
+    t = cfg.train
+    over = {"model": base, "dtype": cfg.model.dtype, "device": t.device}
+    return open_session(config_for_adapter(None, **over), with_data=False)
 
 
 def generate(

@@ -28,6 +28,7 @@ from .config import (
     set_dotted,
 )
 from .core.signals import Terminated, signals_as_interrupts
+from .lmeval import parse_spec
 
 _TYPES = {"int": int, "float": float, "str": str}
 _METHOD_HELP = (
@@ -115,6 +116,35 @@ def _add_opt_in_methods(c: argparse.ArgumentParser) -> None:
             )
 
 
+def _add_lm_eval(p: argparse.ArgumentParser) -> None:
+    h = p.add_argument_group("standard benchmarks (lm-evaluation-harness)")
+    h.add_argument(
+        "--lm-eval",
+        metavar="TASKS",
+        help="score the model (and an adapter's base) on these harness tasks, "
+        "comma-separated, e.g. arc_easy,hellaswag; saved under lm_eval in the JSON",
+    )
+    h.add_argument("--lm-eval-include", metavar="DIR", help="add the task YAML files in DIR")
+    h.add_argument("--lm-eval-limit", type=int, metavar="N", help="at most N documents per task")
+    h.add_argument("--lm-eval-fewshot", type=int, metavar="K", help="K-shot (default: the task's)")
+
+
+def _lm_eval_spec(ns: argparse.Namespace):
+    skip = getattr(ns, "lm_eval_skip_base", False)
+    return parse_spec(
+        ns.lm_eval, ns.lm_eval_include, ns.lm_eval_limit, None, ns.lm_eval_fewshot, not skip
+    )
+
+
+LM_EVAL_KEYS = {
+    "lm_eval",
+    "lm_eval_include",
+    "lm_eval_limit",
+    "lm_eval_fewshot",
+    "lm_eval_skip_base",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="peftlab",
@@ -152,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--adapter", help="adapter directory (default: evaluate the base model)")
     e.add_argument("--output", help="write the JSON here (default: ADAPTER/eval.json)")
     e.add_argument("--method", default=argparse.SUPPRESS, help=_METHOD_HELP)
+    _add_lm_eval(e)
+    e.add_argument(
+        "--lm-eval-skip-base", action="store_true", help="score the adapter only, not its base"
+    )
     _add_common(e, train_fields=False)
     g = sub.add_parser("generate", help="complete a prompt")
     g.add_argument("--adapter")
@@ -232,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score the base and every run on this general instruction "
         "set (not the training data): what fine-tuning cost elsewhere",
     )
+    _add_lm_eval(c)
     c.add_argument(
         "--sweep",
         metavar="OPTION=V1,V2,...",
@@ -449,9 +484,10 @@ def _run(ns: argparse.Namespace) -> int:
                 )
             )
     elif ns.command == "eval":
-        res = api.evaluate(
-            ns.adapter, ns.output, **_overrides(ns, {"command", "adapter", "output"})
-        )
+        over = _overrides(ns, {"command", "adapter", "output"} | LM_EVAL_KEYS)
+        res = api.evaluate(ns.adapter, ns.output, _lm_eval_spec(ns), **over)
+        if "lm_eval" in res:  # every document's score stays in the JSON file only
+            res["lm_eval"] = {k: v["scores"] for k, v in res["lm_eval"].items()}
         print(json.dumps(res, indent=2))
     elif ns.command == "generate":
         _generate(ns)
@@ -500,6 +536,7 @@ def _run(ns: argparse.Namespace) -> int:
             seed=ns.seed,
             seeds=ns.seeds,
             general_eval=ns.general_eval,
+            lm_eval=_lm_eval_spec(ns),
             sweep=ns.sweep,
             device=ns.device,
             extra_methods=ns.extra_methods,

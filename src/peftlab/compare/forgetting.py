@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.sources import BUNDLED_GENERAL
@@ -88,6 +89,20 @@ def eval_args(
         if value is not None:
             args += [flag, str(value)]
     return args
+
+
+@dataclass
+class GeneralSet:
+    """What :func:`peftlab.compare.harness.compare` asks of each finished row: scored on
+    ``dataset`` once (a rerun fills only the rows that lack it)."""
+
+    dataset: str
+
+    def needs(self, row: dict) -> bool:
+        return needs_general(row, self.dataset)
+
+    def run(self, row: dict, output: Path, run_subprocess, log) -> dict:
+        return run_general(row, self.dataset, output, run_subprocess, log)
 
 
 def needs_general(row: dict, dataset: str | None) -> bool:

@@ -27,10 +27,13 @@ import yaml
 from ..config import build_config, load_yaml
 from ..core.atomic import atomic_write_bytes
 from ..core.rundir import drop_aside, output_lock, refuse_inputs
+from ..lmeval import LmEvalSpec
+from ..lmeval import check as check_lm_eval
 from ..methods import METHODS
 from ..tracking import check_report_to, plan_comparison
 from ..training.session import command_inputs, log
-from .forgetting import eval_args, general_source, needs_general, run_general
+from .benchmarks import Benchmarks, spec_from
+from .forgetting import GeneralSet, eval_args, general_source
 from .owner import claim_compare_dir, wait_until_free
 from .owner import run_child as _run_subprocess
 from .report import RESULTS, load_results, write_report
@@ -47,7 +50,8 @@ def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, 
     """(methods, per-method options, common train keys) from a compare mapping."""
     data = dict(data)
     data.pop("seeds", None)  # the harness's own keys (see parse_seeds, compare)
-    data.pop("general_eval", None)
+    for key in ("general_eval", "lm_eval", "lm_eval_include", "lm_eval_limit", "lm_eval_fewshot"):
+        data.pop(key, None)
     data.pop("sweep", None)
     methods = data.pop("methods", None)
     if isinstance(methods, str):
@@ -319,6 +323,7 @@ def compare(
     extra_methods: list[str] | None = None,
     seeds: int | str | list[int] | None = None,
     general_eval: str | None = None,
+    lm_eval: str | LmEvalSpec | None = None,
     sweep: str | dict | None = None,
     overwrite: bool = False,
     **overrides: Any,
@@ -327,12 +332,17 @@ def compare(
     report; return the rows in run order. ``methods``: default the config's, else
     :func:`default_methods`; ``extra_methods`` are added after them (e.g. ``["full"]``).
     ``general_eval``: a file or ``bundled``, scored by every run and the base
-    (:mod:`.forgetting`). ``sweep``: ``r=2,4,8`` trains each method once per value of
-    one of its options (the parameter-efficiency curve). ``overwrite``: replace a
-    directory that is not this comparison's (or start this one again); see :mod:`.owner`."""
+    (:mod:`.forgetting`). ``lm_eval``: lm-evaluation-harness tasks, scored the same way
+    (:mod:`.benchmarks`; the config's ``lm_eval*`` keys otherwise). ``sweep``:
+    ``r=2,4,8`` trains each method once per value of one of its options (the
+    parameter-efficiency curve). ``overwrite``: replace a directory that is not this
+    comparison's (or start this one again); see :mod:`.owner`."""
     data = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
     seeds = seeds if seeds is not None else data.get("seeds")
     general = general_source(general_eval if general_eval is not None else data.get("general_eval"))
+    bench = lm_eval if isinstance(lm_eval, LmEvalSpec) else spec_from(data, lm_eval)
+    check_lm_eval(bench)  # the harness, its tasks and their data: before any run
+    scorers = ([GeneralSet(general)] if general else []) + ([Benchmarks(bench)] if bench else [])
     cfg_methods, per_method, common = split_compare_config(data)
     common.update({k: v for k, v in overrides.items() if v is not None})
     common.setdefault("plan_memory", True)  # the report shows predicted beside measured
@@ -355,11 +365,12 @@ def compare(
     runs = plan_runs(methods, seed_list, swept)
     reads = command_inputs(build_config(common))[0]
     files = [config if isinstance(config, (str, Path)) else None, general]
+    files += [bench.include] if bench and bench.include else []
     reads += [Path(f) for f in files if f and Path(f).is_file()]
     refuse_inputs(output, reads, replaced_dir=overwrite)
     with output_lock(output, "compare"):
         aside = claim_compare_dir(output, overwrite)
-        return _compare(output, runs, per_method, common, include_base, report, general, aside)
+        return _compare(output, runs, per_method, common, include_base, report, scorers, aside)
 
 
 def _compare(
@@ -369,11 +380,12 @@ def _compare(
     common: dict,
     include_base: bool,
     report: bool,
-    general: str | None = None,
+    scorers: list = (),
     aside: Path | None = None,
 ) -> list[dict]:
-    """``runs``: (row name, method, seed or None, swept options) in order; ``general``: the general
-    set every finished row is scored on (once: a rerun only fills rows that lack it)."""
+    """``runs``: (row name, method, seed or None, swept options) in order; ``scorers``:
+    what every finished row is scored on besides its own evaluation (the general set,
+    standard benchmarks), each once: a rerun only fills the rows that lack it."""
     output.mkdir(parents=True, exist_ok=True)
     if common.get("experiment"):  # tracked: the report goes to the experiment too
         plan_comparison(output, common.get("report_to"), common["experiment"])
@@ -382,9 +394,10 @@ def _compare(
     for name, method, seed, swept in order:
         if done.get(name, {}).get("status") == "ok":
             log(f"== {name}: finished earlier, skipped")
-            if needs_general(done[name], general):
-                done[name] = run_general(done[name], general, output, _run_subprocess, log)
-                append_row(output, done[name])
+            scored = _score(done[name], scorers, output)
+            if scored is not done[name]:
+                done[name] = scored
+                append_row(output, scored)
             continue
         opts = {} if name == BASE else per_method.get(method, {})
         opts = {**opts, **swept, **({"seed": seed} if seed is not None else {})}
@@ -397,8 +410,7 @@ def _compare(
             )
             row["seed"] = seed
             row["sweep"] = swept or None
-            if needs_general(row, general):
-                row = run_general(row, general, output, _run_subprocess, log)
+            row = _score(row, scorers, output)
         except Exception as e:  # a harness failure for one method must not stop the rest
             row = _row(name, cfg.to_dict(), time.time(), None, f"{type(e).__name__}: {e}", output)
         append_row(output, row)
@@ -408,3 +420,11 @@ def _compare(
     if report:
         write_report(output)
     return [done[n] for n, *_ in order if n in done]
+
+
+def _score(row: dict, scorers, output: Path) -> dict:
+    """``row`` scored by each scorer that it still needs (the same row when none)."""
+    for sc in scorers:
+        if sc.needs(row):
+            row = sc.run(row, output, _run_subprocess, log)
+    return row

@@ -130,6 +130,12 @@ FORGETTING_NOTE = (
     "paired-bootstrap interval of the difference over the same records; a rise is what "
     "fine-tuning cost elsewhere."
 )
+BENCHMARKS_NOTE = (
+    "The base model and every run scored by lm-evaluation-harness on its tasks (the "
+    "harness's standard error beside each score). Change vs base: the run's score minus "
+    "the base's, with the 95% paired-bootstrap interval over the same documents where "
+    "the score is the mean of the documents' scores."
+)
 SEEDS_NOTE = (
     "Each cell: the mean over the method's seeds ± the sample standard deviation "
     "across them (the seeds change the data order and the adapter's "
@@ -139,6 +145,7 @@ SEEDS_NOTE = (
 EXTRA_TABLES = [
     ("Over seeds: mean ± spread per method", "seeds", SEEDS_NOTE),
     ("Forgetting: the general set", "forgetting", FORGETTING_NOTE),
+    ("Standard benchmarks (lm-evaluation-harness)", "benchmarks", BENCHMARKS_NOTE),
 ]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write_bytes
 from ..tracking import track_comparison
-from . import forgetting, plots, seeds
+from . import benchmarks, forgetting, plots, seeds
 from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
 from .stats import perplexity_interval, wilson
@@ -212,6 +212,7 @@ def settings(runs: list[dict]) -> list[tuple[str, str]]:
         ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
         ("Eval every", _common(trained, c("train", "eval_every"))),
         ("General set (forgetting)", _common(runs, lambda r: r.get("general_dataset"))),
+        ("Standard benchmarks (lm-eval)", _common(runs, lambda r: r.get("lm_eval_key"))),
     ]
     return [(k, v) for k, v in rows if v != DASH]
 
@@ -306,6 +307,8 @@ def write_report(output_dir: str | Path) -> dict:
         "findings": found,
         "forgetting": forgetting.table(runs),
         "forgetting_columns": forgetting.COLUMNS,
+        "benchmarks": benchmarks.table(runs),
+        "benchmarks_columns": benchmarks.COLUMNS,
         "seeds": seeds.table(runs),
         "seeds_columns": seeds.COLUMNS,
         "failed": [
