@@ -22,6 +22,8 @@ from .stats import paired_difference
 
 LM_EVAL_FILE = "lm_eval.json"
 COLUMNS = ["Run", "Task", "Metric", "Score (± harness stderr)", "Change vs base"]
+CONFIG_KEYS = ("lm_eval", "lm_eval_include", "lm_eval_limit", "lm_eval_fewshot")
+"""A comparison config's keys for the benchmarks (read by :func:`spec_from`)."""
 
 
 def spec_from(data: dict, tasks: str | None = None) -> LmEvalSpec | None:
@@ -135,4 +137,4 @@ def _is_mean(samples: list | None, figure: float) -> bool:
     return bool(samples) and abs(sum(samples) / len(samples) - figure) < 1e-9
 
 
-__all__ = ["COLUMNS", "LM_EVAL_FILE", "Benchmarks", "spec_from", "table"]
+__all__ = ["COLUMNS", "CONFIG_KEYS", "LM_EVAL_FILE", "Benchmarks", "spec_from", "table"]

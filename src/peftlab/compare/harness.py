@@ -32,6 +32,7 @@ from ..lmeval import check as check_lm_eval
 from ..methods import METHODS
 from ..tracking import check_report_to, plan_comparison
 from ..training.session import command_inputs, log
+from .benchmarks import CONFIG_KEYS as BENCHMARK_KEYS
 from .benchmarks import Benchmarks, spec_from
 from .forgetting import GeneralSet, eval_args, general_source
 from .owner import claim_compare_dir, wait_until_free
@@ -50,7 +51,7 @@ def split_compare_config(data: dict[str, Any]) -> tuple[list[str] | None, dict, 
     """(methods, per-method options, common train keys) from a compare mapping."""
     data = dict(data)
     data.pop("seeds", None)  # the harness's own keys (see parse_seeds, compare)
-    for key in ("general_eval", "lm_eval", "lm_eval_include", "lm_eval_limit", "lm_eval_fewshot"):
+    for key in ("general_eval", *BENCHMARK_KEYS):
         data.pop(key, None)
     data.pop("sweep", None)
     methods = data.pop("methods", None)
