@@ -29,7 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "export": _BELOW_TRAINING | {"training", "api"},
     "lmeval": {"core"},
     "api": _BELOW_TRAINING | {"training", "memory", "lmeval"},
-    "cli": _BELOW_TRAINING | {"training", "compare", "api", "export", "memory", "lmeval"},
+    "cli_parser": _BELOW_TRAINING | {"memory"},
+    "cli": _BELOW_TRAINING
+    | {"training", "compare", "api", "export", "memory", "lmeval", "cli_parser"},
     "__init__": {"api", "config", "formats", "methods", "model", "export"},
     "__main__": {"cli", "host"},  # host.malloc: the allocator, before torch loads
 }

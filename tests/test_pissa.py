@@ -100,7 +100,7 @@ def test_compare_wide_preset_lists_every_method_with_valid_options():
     from pathlib import Path
 
     from peftlab import build_config
-    from peftlab.compare.harness import split_compare_config
+    from peftlab.compare.grid import split_compare_config
     from peftlab.config import load_yaml
     from peftlab.methods import METHODS
 

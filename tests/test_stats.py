@@ -122,7 +122,7 @@ def test_compare_runs_each_seed_and_skips_finished_ones(tmp_path, tiny_model_dir
 def test_seeds_make_one_candidate_per_method_everywhere():
     """With several seeds, every verdict compares methods (seeds averaged), never a seed of
     a method with another seed of the same method; the seed table shows mean ± sd."""
-    from peftlab.compare import plots, seeds
+    from peftlab.compare import groups, seeds
     from peftlab.compare.verdicts import findings
 
     rows = []
@@ -149,7 +149,7 @@ def test_seeds_make_one_candidate_per_method_everywhere():
     assert set(found["pareto"]["winners"]) == {"ia3", "lora"}
     assert "qlora is dominated by lora" in found["pareto"]["text"]
     assert not any("-s4" in w for f in found.values() for w in f["winners"])
-    cmap = plots.colors(rows)
+    cmap = groups.colors(rows)
     assert cmap["lora-s42"] == cmap["lora-s44"] == cmap["lora"] != cmap["ia3-s42"]
     table = {row[0]: row for row in seeds.table(rows)}
     assert list(table) == ["lora", "ia3", "qlora"] and table["ia3"][1] == "3"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peftlab.compare.harness import compare, parse_sweep, plan_runs
+from peftlab.compare.grid import parse_sweep, plan_runs
+from peftlab.compare.harness import compare
 from peftlab.compare.report import write_report
 from test_compare import settings
 
@@ -66,7 +67,7 @@ def test_compare_presets_parse(preset):
     from pathlib import Path
 
     from peftlab.compare.forgetting import general_source
-    from peftlab.compare.harness import parse_seeds, split_compare_config
+    from peftlab.compare.grid import parse_seeds, split_compare_config
     from peftlab.config import build_config, load_yaml
 
     data = load_yaml(Path(__file__).resolve().parents[1] / "configs" / preset)

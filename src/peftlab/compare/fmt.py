@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plots import num
+from .groups import num
 
 DASH = "—"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write_bytes
 from ..tracking import track_comparison
-from . import benchmarks, forgetting, plots, seeds
+from . import benchmarks, forgetting, groups, plots, plots_params, seeds
 from .fmt import DASH, fmt_bytes, fmt_count, fmt_pct, fmt_seconds, fmt_share, fmt_value  # noqa: F401
 from .render import render_html, render_markdown, summary_text
 from .stats import perplexity_interval, wilson
@@ -41,7 +41,7 @@ COLUMNS = [
     "Exact match",
     "Merge check",
 ]
-num = plots.num
+num = groups.num
 
 
 def load_results(path: Path) -> tuple[list[dict], int]:
@@ -266,17 +266,21 @@ def write_report(output_dir: str | Path) -> dict:
         raise FileNotFoundError(f"{src}: not found (run `peftlab compare` first)")
     runs, bad = load_results(src)
     ok = [r for r in runs if r.get("status") == "ok"]
-    cmap = plots.colors(runs)
+    cmap = groups.colors(runs)
     found = findings(runs)
     front = next((f["winners"] for f in found if f["key"] == "pareto"), [])
     charts: list[tuple[str, str, bytes | None]] = [
         ("loss", "Training and eval loss", plots.loss_curves(ok, cmap)),
         ("compute", "Perplexity at equal compute", plots.equal_compute(ok, cmap)),
-        ("efficiency", "Parameter-efficiency curve", plots.efficiency_curve(ok, cmap, front)),
+        (
+            "efficiency",
+            "Parameter-efficiency curve",
+            plots_params.efficiency_curve(ok, cmap, front),
+        ),
         (
             "pareto",
             "Perplexity against trainable parameters",
-            plots.perplexity_vs_params(ok, cmap, front),
+            plots_params.perplexity_vs_params(ok, cmap, front),
         ),
         ("memory", "Peak memory", plots.memory_bars(ok, cmap, fmt_bytes)),
         ("throughput", "Throughput", plots.throughput_bars(ok, cmap)),

@@ -4,7 +4,7 @@ verdicts use, ± the sample standard deviation across seeds."""
 from __future__ import annotations
 
 from .fmt import DASH, fmt_bytes, fmt_seconds
-from .plots import num
+from .groups import num
 from .stats import spread
 from .verdicts import groups
 

@@ -9,9 +9,8 @@ methods, not runs: a method's figure is its seeds' mean, shown with their spread
 
 from __future__ import annotations
 
-from . import plots
 from .fmt import fmt_bytes, fmt_count, fmt_pct, fmt_share, fmt_value
-from .plots import num
+from .groups import group_means, group_of, num, param_points, pareto_set
 from .stats import paired_difference, spread, wilson
 
 _KINDS = {
@@ -34,7 +33,7 @@ def groups(runs: list[dict]) -> dict[str, list[dict]]:
     """Finished runs by method (several when the comparison ran several seeds)."""
     out: dict[str, list[dict]] = {}
     for r in runs:
-        out.setdefault(plots.group_of(r), []).append(r)
+        out.setdefault(group_of(r), []).append(r)
     return out
 
 
@@ -202,7 +201,7 @@ def findings(runs: list[dict]) -> list[dict]:
     gs = groups(ok)  # one candidate per method (and swept value): seeds averaged
 
     def cands(get):
-        return list(plots.group_means(ok, get).items())
+        return list(group_means(ok, get).items())
 
     def mean(g: str, get, show) -> str:
         """After a group's figure: its spread over seeds, when it has several."""
@@ -294,7 +293,7 @@ def findings(runs: list[dict]) -> list[dict]:
                 else "",
             )
         )
-    out.append(_pareto(plots.param_points(ok)))
+    out.append(_pareto(param_points(ok)))
     return [f for f in out if f]
 
 
@@ -303,7 +302,7 @@ def _pareto(pts: dict[str, tuple[float, float]]) -> dict | None:
     perplexity."""
     if not pts:
         return None
-    front = sorted(plots.pareto_set(pts), key=lambda n: pts[n])
+    front = sorted(pareto_set(pts), key=lambda n: pts[n])
     desc = [
         f"{n} ({fmt_count(pts[n][0])} params, perplexity {fmt_value(pts[n][1])})" for n in front
     ]

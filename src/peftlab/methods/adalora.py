@@ -11,8 +11,9 @@ not change when triplets are pruned, nor when a cut adapter is loaded). During t
 rank allocator (:mod:`.adalora_alloc`) zeroes the λ of unimportant triplets, and the loss
 gets the orthogonality penalty of Eq. (4) so that P and Q stay close to singular vectors.
 
-Saved in the PEFT format as peft writes it: ``peft_type: ADALORA``, a ``rank_pattern``
-(module → which of the init_r triplets are kept) and tensors cut to the kept triplets.
+Saved in the PEFT format as peft writes it (:mod:`.adalora_peft`): ``peft_type:
+ADALORA``, a ``rank_pattern`` (module → which of the init_r triplets are kept) and
+tensors cut to the kept triplets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..core.options import make_config, option
 from .adalora_alloc import ImportanceEMA, Schedule, keep_masks, triplet_scores
+from .adalora_peft import parse_rank_pattern, peft_config, peft_options
 from .base import AdapterLayer, Method, MethodConfig, check_rank
 
 INIT_STD = 0.02
@@ -33,19 +35,6 @@ loralib both use N(0, 0.02))."""
 RANKNUM_EPS = 1e-5
 """Added to ranknum in the scale, as peft does (there a guard for a layer cut to rank 0)."""
 FACTORS = ("lora_A", "lora_E", "lora_B")
-
-# adapter_config.json keys that would change what the tensors mean; anything but the
-# default is refused rather than loaded wrongly. (peft's AdaLoRA ignores alpha_pattern,
-# use_rslora and lora_bias, so they need no check.)
-_PEFT_DEFAULTS_WE_REQUIRE = {
-    "bias": "none",
-    "fan_in_fan_out": False,
-    "layers_to_transform": None,
-    "modules_to_save": None,
-    "exclude_modules": None,
-    "layer_replication": None,
-    "use_dora": False,
-}
 
 
 @dataclasses.dataclass
@@ -318,88 +307,13 @@ class AdaLoRA(Method):
     def to_peft_config(
         self, target_modules: Any, layers: dict[str, AdapterLayer] | None = None
     ) -> dict[str, Any]:
-        c = self.config
         ada = {n: lay for n, lay in (layers or {}).items() if isinstance(lay, AdaLoraLinear)}
-        patterns = {n: lay.rank_pattern() for n, lay in ada.items()}
-        rank_pattern = None  # peft writes null until its allocator has run
-        if any(p is not None for p in patterns.values()):
-            # Keyed like peft's: the lora_E parameter's name in the base model.
-            rank_pattern = {
-                f"{n}.lora_E": p if p is not None else [True] * ada[n].r
-                for n, p in patterns.items()
-            }
-        # peft requires total_step > tinit + tfinal; an untrained adapter gets the least
-        # valid value (it only matters to whoever trains further).
-        total = self.total_step or c.tinit + c.tfinal + 1
-        return {
-            "peft_type": "ADALORA",
-            "init_r": c.init_r,
-            "target_r": c.target_r,
-            "lora_alpha": c.alpha,
-            "lora_dropout": c.dropout,
-            "target_modules": target_modules,
-            "tinit": c.tinit,
-            "tfinal": c.tfinal,
-            "deltaT": c.deltaT,
-            "beta1": c.beta1,
-            "beta2": c.beta2,
-            "orth_reg_weight": c.orth_reg_weight,
-            "total_step": total,
-            "rank_pattern": rank_pattern,
-            "bias": "none",
-            "fan_in_fan_out": False,
-            "init_lora_weights": True,
-            "use_dora": False,
-        }
+        return peft_config(self.config, target_modules, ada, self.total_step)
 
     @classmethod
     def from_peft_config(cls, cfg: dict[str, Any]) -> AdaLoRA:
         where = "AdaLoRA adapter_config.json"
-        for key, default in _PEFT_DEFAULTS_WE_REQUIRE.items():
-            value = cfg.get(key, default)
-            if value not in (None, default):
-                raise ValueError(
-                    f"{where} sets {key}={value!r}, which peftlab does not "
-                    f"support (expected {default!r})"
-                )
-        if cfg.get("target_modules") is None:
-            raise ValueError(
-                f"{where} has no target_modules (peftlab does not guess them from the model type)"
-            )
-        keys = {
-            "init_r": "init_r",
-            "target_r": "target_r",
-            "lora_alpha": "alpha",
-            "lora_dropout": "dropout",
-            "tinit": "tinit",
-            "tfinal": "tfinal",
-            "deltaT": "deltaT",
-            "beta1": "beta1",
-            "beta2": "beta2",
-            "orth_reg_weight": "orth_reg_weight",
-            "target_modules": "target_modules",
-        }
-        opts = {ours: cfg[theirs] for theirs, ours in keys.items() if theirs in cfg}
-        method = cls(make_config(cls.config_cls, opts, where=where))
-        method.saved_pattern = _parse_rank_pattern(cfg.get("rank_pattern"), where)
+        method = cls(make_config(cls.config_cls, peft_options(cfg, where), where=where))
+        method.saved_pattern = parse_rank_pattern(cfg.get("rank_pattern"), where)
         method.total_step = cfg.get("total_step")
         return method
-
-
-def _parse_rank_pattern(pattern: Any, where: str) -> dict[str, list[bool]]:
-    """peft's ``rank_pattern`` (``<module>.lora_E[.<adapter>]`` → list of bools), by
-    module name."""
-    if not pattern:
-        return {}
-    if not isinstance(pattern, dict):
-        raise ValueError(f"{where}: rank_pattern must be a mapping, got {type(pattern).__name__}")
-    out = {}
-    for key, kept in pattern.items():
-        module, sep, _ = key.rpartition(".lora_E")
-        if not sep or not isinstance(kept, list) or not all(isinstance(k, bool) for k in kept):
-            raise ValueError(
-                f"{where}: rank_pattern entry {key!r} must name a lora_E "
-                "parameter and map it to a list of true/false"
-            )
-        out[module] = kept
-    return out
