@@ -180,6 +180,14 @@ def render_html(s: dict, uris: list[str]) -> str:
         "".join(f"<th>{escape(c)}</th>" for c in cols),
         "</tr></thead><tbody>",
     ]
+    h += _results(s) + _findings(s) + ["<h2>Charts</h2>"] + _charts(s, uris) + _appendix(s)
+    h.append("</main></body></html>\n")
+    return "\n".join(h)
+
+
+def _results(s: dict) -> list[str]:
+    """The results table, rows of failed runs marked, then the extra tables."""
+    h = []
     for r in s["rows"]:
         ok = r["Status"] == "ok"
         cells = [
@@ -211,6 +219,11 @@ def render_html(s: dict, uris: list[str]) -> str:
         ]
         h += ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in s[key]]
         h += ["</tbody></table></div>", f'<p class="note">{escape(note)}</p>']
+    return h
+
+
+def _findings(s: dict) -> list[str]:
+    h = []
     h.append("<h2>Which method when</h2>")
     if not s["findings"]:
         h.append(
@@ -220,7 +233,13 @@ def render_html(s: dict, uris: list[str]) -> str:
     for f in s["findings"]:
         who = f" — {escape(', '.join(f['winners']))}" if f["winners"] else ""
         h.append(f"<li><b>{escape(f['title'])}{who}.</b> {escape(f['text'])}</li>")
-    h += ["</ul>", "<h2>Charts</h2>"]
+    h.append("</ul>")
+    return h
+
+
+def _charts(s: dict, uris: list[str]) -> list[str]:
+    """Every chart, the memory and throughput bars side by side."""
+    h = []
     figs = list(zip(s["images"], uris))
     bars = [(i, u) for i, u in figs if i["file"] in ("report_memory.png", "report_throughput.png")]
     for img, uri in figs:
@@ -231,6 +250,12 @@ def render_html(s: dict, uris: list[str]) -> str:
         h.append(_figure(img, uri))
     if not figs:
         h.append("<p>No finished run to chart.</p>")
+    return h
+
+
+def _appendix(s: dict) -> list[str]:
+    """Failed runs, shared settings, method options, environment."""
+    h = []
     if s["failed"]:
         h.append("<h2>Failed runs</h2><table><tr><th>Run</th><th>Method</th><th>Error</th></tr>")
         h += [
@@ -248,8 +273,7 @@ def render_html(s: dict, uris: list[str]) -> str:
             f'<p class="note">{s["skipped_lines"]} unreadable line(s) of results.jsonl '
             "were skipped.</p>"
         )
-    h.append("</main></body></html>\n")
-    return "\n".join(h)
+    return h
 
 
 def summary_text(s: dict) -> str:

@@ -149,20 +149,22 @@ def _common(runs, get) -> str:
     return "varies: " + "; ".join(f"{v} ({', '.join(ns)})" for v, ns in vals.items())
 
 
+def _c(sec, key, default=None):
+    """A getter of one config value of a run (None for a row without a config)."""
+    return lambda r: (
+        ((r.get("config") or {}).get(sec) or {}).get(key, default) if r.get("config") else None
+    )
+
+
+def _steps(r: dict) -> str | None:
+    t = (r.get("config") or {}).get("train") or {}
+    if not t:
+        return None
+    return f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs')} epochs"
+
+
 def settings(runs: list[dict]) -> list[tuple[str, str]]:
     """The settings every run shares, once ("varies: ..." where they differ)."""
-
-    def c(sec, key, default=None):
-        return lambda r: (
-            ((r.get("config") or {}).get(sec) or {}).get(key, default) if r.get("config") else None
-        )
-
-    def steps(r):
-        t = (r.get("config") or {}).get("train") or {}
-        if not t:
-            return None
-        return f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs')} epochs"
-
     trained = [r for r in runs if r.get("method") != "base"] or runs
     # The base row's count; else the smallest total (totals may include the adapter).
     totals = [
@@ -177,40 +179,40 @@ def settings(runs: list[dict]) -> list[tuple[str, str]]:
             _common(
                 runs,
                 lambda r: (
-                    (c("model", "name")(r) or "embedded SmolLM2-135M-Instruct")
+                    (_c("model", "name")(r) or "embedded SmolLM2-135M-Instruct")
                     if r.get("config")
                     else None
                 ),
             ),
         ),
         ("Model parameters", fmt_count(min(totals)) if totals else DASH),
-        ("Base weights dtype", _common(runs, c("model", "dtype"))),
+        ("Base weights dtype", _common(runs, _c("model", "dtype"))),
         (
             "Dataset",
             _common(
                 runs,
-                lambda r: (c("data", "dataset")(r) or "bundled set") if r.get("config") else None,
+                lambda r: (_c("data", "dataset")(r) or "bundled set") if r.get("config") else None,
             ),
         ),
         ("Data format", _common(runs, lambda r: (r.get("data") or {}).get("format"))),
         ("Prompt format", _common(runs, _prompt_label)),
-        ("Max length", _common(runs, c("data", "max_length"))),
-        ("Budget", _common(trained, steps)),
+        ("Max length", _common(runs, _c("data", "max_length"))),
+        ("Budget", _common(trained, _steps)),
         (
             "Batch size × grad accum",
             _common(
                 trained,
                 lambda r: (
-                    f"{c('train', 'batch_size')(r)} × {c('train', 'grad_accum')(r)}"
+                    f"{_c('train', 'batch_size')(r)} × {_c('train', 'grad_accum')(r)}"
                     if r.get("config")
                     else None
                 ),
             ),
         ),
-        ("Learning rate", _common(trained, c("train", "lr"))),
-        ("Seed", _common(runs, c("train", "seed"))),
-        ("Mixed precision", _common(trained, c("train", "mixed_precision"))),
-        ("Eval every", _common(trained, c("train", "eval_every"))),
+        ("Learning rate", _common(trained, _c("train", "lr"))),
+        ("Seed", _common(runs, _c("train", "seed"))),
+        ("Mixed precision", _common(trained, _c("train", "mixed_precision"))),
+        ("Eval every", _common(trained, _c("train", "eval_every"))),
         ("General set (forgetting)", _common(runs, lambda r: r.get("general_dataset"))),
         ("Standard benchmarks (lm-eval)", _common(runs, lambda r: r.get("lm_eval_key"))),
     ]
@@ -257,18 +259,8 @@ def environment(runs: list[dict]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v != DASH]
 
 
-def write_report(output_dir: str | Path) -> dict:
-    """Write ``report.md``, ``report.html`` and ``report_*.png`` into ``output_dir`` from
-    its ``results.jsonl``; return the summary (table rows, findings, paths, text)."""
-    out = Path(output_dir)
-    src = out / RESULTS
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: not found (run `peftlab compare` first)")
-    runs, bad = load_results(src)
-    ok = [r for r in runs if r.get("status") == "ok"]
-    cmap = groups.colors(runs)
-    found = findings(runs)
-    front = next((f["winners"] for f in found if f["key"] == "pareto"), [])
+def _charts(ok: list[dict], cmap: dict[str, str], front: list[str]) -> list[tuple]:
+    """(slug, title, PNG bytes or None) of every chart, the per-run rank maps last."""
     charts: list[tuple[str, str, bytes | None]] = [
         ("loss", "Training and eval loss", plots.loss_curves(ok, cmap)),
         ("compute", "Perplexity at equal compute", plots.equal_compute(ok, cmap)),
@@ -298,6 +290,22 @@ def write_report(output_dir: str | Path) -> dict:
                         plots.layer_ranks(r["name"], key, ranks),
                     )
                 )
+    return charts
+
+
+def write_report(output_dir: str | Path) -> dict:
+    """Write ``report.md``, ``report.html`` and ``report_*.png`` into ``output_dir`` from
+    its ``results.jsonl``; return the summary (table rows, findings, paths, text)."""
+    out = Path(output_dir)
+    src = out / RESULTS
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: not found (run `peftlab compare` first)")
+    runs, bad = load_results(src)
+    ok = [r for r in runs if r.get("status") == "ok"]
+    cmap = groups.colors(runs)
+    found = findings(runs)
+    front = next((f["winners"] for f in found if f["key"] == "pareto"), [])
+    charts = _charts(ok, cmap, front)
     images = [(f"report_{slug}.png", title, png) for slug, title, png in charts if png]
     for fname, _, png in images:
         atomic_write_bytes(out / fname, png)

@@ -199,102 +199,113 @@ def findings(runs: list[dict]) -> list[dict]:
     ok = [r for r in runs if r.get("status") == "ok" and r.get("method") != "base"]
     base = next((r for r in runs if r.get("method") == "base" and r.get("status") == "ok"), None)
     gs = groups(ok)  # one candidate per method (and swept value): seeds averaged
-
-    def cands(get):
-        return list(group_means(ok, get).items())
-
-    def mean(g: str, get, show) -> str:
-        """After a group's figure: its spread over seeds, when it has several."""
-        s = spread([v for r in gs[g] if (v := num(get(r))) is not None])
-        return f" (mean of {len(gs[g])} seeds, ± {show(s[1])})" if s else ""
-
-    mem = lambda r: r.get("peak_memory_bytes")  # noqa: E731
-    speed = lambda r: r.get("tokens_per_s")  # noqa: E731
-
     base_ppl = num(((base or {}).get("after") or {}).get("perplexity"))
     out = [
         quality_finding(
             ok,
             "perplexity",
             f" The untrained base model scores {fmt_value(base_ppl)}." if base_ppl else "",
-        )
+        ),
+        _params_finding(ok, gs),
+        _memory_finding(ok, gs),
+        _speed_finding(ok, gs),
+        _exact_finding(ok),
+        _general_finding(ok, base),
+        _pareto(param_points(ok)),
     ]
-    share = {g: (rs[0].get("params") or {}).get("share_pct") for g, rs in gs.items()}
-    out.append(
-        _finding(
-            "fewest_params",
-            "Fewest trainable parameters",
-            cands(lambda r: (r.get("params") or {}).get("trainable")),
-            True,
-            fmt_count,
-            lambda n, v: (
-                f"{n} trains {fmt_count(v)} parameters"
-                + (f" ({fmt_share(share[n])} of the model)" if num(share[n]) is not None else "")
-            ),
-            lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer")),
-        )
-    )
-    kinds = sorted({str(r.get("memory_kind")) for r in ok if r.get("memory_kind")})
-    out.append(
-        _finding(
-            "lowest_memory",
-            "Lowest peak memory",
-            cands(mem),
-            True,
-            fmt_bytes,
-            lambda n, v: f"{n} peaked at {fmt_bytes(v)}{mean(n, mem, fmt_bytes)}",
-            lambda b, o: _less(b, o, "less"),
-            f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
-            if len(kinds) > 1
-            else "",
-        )
-    )
-    tps = lambda v: f"{fmt_value(v, 0)} tokens/s"  # noqa: E731
-    out.append(
-        _finding(
-            "fastest",
-            "Fastest training",
-            cands(speed),
-            False,
-            tps,
-            lambda n, v: f"{n} trained at {tps(v)}{mean(n, speed, tps)}",
-            lambda b, o: _times(
-                b,
-                o,
-                "the throughput of",
-                f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than",
-            ),
-        )
-    )
-    em = cands(lambda r: (r.get("after") or {}).get("exact_match"))
-    if em:
-        out.append(quality_finding(ok, "exact"))
-    elif ok:
-        out.append(
-            {
-                "key": "best_exact_match",
-                "title": "Exact match",
-                "winners": [],
-                "value": None,
-                "runner_up": None,
-                "text": "No exact-match figures: the eval set has no exactly checkable "
-                "records, so perplexity is the quality measure here.",
-            }
-        )
-    if any(r.get("general") for r in ok):
-        g0 = num(((base or {}).get("general") or {}).get("perplexity"))
-        out.append(
-            quality_finding(
-                ok,
-                "general",
-                f" The base model scores {fmt_value(g0)} on the general set; a "
-                "run above that lost ground outside its training data."
-                if g0
-                else "",
-            )
-        )
-    out.append(_pareto(param_points(ok)))
     return [f for f in out if f]
+
+
+def _cands(ok: list[dict], get) -> list[tuple[str, float]]:
+    return list(group_means(ok, get).items())
+
+
+def _seeds_note(gs: dict[str, list[dict]], g: str, get, show) -> str:
+    """After a group's figure: its spread over seeds, when it has several."""
+    s = spread([v for r in gs[g] if (v := num(get(r))) is not None])
+    return f" (mean of {len(gs[g])} seeds, ± {show(s[1])})" if s else ""
+
+
+def _params_finding(ok: list[dict], gs: dict[str, list[dict]]) -> dict | None:
+    share = {g: (rs[0].get("params") or {}).get("share_pct") for g, rs in gs.items()}
+    return _finding(
+        "fewest_params",
+        "Fewest trainable parameters",
+        _cands(ok, lambda r: (r.get("params") or {}).get("trainable")),
+        True,
+        fmt_count,
+        lambda n, v: (
+            f"{n} trains {fmt_count(v)} parameters"
+            + (f" ({fmt_share(share[n])} of the model)" if num(share[n]) is not None else "")
+        ),
+        lambda b, o: _times(o, b, "fewer than", _less(b, o, "fewer")),
+    )
+
+
+def _memory_finding(ok: list[dict], gs: dict[str, list[dict]]) -> dict | None:
+    mem = lambda r: r.get("peak_memory_bytes")  # noqa: E731
+    kinds = sorted({str(r.get("memory_kind")) for r in ok if r.get("memory_kind")})
+    return _finding(
+        "lowest_memory",
+        "Lowest peak memory",
+        _cands(ok, mem),
+        True,
+        fmt_bytes,
+        lambda n, v: f"{n} peaked at {fmt_bytes(v)}{_seeds_note(gs, n, mem, fmt_bytes)}",
+        lambda b, o: _less(b, o, "less"),
+        f" Caution: memory was measured as {' and '.join(kinds)}, which do not compare."
+        if len(kinds) > 1
+        else "",
+    )
+
+
+def _speed_finding(ok: list[dict], gs: dict[str, list[dict]]) -> dict | None:
+    speed = lambda r: r.get("tokens_per_s")  # noqa: E731
+    tps = lambda v: f"{fmt_value(v, 0)} tokens/s"  # noqa: E731
+    return _finding(
+        "fastest",
+        "Fastest training",
+        _cands(ok, speed),
+        False,
+        tps,
+        lambda n, v: f"{n} trained at {tps(v)}{_seeds_note(gs, n, speed, tps)}",
+        lambda b, o: _times(
+            b,
+            o,
+            "the throughput of",
+            f"{fmt_pct((b - o) / o * 100)} faster than" if o else "faster than",
+        ),
+    )
+
+
+def _exact_finding(ok: list[dict]) -> dict | None:
+    if _cands(ok, lambda r: (r.get("after") or {}).get("exact_match")):
+        return quality_finding(ok, "exact")
+    if not ok:
+        return None
+    return {
+        "key": "best_exact_match",
+        "title": "Exact match",
+        "winners": [],
+        "value": None,
+        "runner_up": None,
+        "text": "No exact-match figures: the eval set has no exactly checkable "
+        "records, so perplexity is the quality measure here.",
+    }
+
+
+def _general_finding(ok: list[dict], base: dict | None) -> dict | None:
+    if not any(r.get("general") for r in ok):
+        return None
+    g0 = num(((base or {}).get("general") or {}).get("perplexity"))
+    return quality_finding(
+        ok,
+        "general",
+        f" The base model scores {fmt_value(g0)} on the general set; a "
+        "run above that lost ground outside its training data."
+        if g0
+        else "",
+    )
 
 
 def _pareto(pts: dict[str, tuple[float, float]]) -> dict | None:
