@@ -1,8 +1,9 @@
-"""``peftlab eval --lm-eval``: lm-evaluation-harness on the embedded model, with and
-without an adapter, over small task YAML files reading a local JSON file (offline): the
-scores land in ``eval.json`` beside peftlab's own, each document's score is the
-log-likelihood our model gives it, and bad tasks are one-line errors before any model
-loads."""
+"""``peftlab eval --lm-eval``: lm-evaluation-harness on a model (a tiny random Llama with
+the embedded model's tokenizer: the harness's plumbing is under test, not the model's
+knowledge), with and without an adapter, over small task YAML files reading a local
+JSON file (offline): the scores land in ``eval.json`` beside peftlab's own, each
+document's score is the log-likelihood our model gives it, and bad tasks are one-line
+errors before any model loads."""
 
 from __future__ import annotations
 
@@ -63,13 +64,14 @@ def tasks(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Two steps on the embedded model at a high learning rate: an adapter that moves."""
+def run_dir(tmp_path_factory, tiny_model_dir):
+    """Two steps at a high learning rate: an adapter that moves."""
     root = tmp_path_factory.mktemp("lm_eval_run")
     data = write_toy_dataset(root / "toy.json", n=16)
     out = root / "run"
     rc = main(
-        ["train", "--dataset", data, "--output", str(out), "--max-steps", "2"]
+        ["train", "--model", tiny_model_dir, "--dataset", data, "--output", str(out)]
+        + ["--max-steps", "2"]
         + "--batch-size 2 --r 4 --lr 2e-2 --mixed-precision no --max-length 64".split()
         + "--exact-match-limit 0 --no-progress --max-eval-records 2".split()
     )
@@ -123,9 +125,10 @@ def test_adapter_and_base_scores_land_in_eval_json(run_dir, tasks, tmp_path, cap
     assert adapter_ll == pytest.approx(want, abs=1e-3)
 
 
-def test_base_model_alone_and_bad_tasks(tasks, tmp_path, capsys):
+def test_base_model_alone_and_bad_tasks(tasks, tmp_path, capsys, tiny_model_dir):
     out = tmp_path / "base.json"
-    argv = ["eval", "--output", str(out), "--max-eval-records", "2", "--exact-match-limit", "0"]
+    argv = ["eval", "--model", tiny_model_dir, "--output", str(out), "--max-eval-records", "2"]
+    argv += ["--exact-match-limit", "0"]
     rc = main(
         argv + ["--lm-eval", "tiny_ll", "--lm-eval-include", str(tasks), "--lm-eval-limit", "2"]
     )

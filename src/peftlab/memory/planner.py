@@ -224,16 +224,7 @@ def estimate_run(
     piece = largest_piece(cfg, data, processes, step_bytes)
     acts = activation_parts(census, shape.layers, piece, t.gradient_checkpointing)
     head = head_bytes(census, piece, shape.vocab, t.loss_chunk, LOGIT_BYTES_TRAIN)
-    if data:  # evaluation batches run longest first: the first is the largest
-        first = sorted(range(len(data.eval_lengths)), key=lambda i: -data.eval_lengths[i])[
-            : t.eval_batch_size
-        ]
-        eval_rows, eval_seq = len(first), data.eval_lengths[first[0]]
-        eval_loss = sum(data.eval_loss[i] for i in first)
-    else:
-        eval_rows, eval_seq = t.eval_batch_size, cfg.data.max_length
-        eval_loss = eval_rows * eval_seq // 2
-    ev = eval_batch_bytes(census, eval_rows, eval_seq, eval_loss, shape.vocab, t.loss_chunk)
+    ev = _eval_bytes(census, cfg, data, shape.vocab)
     if generation_budget is None:
         generation_budget = _default_generation_budget(device)
     gen = generation_bytes(shape, precision, generation_budget) if t.exact_match_limit else 0
@@ -271,6 +262,22 @@ def estimate_run(
     if with_time and device == "cpu":
         est.step_seconds = _step_seconds(cfg, shape, data, precision)
     return est
+
+
+def _eval_bytes(census, cfg: RunConfig, data: DataShape | None, vocab: int) -> int:
+    """The largest evaluation batch's bytes: evaluation batches run longest first, so the
+    first is the largest (every record at max_length without the data)."""
+    t = cfg.train
+    if data:
+        first = sorted(range(len(data.eval_lengths)), key=lambda i: -data.eval_lengths[i])[
+            : t.eval_batch_size
+        ]
+        eval_rows, eval_seq = len(first), data.eval_lengths[first[0]]
+        eval_loss = sum(data.eval_loss[i] for i in first)
+    else:
+        eval_rows, eval_seq = t.eval_batch_size, cfg.data.max_length
+        eval_loss = eval_rows * eval_seq // 2
+    return eval_batch_bytes(census, eval_rows, eval_seq, eval_loss, vocab, t.loss_chunk)
 
 
 def _default_generation_budget(device: str) -> int:
