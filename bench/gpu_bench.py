@@ -164,7 +164,8 @@ def orchestrate(a) -> dict:
     work = Path(a.work or tempfile.mkdtemp(prefix="gpu-bench-"))
     budget = a.budget if a.budget is not None else (math.inf if a.tiny else BUDGET_S)
     t0 = time.perf_counter()
-    results: dict = {"meta": {"tiny": a.tiny, "budget_s": budget, "date": _utc()}, "cases": {}}
+    limit = None if math.isinf(budget) else budget  # JSON has no infinity
+    results: dict = {"meta": {"tiny": a.tiny, "budget_s": limit, "date": _utc()}, "cases": {}}
     with open(out / "log.txt", "w") as log:
         prep = spawn("prepare", work, a.tiny, max(60.0, budget), log)
         results["meta"].update(prep)

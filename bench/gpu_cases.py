@@ -176,9 +176,15 @@ def assets_dir() -> Path:
     embedded model's own directory where it is installed."""
     if (ASSETS / "tokenizer.json").is_file():
         return ASSETS
-    from peftlab.model.load import resolve_model_path
+    from peftlab.model.load import ModelNotFoundError, resolve_model_path
 
-    return Path(resolve_model_path(None))
+    try:
+        return Path(resolve_model_path(None))
+    except (ModelNotFoundError, OSError) as e:
+        raise SystemExit(
+            f"{ASSETS} is missing and the embedded model is not installed ({e}): run "
+            "`bash bench/gpu.sh --prepare` where it is, and carry .gpu"
+        ) from e
 
 
 def cut_tokenizer(src: Path, dst: Path, vocab: int = CUT_VOCAB) -> None:

@@ -47,7 +47,7 @@ def row(title: str, ours: dict | None, peer: dict | None, epoch: bool) -> str:
     both = _ok(ours) and _ok(peer)
     cells.append(f"**{ours[key] / peer[key]:.2f}**" if both else "–")
     cells.append(" / ".join(f"{r['tokens_per_s']:,.0f}" if _ok(r) else "–" for r in (ours, peer)))
-    cells.append(" / ".join(f"{r['mfu']:.1%}" if _ok(r) else "–" for r in (ours, peer)))
+    cells.append(" / ".join(f"{r['mfu'] * 100:.2g}%" if _ok(r) else "–" for r in (ours, peer)))
     cells.append(f"{ours['peak_bytes'] / GiB:.2f} GiB" if _ok(ours) else "–")
     cells.append(_planner(ours) if _ok(ours) else "–")
     cells.append(f"{peer['peak_bytes'] / GiB:.2f} GiB" if _ok(peer) else "–")
@@ -109,5 +109,6 @@ def markdown(results: dict) -> str:
     if "error" in m:
         lines.append(f"Preparation failed: {m['error']}")
     if m.get("elapsed_s") is not None:
-        lines.append(f"Whole benchmark: {m['elapsed_s']:.0f} s (budget {m['budget_s']} s).")
+        budget = f"budget {m['budget_s']:.0f} s" if m.get("budget_s") else "no budget"
+        lines.append(f"Whole benchmark: {m['elapsed_s']:.0f} s ({budget}).")
     return "\n".join(lines) + "\n"
