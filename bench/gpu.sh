@@ -48,7 +48,9 @@ OUT=${OUT:-/tmp/peftlab-gpu-out}
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; } \
     > "$OUT/gpu.txt"
-if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
+if [ "${TINY:-0}" = "1" ]; then
+    :  # a CPU run uses what this machine has installed
+elif ls .gpu/wheels/*.whl > /dev/null 2>&1; then
     # --no-deps: torch, numpy and triton stay the image's own
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/gpu-bench-site .gpu/wheels/*.whl >> "$OUT/gpu.txt" 2>&1 \
