@@ -182,3 +182,24 @@ def test_config_key_round_trips_and_defaults_off(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  padding_free: true\n")
     assert build_config(config=str(path)).train.padding_free is True
+
+
+def test_a_record_never_reads_the_one_before_it():
+    """Changing the first record changes nothing in the second's outputs, and each
+    record's outputs in the row are those of the record alone."""
+    model = make_tiny_llama()
+    use_padding_free(model, torch.device("cpu"))
+    exs = examples()[:2]
+    other = [Example([(t * 7) % 120 + 3 for t in exs[0].input_ids], 6), exs[1]]
+    n0 = len(exs[0].input_ids)
+
+    def hidden(batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        with torch.no_grad():
+            return model.model(**inputs, use_cache=False).last_hidden_state[0]
+
+    a, b = hidden(flatten(exs, 0)), hidden(flatten(other, 0))
+    assert (a[:n0] - b[:n0]).abs().max() > 1e-3  # the first record did change
+    assert torch.allclose(a[n0:], b[n0:], atol=1e-6)
+    alone = hidden(collate([exs[1]], 0))
+    assert torch.allclose(a[n0:], alone, atol=1e-5)
