@@ -186,6 +186,13 @@ class TrainConfig:
         "(0: never cut; unset: 2048 on CPU, on a GPU never "
         "unless predicted not to fit its free memory)",
     )
+    padding_free: bool = option(
+        False,
+        "Each micro-batch (or token-budget piece) as its records end to end in one row, "
+        "positions restarting at each record and attention kept within it (flash-attn's "
+        "varlen kernel on CUDA where installed, else SDPA per record): no compute on "
+        "padding; the same batches, losses and gradients. Evaluation stays padded",
+    )
     group_by_length: bool = option(
         True, "Batch records of similar length (within shuffled chunks) so padding costs little"
     )

@@ -126,6 +126,41 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def flatten(examples: list[Example], pad_id: int) -> dict:
+    """The padding-free form of :func:`collate`'s batch: the records end to end in one
+    row (batch 1), ``position_ids`` restarting at 0 at each record, and the records'
+    boundaries as flash-attention's varlen kwargs (``cu_seq_lens_q``/``_k``: cumulative
+    lengths; ``max_length_q``/``_k``: the longest). No ``attention_mask``: no position is
+    padding, and the attention (``model/padding_free.py``) keeps each record to itself.
+
+    Each record's first label is IGNORE: in the row, the position before it is the
+    previous record's last token, which must not be trained to predict it (the padded
+    batch never predicts a row's first token either). The same targets, in the same
+    order, as ``collate``'s. ``pad_id`` is unused (nothing is padded); kept so both
+    collators are called alike."""
+    del pad_id
+    padded = collate(examples, 0)
+    lengths = [len(e.input_ids) for e in examples]
+    keep = padded["attention_mask"].bool()
+    labels = padded["labels"].clone()
+    labels[:, 0] = IGNORE
+    cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    return {
+        "input_ids": padded["input_ids"][keep][None],
+        "labels": labels[keep][None],
+        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": max(lengths),
+        "max_length_k": max(lengths),
+    }
+
+
+def model_inputs(batch: dict) -> dict:
+    """What the model's forward takes from a batch, padded or flattened: all but labels."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
 def target_count(batch: dict[str, torch.Tensor]) -> int:
     """Tokens that carry loss: labels at positions 1.. that are not IGNORE."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())

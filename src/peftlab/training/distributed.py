@@ -279,7 +279,8 @@ def wrapper_logits(
     token t + 1), through a parallel wrapper's own forward (which must run). With a plain
     head the model is asked for those positions only (a boolean ``logits_to_keep``), so
     the prompt pays no vocabulary projection, as in one process."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    inputs = {k: v for k, v in batch.items() if k != "labels"}  # padded or flattened
+    inputs["use_cache"] = False  # as response_nll: no cache in a training forward
     if plain_head and _masked_logits_supported():
         mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
         mask[:, :-1] = keep

@@ -29,7 +29,15 @@ from tqdm.auto import tqdm
 from .. import host as host_memory
 from ..config import RunConfig, resolve_weighting
 from ..core.rundir import claim_run_dir, drop_aside, output_lock, refuse_inputs
-from ..data.batching import IGNORE, Example, collate, epoch_batches, target_count, token_pieces
+from ..data.batching import (
+    IGNORE,
+    Example,
+    collate,
+    epoch_batches,
+    flatten,
+    target_count,
+    token_pieces,
+)
 from ..methods import METHODS
 from ..methods.frozen import castable_linears
 from ..model.inference import budget_limit
@@ -191,7 +199,11 @@ def _batches(run: Run, step: int, order: dict) -> tuple[int, list[dict], int, in
     return (
         epoch,
         *_step_batches(
-            run.dist, step_examples, run.session.tokenizer.pad_token_id, run.train.token_budget
+            run.dist,
+            step_examples,
+            run.session.tokenizer.pad_token_id,
+            run.train.token_budget,
+            run.train.padding_free,
         ),
     )
 
@@ -227,7 +239,7 @@ def _check_finite(loss: float, step: int, run: Run, lr: float, low: list[float])
 
 
 def _step_batches(
-    dist: Dist, step: list[list[Example]], pad_id: int, budget: int = 0
+    dist: Dist, step: list[list[Example]], pad_id: int, budget: int = 0, flat: bool = False
 ) -> tuple[list[dict], int, int]:
     """This process's batches of one optimiser step, and the step's target and real tokens
     over all processes (every process sees the same global micro-batches, so the counts
@@ -235,7 +247,9 @@ def _step_batches(
     micro-batch and cuts them into pieces of at most ``budget`` tokens (``token_pieces``).
     Every process runs as many batches as the busiest (FSDP: each forward is a collective):
     one short of them runs stand-ins, a row whose labels are all ignored; it still joins
-    the gradient all-reduce, and adds nothing."""
+    the gradient all-reduce, and adds nothing. ``flat``: each piece padding-free
+    (``flatten``: its records in one row), else padded (``collate``)."""
+    batch_of = flatten if flat else collate
     mine: list[dict] = []
     n_targets = sum(e.n_loss for examples in step for e in examples)
     real = sum(len(e.input_ids) for examples in step for e in examples)
@@ -246,10 +260,10 @@ def _step_batches(
             pieces = token_pieces(rows, budget) if rows else []
             counts[rank] += len(pieces)
             if rank == dist.rank:
-                mine += [collate(p, pad_id) for p in pieces]
+                mine += [batch_of(p, pad_id) for p in pieces]
     shortest = min((e for examples in step for e in examples), key=lambda e: len(e.input_ids))
     while len(mine) < max(counts):
-        stand_in = collate([shortest], pad_id)
+        stand_in = batch_of([shortest], pad_id)
         stand_in["labels"].fill_(IGNORE)
         mine.append(stand_in)
     return mine, n_targets, real
@@ -287,7 +301,10 @@ def _step(
     total = torch.zeros((), dtype=torch.float64, device=s.device)  # read once, by the caller
     for j, batch in enumerate(batches):
         targets = Targets.of(batch["labels"]).to(s.device)  # found on the host: no sync
-        batch = {k: v.to(s.device, non_blocking=True) for k, v in batch.items()}
+        batch = {  # a flattened batch's max_length_* are ints
+            k: v.to(s.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
         # Skip the gradient all-reduce on all but the last batch (DDP).
         sync = contextlib.nullcontext() if j == len(batches) - 1 else acc.no_sync(model)
         with sync:

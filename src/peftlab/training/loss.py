@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.modules import output_head
-from ..data.batching import IGNORE
+from ..data.batching import IGNORE, model_inputs
 from .distributed import is_parallel_wrapper, unwrap_parallel, wrapper_logits
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit
@@ -163,11 +163,15 @@ def response_nll(
     opts: LossOptions = DEFAULT_LOSS,
     targets: Targets | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(sum of NLL over target tokens, number of target tokens) for a collated batch;
-    ``targets``: :meth:`Targets.of` its labels, found on the host (default: here)."""
+    """(sum of NLL over target tokens, number of target tokens) for a collated batch,
+    padded (``collate``) or padding-free (``flatten``: the same targets); ``targets``:
+    :meth:`Targets.of` its labels, found on the host (default: here)."""
     if targets is None:
         targets = Targets.of(batch["labels"])
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    # Padded, or flattened (``position_ids``, ``cu_seq_lens``). No key/value cache: a
+    # training forward never reads one (and with one transformers stops telling packed
+    # records apart from their position_ids).
+    inputs = {**model_inputs(batch), "use_cache": False}
     # A DDP/FSDP wrapper's own forward must run (DDP's forward arms the gradient
     # all-reduce, FSDP's gathers the sharded weights): never call its decoder directly.
     wrapped = is_parallel_wrapper(model)
@@ -190,7 +194,8 @@ def response_nll_rows(
     model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions = DEFAULT_LOSS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation only: each row's summed NLL over its target tokens, and its count (the
-    per-record figures a paired bootstrap over eval records needs). Same logits as
+    per-record figures a paired bootstrap over eval records needs). Padded batches only
+    (``collate``): evaluation is not padding-free. Same logits as
     :func:`response_nll`; the head runs in chunks, nothing is kept for backward."""
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE

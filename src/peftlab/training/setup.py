@@ -21,6 +21,7 @@ from ..config import RunConfig, resolve_weighting
 from ..core.atomic import atomic_write_bytes
 from ..core.runtime import environment, seed_everything
 from ..host import HostMemory
+from ..model.padding_free import use_padding_free
 from ..tracking import TrackContext, Trackers, flat_params, open_trackers, parse_report_to
 from .checkpoint import (
     clean_stale_temp_files,
@@ -94,6 +95,7 @@ def start_run(
     host.start()
     s = open_session(cfg, new_adapter=True, device=dist.device)
     host.end_phase("load")
+    attention = use_padding_free(s.model, s.device) if t.padding_free else None
     cfg.adapter = asdict(s.adapter.method.config)  # save the resolved options
     plan = make_plan(len(s.train_data.examples), t, dist.world)
     if dist.is_main:
@@ -145,6 +147,9 @@ def start_run(
         "processes": dist.world,
         "env": {**environment(), **host.environment()},
     }
+    if attention is not None:  # the attention that keeps a flattened row's records apart
+        run.results["padding_free_attention"] = attention
+        log(f"padding-free batches: attention {attention}")
     return run
 
 
