@@ -57,12 +57,15 @@ def frozen_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ):
         return layer(x)
     dtype = torch.get_autocast_dtype(t)
+    rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     with torch.autocast(t, enabled=False):
         # On rows: F.linear with a bias returns a 3-D result as a view of its 2-D one, and
         # a view made inside a custom Function may not be written in place (the lean sum
         # of an adapter writes into this output). The same matmul either way.
-        y = FrozenLinear.apply(x.reshape(-1, x.shape[-1]), w, layer.bias, dtype)
-    return y.view(*x.shape[:-1], y.shape[-1])
+        y = FrozenLinear.apply(rows, w, layer.bias, dtype)
+    # Rows in, rows out: the Function's own output, which an in-place sum may write into
+    # without autograd copying it in backward (as it must for a view).
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
 
 
 def castable_linears(model: nn.Module, dtype: torch.dtype) -> dict[str, nn.Linear]:

@@ -125,11 +125,15 @@ class LeanOps(PlainOps):
         )
         if not one_dtype:
             return PlainOps.add_scaled_linear(y, h, weight, scale)
-        y2, h2, wt = y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), weight.t()
+        if y.dim() != 2:  # on rows; a view written in place costs a copy in backward
+            rows = LeanOps.add_scaled_linear(
+                y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), weight, scale
+            )
+            return rows.view(y.shape)
         if y.requires_grad and y.grad_fn is None:  # a leaf: never written in place
-            return torch.addmm(y2, h2, wt, alpha=scale).view(y.shape)
+            return torch.addmm(y, h, weight.t(), alpha=scale)
         # autocast does not cast for in-place ops: the weight is cast here
-        return y2.addmm_(h2, wt.to(y2.dtype), alpha=scale).view(y.shape)
+        return y.addmm_(h, weight.t().to(y.dtype), alpha=scale)
 
     @staticmethod
     def scale_rows(z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

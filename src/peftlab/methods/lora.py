@@ -99,13 +99,14 @@ class LoraLinear(AdapterLayer):
         nn.init.zeros_(self.lora_B.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """h = W0 x + s · B A dropout(x), with the layer's ops (:mod:`.lean`)."""
-        ops = self.ops
-        out = ops.frozen_linear(self.base_layer, x)  # W0 x + b
-        if self.merged:
-            return out
-        h = ops.dropout_linear(x, self.lora_A.weight, self.lora_dropout)  # A dropout(x)
-        return ops.add_scaled_linear(out, h, self.lora_B.weight, self.scaling)  # + s B h
+        """h = W0 x + s · B A dropout(x), with the layer's ops (:mod:`.lean`), on rows
+        (one per token: the lean sum writes into W0 x itself, not into a view of it)."""
+        ops, rows = self.ops, x.reshape(-1, x.shape[-1])
+        out = ops.frozen_linear(self.base_layer, rows)  # W0 x + b
+        if not self.merged:
+            h = ops.dropout_linear(rows, self.lora_A.weight, self.lora_dropout)  # A dropout(x)
+            out = ops.add_scaled_linear(out, h, self.lora_B.weight, self.scaling)  # + s B h
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """s · B A dropout(x) (the low-rank path alone)."""
