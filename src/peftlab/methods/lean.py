@@ -126,8 +126,11 @@ class LeanOps(PlainOps):
         if not one_dtype:
             return PlainOps.add_scaled_linear(y, h, weight, scale)
         y2, h2, wt = y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), weight.t()
-        if y.requires_grad and y.grad_fn is None:  # a leaf: never written in place
-            return torch.addmm(y2, h2, wt, alpha=scale).view(y.shape)
+        # A leaf is never written in place. Compiled (``--compile``), the same sum out of
+        # place: the compiler plans its own buffers, and a tensor's grad_fn cannot be read
+        # while tracing.
+        if torch.compiler.is_compiling() or (y.requires_grad and y.grad_fn is None):
+            return torch.addmm(y2, h2, wt.to(y2.dtype), alpha=scale).view(y.shape)
         # autocast does not cast for in-place ops: the weight is cast here
         return y2.addmm_(h2, wt.to(y2.dtype), alpha=scale).view(y.shape)
 
