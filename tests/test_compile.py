@@ -143,6 +143,56 @@ def test_eager_outside_training_and_names_unchanged(fresh_dynamo, tiny_inputs):
     assert uncompile_layers(model) == 0
 
 
+def test_a_training_run_with_compile_equals_eager(tmp_path, tiny_model_dir, monkeypatch):
+    """The loop with ``compile``: the same losses as without (aot_eager here: inductor's
+    C++ build takes minutes on the shared CPU), the layers eager again after training
+    (evaluation, merge check and saving ran), the adapter's names unchanged, and the
+    option saved in config.yaml."""
+    import json
+
+    import yaml
+
+    from peftlab import build_config, train
+    from peftlab.model import compile as seam
+
+    from conftest import write_toy_dataset
+
+    monkeypatch.setattr(seam, "BACKEND", "aot_eager")
+    data = write_toy_dataset(tmp_path / "toy.json")
+    runs = {}
+    for flag in (False, True):
+        out = tmp_path / f"run-{flag}"
+        cfg = build_config(
+            model=tiny_model_dir,
+            dataset=data,
+            output=str(out),
+            max_steps=3,
+            batch_size=4,
+            r=2,
+            dropout=0.0,
+            mixed_precision="no",
+            exact_match_limit=0,
+            progress=False,
+            max_length=48,
+            compile=flag,
+            token_budget=0,
+        )
+        runs[flag] = train(cfg)
+        steps = [json.loads(x) for x in open(out / "metrics.jsonl")]
+        runs[flag, "loss"] = [r["loss"] for r in steps if "loss" in r and "lr" in r]
+        assert yaml.safe_load((out / "config.yaml").read_text())["train"]["compile"] is flag
+    assert runs[True, "loss"] == pytest.approx(runs[False, "loss"], abs=1e-5)
+    assert runs[True]["after"]["eval_loss"] == pytest.approx(
+        runs[False]["after"]["eval_loss"], abs=1e-5
+    )
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "run-False" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "run-True" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert not counters["graph_break"]
+
+
 def test_a_model_without_decoder_layers_is_refused():
     with pytest.raises(ValueError, match="no decoder layers"):
         compile_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))

@@ -75,10 +75,12 @@ def _dispatcher(layer: nn.Module, compiled: Callable) -> Callable:
     return forward
 
 
-def compile_layers(model: nn.Module, backend: str = BACKEND, **options) -> int:
+def compile_layers(model: nn.Module, backend: str | None = None, **options) -> int:
     """Give every decoder layer of ``model`` a compiled training forward (see the
-    module's docstring); ``options`` go to ``torch.compile``. Returns how many layers
-    have one. Layers compiled already are left as they are."""
+    module's docstring); ``backend`` (default :data:`BACKEND`) and ``options`` go to
+    ``torch.compile``. Returns how many layers have one. Layers compiled already are
+    left as they are."""
+    backend = backend or BACKEND
     n = 0
     for layer in decoder_layers(model):
         if not is_compiled(layer):
