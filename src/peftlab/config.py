@@ -193,6 +193,19 @@ class TrainConfig:
         "varlen kernel on CUDA where installed, else SDPA per record): no compute on "
         "padding; the same batches, losses and gradients. Evaluation stays padded",
     )
+    compile: bool = option(
+        False,
+        "Compile each decoder layer, adapters included, with torch.compile while "
+        "training (regional; evaluation, generation, merging and the saved files stay "
+        "as without it). Costs compile time at the start; pays where launches dominate "
+        "(GPUs); see BENCHMARKS.md for the CPU",
+    )
+    kernels: str = option(
+        "auto",
+        "Fused kernels for Llama/Mistral/Qwen-family models: liger (Liger-Kernel's "
+        "RMSNorm, RoPE, SwiGLU and fused linear cross-entropy; CUDA only, pip install "
+        "'peftlab[gpu]'), none, or auto (liger on CUDA when installed, else none)",
+    )
     group_by_length: bool = option(
         True, "Batch records of similar length (within shuffled chunks) so padding costs little"
     )
@@ -275,6 +288,8 @@ class TrainConfig:
                 f"option 'generation_cache' must be 0 (no copies) or a number "
                 f"of bytes, got {self.generation_cache}"
             )
+        if self.kernels not in ("auto", "liger", "none"):
+            raise ValueError(f"option 'kernels' must be auto, liger or none, got {self.kernels!r}")
         if self.loss_weighting not in ("auto", "token", "step"):
             raise ValueError(
                 f"option 'loss_weighting' must be auto, token or step, got {self.loss_weighting!r}"

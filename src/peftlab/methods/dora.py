@@ -126,6 +126,12 @@ class DoraLinear(LoraLinear):
         ``model.to(...)``, ``load_state_dict`` and merge/unmerge (in-place writes) all
         invalidate it without anyone having to remember to.
         """
+        if torch.compiler.is_compiling():
+            # Traced (``--compile``): computed in the graph (out·in multiply-adds beside
+            # the norm's out·in·r); a tensor's address and version cannot be read there.
+            w = self.base_weight()
+            with torch.no_grad(), _no_autocast(w):
+                return row_sq_norms(w)
         key = self.base_weight_key()  # for a 4-bit base: the packed codes' identity
         if self._w0_sq_cache is not None and self._w0_sq_cache[0] == key:
             return self._w0_sq_cache[1]

@@ -130,8 +130,11 @@ class LeanOps(PlainOps):
                 y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), weight, scale
             )
             return rows.view(y.shape)
-        if y.requires_grad and y.grad_fn is None:  # a leaf: never written in place
-            return torch.addmm(y, h, weight.t(), alpha=scale)
+        # A leaf is never written in place. Compiled (``--compile``), the same sum out of
+        # place: the compiler plans its own buffers, and a tensor's grad_fn cannot be read
+        # while tracing.
+        if torch.compiler.is_compiling() or (y.requires_grad and y.grad_fn is None):
+            return torch.addmm(y, h, weight.t().to(y.dtype), alpha=scale)
         # autocast does not cast for in-place ops: the weight is cast here
         return y.addmm_(h, weight.t().to(y.dtype), alpha=scale)
 

@@ -227,7 +227,10 @@ class Linear4bit(nn.Module):
             self.compute_dtype,
             self.kernel,
         )
-        return _NF4LinearFn.apply(
+        # Compiled (``--compile``): the same matmuls with no reused buffers or hand-over
+        # between recomputation and backward, which the compiler plans itself.
+        fn = _NF4LinearTraced if torch.compiler.is_compiling() else _NF4LinearFn
+        return fn.apply(
             x, self.bias, meta, self.packed, self.absmax, self.absmax_scale, self.absmax_offset
         )
 
@@ -322,6 +325,41 @@ class _NF4LinearFn(torch.autograd.Function):
             if kept is not None:
                 kernels.give_back(kept)
         if ctx.needs_input_grad[1]:  # only if someone unfroze the bias
+            grad_b = grad_y.reshape(-1, shape[0]).sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_b, None, None, None, None, None
+
+
+class _NF4LinearTraced(torch.autograd.Function):
+    """:class:`_NF4LinearFn`'s equations for ``torch.compile`` to trace: W dequantized
+    by the pure kernel (the same bits as every kernel) into a fresh tensor in forward
+    and again in backward; only the packed W is saved."""
+
+    @staticmethod
+    def forward(ctx, x, bias, meta, packed, absmax, absmax_scale, absmax_offset):
+        shape, weight_dtype, blocksize, compute_dtype, _ = meta
+        if torch.is_autocast_enabled(x.device.type):
+            compute_dtype = torch.get_autocast_dtype(x.device.type)
+        q = NF4Tensor(packed, absmax, shape, weight_dtype, blocksize, absmax_scale, absmax_offset)
+        b = bias.to(compute_dtype) if bias is not None else None
+        y = F.linear(x.to(compute_dtype), dequantize_nf4(q, compute_dtype), b)
+        ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
+        ctx.meta = (shape, weight_dtype, blocksize, compute_dtype)
+        ctx.x_dtype = x.dtype
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        packed, absmax, absmax_scale, absmax_offset = ctx.saved_tensors
+        shape, weight_dtype, blocksize, compute_dtype = ctx.meta
+        grad_x = grad_b = None
+        if ctx.needs_input_grad[0]:
+            q = NF4Tensor(
+                packed, absmax, shape, weight_dtype, blocksize, absmax_scale, absmax_offset
+            )
+            w = dequantize_nf4(q, compute_dtype)
+            grad_x = (grad_y.to(compute_dtype) @ w).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
             grad_b = grad_y.reshape(-1, shape[0]).sum(0).to(ctx.bias_dtype)
         return grad_x, grad_b, None, None, None, None, None
 

@@ -99,6 +99,8 @@ def _table(name: str, device: torch.device) -> torch.Tensor:
     step; rebuilding them would cost a host-to-device copy each time on a GPU)."""
     # Built outside inference mode even when first asked for inside it: a cached
     # inference tensor could not take part in autograd later.
+    if torch.compiler.is_compiling():  # traced: a few ops on 256 values, no cache
+        return _build_table.__wrapped__(name, device)
     with torch.inference_mode(False):
         return _build_table(name, device)
 
@@ -323,6 +325,8 @@ def dequantize_nf4(
     pairs = _table("nf4_pairs", q.packed.device)
     absmax = block_absmax(q)
     chunk = _DEQUANT_CHUNK if q.packed.device.type == "cpu" else _DEQUANT_CHUNK_GPU
+    if torch.compiler.is_compiling():
+        chunk = n  # one piece: the compiler fuses the gather and the scaling itself
     step = max(chunk // bs, 1) * bs  # whole blocks (bs is even: whole bytes too)
     for start in range(0, n, step):
         stop = min(start + step, n)

@@ -40,6 +40,7 @@ from ..data.batching import (
 )
 from ..methods import METHODS
 from ..methods.frozen import castable_linears
+from ..model.compile import compiled_layers
 from ..model.inference import budget_limit
 from ..tracking import check_report_to
 from .checkpoint import list_checkpoints, save_checkpoint
@@ -82,9 +83,13 @@ def train(cfg: RunConfig, memory=None) -> dict:
             run = start_run(cfg, acc, dist, host, claim, memory, planned)
             with run.trackers:  # the tracked runs end as finished, or failed on an error
                 evaluate_before(run)
-                with run.host.narrowed(
-                    *_narrowable(run), out, log if dist.is_main else None
-                ) as saved:
+                with (
+                    run.host.narrowed(
+                        *_narrowable(run), out, log if dist.is_main else None
+                    ) as saved,
+                    compiled_layers(run.session.model, cfg.train.compile, log),
+                ):
+                    # compiled for the steps only: evaluation, merging and saving run eager
                     run.results["compute_dtype_weights_bytes"] = saved
                     run.results.update(fit(run))
                 run.host.end_phase("train")

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core.modules import output_head
 from ..data.batching import IGNORE, model_inputs
+from ..model.kernels import liger_head_nll
 from .distributed import is_parallel_wrapper, unwrap_parallel, wrapper_logits
 
 # Architectures whose causal-LM head is exactly ``lm_head(final hidden state)``: no logit
@@ -39,6 +40,8 @@ class LossOptions:
     response_only_head: bool = True
     chunk: int = 256
     """Positions per cross-entropy chunk; 0 materialises all logits at once."""
+    fused_head: bool = False
+    """The head's loss by Liger's fused linear cross-entropy (``--kernels``; CUDA)."""
 
     def __post_init__(self):
         if self.chunk < 0:
@@ -116,11 +119,15 @@ class ChunkedHeadNLL(torch.autograd.Function):
 
 
 def head_nll(
-    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int
+    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int, fused: bool = False
 ) -> torch.Tensor:
-    """Summed NLL of ``targets`` under ``head(hidden)``, chunked when the head allows it
-    (a bias-free ``nn.Linear``; an adapter on the head takes the plain path)."""
-    if chunk > 0 and type(head) is nn.Linear and head.bias is None:
+    """Summed NLL of ``targets`` under ``head(hidden)``, fused (Liger's kernel, ``fused``)
+    or chunked when the head allows it (a bias-free ``nn.Linear``; an adapter on the head
+    takes the plain path)."""
+    plain_linear = type(head) is nn.Linear and head.bias is None
+    if fused and plain_linear:
+        return liger_head_nll(hidden, head.weight, targets, _compute_dtype(hidden))
+    if chunk > 0 and plain_linear:
         return ChunkedHeadNLL.apply(hidden, head.weight, targets, chunk, _compute_dtype(hidden))
     # The loss is taken in fp32 even under autocast: a bf16 log-softmax over ~50k classes
     # loses about two decimal digits of the loss.
@@ -179,7 +186,8 @@ def response_nll(
     if parts is not None:
         decoder, head = parts
         hidden = decoder(**inputs).last_hidden_state
-        return head_nll(head, _at(hidden, targets.index), targets.ids, opts.chunk), targets.count
+        nll = head_nll(head, _at(hidden, targets.index), targets.ids, opts.chunk, opts.fused_head)
+        return nll, targets.count
     if wrapped:
         keep = batch["labels"][:, 1:] != IGNORE
         plain = opts.response_only_head and _plain_head_parts(unwrap_parallel(model)) is not None

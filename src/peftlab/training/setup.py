@@ -9,7 +9,7 @@ adapter. The loop (:mod:`.loop`) and the end of the run (:mod:`.finish`) read th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from ..core.atomic import atomic_write_bytes
 from ..core.runtime import environment, seed_everything
 from ..host import HostMemory
 from ..model.padding_free import use_padding_free
+from ..model.kernels import apply_kernels, liger_installed, resolve_kernels
+from ..model.kernels import describe as describe_kernels
 from ..tracking import TrackContext, Trackers, flat_params, open_trackers, parse_report_to
 from .checkpoint import (
     clean_stale_temp_files,
@@ -94,6 +96,7 @@ def start_run(
         torch.cuda.reset_peak_memory_stats()
     host.start()
     s = open_session(cfg, new_adapter=True, device=dist.device)
+    _use_kernels(s, t, log if dist.is_main else None)
     host.end_phase("load")
     attention = use_padding_free(s.model, s.device) if t.padding_free else None
     cfg.adapter = asdict(s.adapter.method.config)  # save the resolved options
@@ -151,6 +154,18 @@ def start_run(
         run.results["padding_free_attention"] = attention
         log(f"padding-free batches: attention {attention}")
     return run
+
+
+def _use_kernels(s: Session, t, log=None) -> None:
+    """Fused kernels (``--kernels``) resolved for the run's device and model, applied,
+    and written back into ``t`` (so ``config.yaml`` records the choice)."""
+    mtype = getattr(getattr(s.model, "config", None), "model_type", None)
+    choice = resolve_kernels(t.kernels, s.device.type, mtype, liger_installed())
+    apply_kernels(s.model, choice)
+    s.loss_options = replace(s.loss_options, fused_head=choice.fused_head)
+    t.kernels = choice.name
+    if log is not None and (s.device.type == "cuda" or choice.name != "none"):
+        log(describe_kernels(choice))
 
 
 def _announce(s: Session, cfg: RunConfig, plan: Plan, dist: Dist, host: HostMemory) -> None:
