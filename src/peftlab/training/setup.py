@@ -21,9 +21,9 @@ from ..config import RunConfig, resolve_weighting
 from ..core.atomic import atomic_write_bytes
 from ..core.runtime import environment, seed_everything
 from ..host import HostMemory
-from ..model.padding_free import use_padding_free
 from ..model.kernels import apply_kernels, liger_installed, resolve_kernels
 from ..model.kernels import describe as describe_kernels
+from ..model.padding_free import use_padding_free
 from ..tracking import TrackContext, Trackers, flat_params, open_trackers, parse_report_to
 from .checkpoint import (
     clean_stale_temp_files,
