@@ -11,6 +11,7 @@ the method's own work. Run it alone on the machine:
 
     python bench/step_cost.py                       # all methods, markdown table
     python bench/step_cost.py --methods dora --steps 3
+    python bench/step_cost.py --model embedded --methods lora,vera,oft,loha,lokr
 """
 
 from __future__ import annotations
@@ -115,11 +116,18 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def build_model():
+def build_model(model: str = "random"):
+    """The random 191M Llama (``random``) or the embedded SmolLM2-135M (``embedded``),
+    fp32 either way."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    if model == "embedded":
+        from peftlab.model.load import resolve_model_path
+
+        path = resolve_model_path("embedded")
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
     return LlamaForCausalLM(LlamaConfig(**SHAPE)).train()
 
 
@@ -131,6 +139,7 @@ def run_one(
     device: str = "cpu",
     batch: int = BATCH,
     seq: int = SEQ,
+    model_name: str = "random",
 ) -> dict:
     """One configuration in this process: returns times and peak memory."""
     import contextlib
@@ -138,7 +147,7 @@ def run_one(
     import torch
 
     ours, theirs = OPTIONS[method]
-    model = build_model().to(device)
+    model = build_model(model_name).to(device)
     if impl == "peftlab":
         from peftlab.methods import get_method
         from peftlab.model.inject import inject
@@ -165,7 +174,8 @@ def run_one(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, SHAPE["vocab_size"], (batch, seq), generator=g).to(device)
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
     cuda = device.startswith("cuda")
     # CPU: fp32 as the issue asks. GPU: bf16 autocast, the setting people train with there.
     autocast = (
@@ -220,6 +230,8 @@ def spawn(method: str, impl: str, a) -> dict:
         str(a.batch),
         "--seq",
         str(a.seq),
+        "--model",
+        a.model,
     ]
     out = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -248,9 +260,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--seq", type=int, default=SEQ)
+    ap.add_argument(
+        "--model", choices=("random", "embedded"), default="random", help="see build_model"
+    )
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(run_one(a.one[0], a.one[1], a.steps, a.warmup, a.device, a.batch, a.seq)))
+        r = run_one(a.one[0], a.one[1], a.steps, a.warmup, a.device, a.batch, a.seq, a.model)
+        print(json.dumps(r))
         return
     rows = []
     for method in a.methods.split(","):
@@ -261,8 +277,8 @@ def main() -> None:
         print(json.dumps(res), file=sys.stderr, flush=True)
     what = "peak GPU memory allocated" if a.device.startswith("cuda") else "peak RSS"
     print(
-        f"device {a.device}, batch {a.batch} x {a.seq} tokens, {a.steps} timed steps after "
-        f"{a.warmup} warm-up; memory = {what}\n"
+        f"model {a.model}, device {a.device}, batch {a.batch} x {a.seq} tokens, "
+        f"{a.steps} timed steps after {a.warmup} warm-up; memory = {what}\n"
     )
     print(
         "| method | trainable | peftlab step | peft step | time ratio | peftlab peak "

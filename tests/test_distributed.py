@@ -82,30 +82,28 @@ def train_two_processes(opts: dict) -> None:
     _run([sys.executable, "-m", "peftlab", "train", "--num-processes", "2", *_flags(opts)])
 
 
+ACCELERATE_TWO = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+]
+"""``accelerate launch`` of 2 CPU processes (free port: 0), up to the script to run."""
+
+
 def accelerate_launch_two(opts: dict) -> None:
-    """The same through ``accelerate launch`` directly (free port: 0)."""
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "0",
-            "-m",
-            "peftlab",
-            "train",
-            *_flags(opts),
-        ]
-    )
+    """The same through ``accelerate launch`` directly."""
+    _run([*ACCELERATE_TWO, "-m", "peftlab", "train", *_flags(opts)])
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -248,6 +246,55 @@ def test_adalora_allocates_the_same_ranks_in_two_processes(tmp_path, tiny_model_
     )
 
 
+# The methods added after the seed's: each trains in 2 processes x batch 2 as in one
+# process x batch 4 (2 steps, checkpoint at step 2, where the processes must agree bit for
+# bit on the adapter and the method state: VeRA's shared projections are method state,
+# OFT's blocks adapter weights). One launch trains them all (helpers/ddp_many_train.py).
+LORA_LIKE = dict(r=4, alpha=8, dropout=0.0)
+NEW_METHODS = {
+    "pissa": dict(method="pissa", **LORA_LIKE),
+    "olora": dict(method="olora", **LORA_LIKE),
+    "loraplus": dict(method="lora", loraplus_lr_ratio=4.0, **LORA_LIKE),
+    "qlora-loftq": dict(method="qlora", loftq_iter=2, **LORA_LIKE),
+    "vera": dict(method="vera", r=8, dropout=0.0),
+    "oft": dict(method="oft", oft_block_size=8),
+    "loha": dict(method="loha", r=2, alpha=4),
+    "lokr": dict(method="lokr", r=2, alpha=4),
+}
+
+
+def test_new_methods_train_in_two_processes_as_in_one(tmp_path, tiny_model_dir):
+    data = write_toy_dataset(tmp_path / "toy.json", n=18)  # 16 train, 2 eval records
+    runs = {}
+    for name, kw in NEW_METHODS.items():
+        opts = _options(tiny_model_dir, data, tmp_path / "one" / name, max_steps=2)
+        for k in ("r", "alpha", "dropout"):  # each method's own options only
+            del opts[k]
+        opts.update(exact_match_limit=0, **kw)
+        train(build_config(**opts))
+        runs[name] = {**opts, "output": str(tmp_path / "two" / name), "batch_size": 2}
+    todo = tmp_path / "runs.json"
+    todo.write_text(json.dumps([_flags(o) for o in runs.values()]))
+    helper = Path(__file__).parent / "helpers" / "ddp_many_train.py"
+    _run([*ACCELERATE_TWO, str(helper), str(todo)])
+    for name in NEW_METHODS:
+        one, two = tmp_path / "one" / name, tmp_path / "two" / name
+        a, b = losses(one), losses(two)
+        assert sorted(a) == sorted(b) == [1, 2], name
+        for step in a:
+            assert b[step] == pytest.approx(a[step], abs=TOL), (name, step)
+        for part in ("adapter_params", "method_state"):  # most have no method state
+            sa, sb = ckpt(one, 2, part), ckpt(two, 2, part)
+            assert sa.keys() == sb.keys(), (name, part)
+            assert not sa or max_diff(sa, sb) <= TOL, (name, part)
+        wa, wb = (load_file(r / "adapter_model.safetensors") for r in (one, two))
+        assert max_diff(wa, wb) <= TOL, name
+        res = json.loads((two / "results.json").read_text())
+        assert res["processes"] == 2, name
+    # VeRA's projections travel as method state (and in its file): the same everywhere.
+    assert {"vera_A", "vera_B"} <= set(ckpt(tmp_path / "two" / "vera", 2, "method_state"))
+
+
 def test_fsdp2_on_cpu_resumes_and_trains_as_one_process(lora_runs):
     """FSDP2 (parameters sharded) through the same loop: forward through the sharded
     root, evaluation and generation on every process in step, sharded optimiser state
@@ -258,20 +305,7 @@ def test_fsdp2_on_cpu_resumes_and_trains_as_one_process(lora_runs):
     opts = {**lora_runs["opts"], "output": str(run), "batch_size": 2, "resume": True}
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "0",
+            *ACCELERATE_TWO,
             str(Path(__file__).parent / "helpers" / "fsdp_cpu_train.py"),
             *_flags(opts),
         ],
