@@ -50,6 +50,7 @@ del x
 heap.trim_heap()
 freed = held - resident_bytes()
 print(json.dumps({"malloc": malloc.name(), "lean": heap.set_allocator("lean"),
+                  "auto_memory_first": heap.resolve_allocator("auto", True),
                   "freed": freed}))
 """
 
@@ -65,6 +66,7 @@ def test_a_preloaded_process_runs_on_mimalloc_and_its_settings_act():
     assert got["malloc"] == "mimalloc"
     # lean reads the purge delay back at mimalloc's option number before setting it
     assert got["lean"] == "lean"
+    assert got["auto_memory_first"] == "default"  # QLoRA's auto on mimalloc
     assert got["freed"] > 200 << 20  # mi_collect gave the freed 256 MiB back
 
 

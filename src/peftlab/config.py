@@ -223,7 +223,7 @@ class TrainConfig:
         "go straight back to the OS: peak tracks live tensors, "
         "steps slower), trim (free pages returned after every "
         "step), default, or auto (lean for memory-first "
-        "methods: QLoRA; else default). The peftlab command "
+        "methods, QLoRA, on glibc's malloc; else default). The peftlab command "
         "runs on mimalloc where installed (Linux), on glibc's "
         "malloc with PEFTLAB_MALLOC=system",
     )

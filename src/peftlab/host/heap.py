@@ -11,7 +11,12 @@ shapes the heap fragments further. The ``allocator`` option trades speed for mem
 - ``lean``: on glibc every buffer of 1 MiB and more is mapped on allocation and unmapped
   on free (``mallopt(M_MMAP_THRESHOLD)``), at the cost of zeroing fresh pages; on
   mimalloc free pages are returned at once;
-- ``auto``: ``lean`` for a method that exists to save memory (QLoRA), else ``default``.
+- ``auto``: ``lean`` for a method that exists to save memory (QLoRA) on glibc's malloc,
+  else ``default``. On mimalloc ``lean`` (pages returned at once) faults every buffer in
+  again each time it is allocated (a purge delay of 1 s instead of 30 s already made
+  LoRA's steps 1.4x slower, :mod:`.malloc`); ``make demo`` on mimalloc trained QLoRA at
+  half LoRA's speed under ``lean`` (issue 27). ``default`` gives up part of QLoRA's lower
+  CPU peak for that speed (how much is not yet measured on mimalloc).
 """
 
 from __future__ import annotations
@@ -59,13 +64,18 @@ def trim_heap() -> None:
         lib.malloc_trim(0)
 
 
-def resolve_allocator(mode: str, memory_first: bool = False) -> str:
-    """``auto`` → ``lean`` for memory-first methods (QLoRA), else ``default`` (the
-    fastest; BENCHMARKS.md)."""
+def resolve_allocator(
+    mode: str, memory_first: bool = False, on_mimalloc: bool | None = None
+) -> str:
+    """``auto`` → ``lean`` for memory-first methods (QLoRA) on glibc's malloc, else
+    ``default`` (the fastest; BENCHMARKS.md). ``on_mimalloc``: whether this process runs
+    on mimalloc (None: find out)."""
     if mode not in ALLOCATOR_MODES:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATOR_MODES)}, not {mode!r}")
     if mode == "auto":
-        return "lean" if memory_first else "default"
+        if on_mimalloc is None:
+            on_mimalloc = malloc.loaded() is not None
+        return "lean" if memory_first and not on_mimalloc else "default"
     return mode
 
 
