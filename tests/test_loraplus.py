@@ -62,11 +62,14 @@ def test_updates_equal_peft_loraplus(method, opts, tiny_inputs, tmp_path):
     with torch.no_grad():
         diff = (ours(**tiny_inputs).logits - theirs(**tiny_inputs).logits).abs().max()
     assert diff <= 1e-5
+    # The weights to the project's 1e-5: our LoRA sums on rows (one addmm into W0 x), peft
+    # on the 3-D batch, and Adam's normalised steps carry that fp32 rounding (seen: up to
+    # 2.4e-6 on weights of ~0.4 after 3 steps).
     peers = dict(theirs.base_model.model.named_modules())
     for name, layer in adapter_layers(ours):
         peer = peers[name]
-        assert torch.allclose(layer.lora_A.weight, peer.lora_A["default"].weight, atol=1e-6)
-        assert torch.allclose(layer.lora_B.weight, peer.lora_B["default"].weight, atol=1e-6)
+        assert torch.allclose(layer.lora_A.weight, peer.lora_A["default"].weight, atol=1e-5)
+        assert torch.allclose(layer.lora_B.weight, peer.lora_B["default"].weight, atol=1e-5)
 
 
 def test_ratio_changes_b_only_and_rejects_bad_values():
